@@ -1,0 +1,1 @@
+"""intsr: integer-only on-device adaptation of a super-resolution network."""

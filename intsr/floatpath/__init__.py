@@ -1,0 +1,1 @@
+"""The only float code of intsr: weight import, float reference network, boundary conversions."""

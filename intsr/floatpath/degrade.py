@@ -1,0 +1,48 @@
+"""Float reference of the project's one degradation convention (Eq. 1) and of the bicubic
+upsampler. The offline trainer uses these so that training data and the device agree.
+
+Eq. 1 convention: ``I_LR = (I_HR * k) downsampled by s`` where ``*`` is a 'same' correlation with
+reflect padding (scipy.ndimage 'reflect': d c b a | a b c d) and the subsampling keeps pixels
+``s//2, s//2 + s, ...`` along each axis.
+"""
+import numpy as np
+from scipy import ndimage
+
+from intsr.kernels.resample import bicubic_coeffs
+
+
+def degrade(img, kernel, scale):
+    """Eq. 1 in float64: correlate each channel with ``kernel`` (reflect), keep ``s//2::s``.
+
+    ``img`` is (H, W) or (H, W, C) float; the result has ``ceil((H - s//2) / s)`` rows."""
+    img = np.asarray(img, np.float64)
+    k = np.asarray(kernel, np.float64)
+    off = scale // 2
+    if img.ndim == 2:
+        return ndimage.correlate(img, k, mode="reflect")[off::scale, off::scale]
+    return np.stack([ndimage.correlate(img[..., c], k, mode="reflect")[off::scale, off::scale]
+                     for c in range(img.shape[2])], axis=-1)
+
+
+def _axis_matrix(in_size, out_size):
+    starts, taps = bicubic_coeffs(in_size, out_size)
+    m = np.zeros((out_size, in_size))
+    for i, (s0, row) in enumerate(zip(starts, taps)):
+        m[i, s0:s0 + len(row)] = [float(t) for t in row]
+    return m
+
+
+def bicubic_upsample(img, scale, clip=True):
+    """Pillow-compatible bicubic upsampling (a = -0.5) of an (H, W[, C]) float image in [0, 1].
+
+    Horizontal pass then vertical, each clipped to [0, 1] like Pillow's 8-bit path (without its
+    rounding to 1/255)."""
+    img = np.asarray(img, np.float64)
+    h, w = img.shape[:2]
+    mx = _axis_matrix(w, w * scale)
+    my = _axis_matrix(h, h * scale)
+    tmp = np.einsum("ow,hw...->ho...", mx, img)
+    if clip:
+        tmp = np.clip(tmp, 0.0, 1.0)
+    out = np.einsum("oh,h...->o...", my, tmp)
+    return np.clip(out, 0.0, 1.0) if clip else out

@@ -1,0 +1,1 @@
+"""Numba kernels, integers only. One file per family, each with a plain NumPy reference."""
