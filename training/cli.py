@@ -1,0 +1,80 @@
+"""``python -m training <stage> ...``: one subcommand per offline stage."""
+import argparse
+import importlib
+
+
+def _common(p):
+    p.add_argument("--data", nargs="+", required=False, default=[],
+                   help="HR training image folders (e.g. .../train/bsds500 .../train/t91)")
+    p.add_argument("--ckpt", required=True, help="checkpoint file; resumed from if it exists")
+    p.add_argument("--steps", type=int, required=True, help="total steps of this stage")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--init", default=None, help="initial weights (.pt/.npz/checkpoint) for a "
+                   "fresh run; ignored when --ckpt exists")
+    p.add_argument("--sigma-min", type=float, default=0.8)
+    p.add_argument("--sigma-max", type=float, default=3.0)
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="python -m training")
+    sub = ap.add_subparsers(dest="stage", required=True)
+
+    p = sub.add_parser("pretrain", help="Eq. 2: L1 + Adam on D_bic or D_meta")
+    _common(p)
+    p.add_argument("--degradation", choices=["bic", "gauss"], default="bic")
+    p.add_argument("--batch", type=int, default=16, help="crops per process per step")
+    p.add_argument("--crop", type=int, default=96, help="HR crop size (multiple of scale)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=True)
+
+    p = sub.add_parser("meta", help="Eq. 3-5: MAML from a pretrained model")
+    _common(p)
+    p.add_argument("--tasks", type=int, default=4, help="tasks per process per meta step")
+    p.add_argument("--crop", type=int, default=192, help="HR task patch (multiple of scale^2)")
+    p.add_argument("--inner-steps", type=int, default=5)
+    p.add_argument("--alpha", type=float, default=0.01, help="inner SGD rate (Eq. 3)")
+    p.add_argument("--beta", type=float, default=1e-4, help="outer Adam rate (Eq. 5)")
+    p.add_argument("--first-order", action="store_true", help="first-order MAML")
+    p.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=False)
+
+    p = sub.add_parser("masks", help="Eq. 6-9: gradient masks for several pruning ratios")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="masks .npz")
+    p.add_argument("--tasks", type=int, default=64, help="|D_gp|: number of D_meta tasks")
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--steps", type=int, default=1, help="adaptation steps per task")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.27, 0.5, 0.67, 0.85])
+
+    p = sub.add_parser("export", help="checkpoint -> .pt state_dict and/or .npz")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--pt", default=None)
+    p.add_argument("--npz", default=None)
+
+    p = sub.add_parser("eval", help="float PSNR on a test set with n SGD steps (device protocol)")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--images", default="/work/shared/data/set5")
+    p.add_argument("--kernels", nargs="+", required=True)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--sgd-steps", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--masks", default=None)
+    p.add_argument("--ratio", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the per-image results here")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    mod = {"pretrain": "pretrain", "meta": "meta", "masks": "masks", "export": "export",
+           "eval": "evaluate"}[args.stage]
+    importlib.import_module(f"training.{mod}").run(args)

@@ -1,0 +1,101 @@
+"""Run plumbing shared by the stages: threads, DDP, checkpoints, progress lines."""
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def setup(threads):
+    torch.set_num_threads(threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def teardown():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def step_rng(seed, rank, step):
+    """The data of a step is a pure function of (seed, rank, step): resuming needs no RNG state
+    for data, and a resumed run sees exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, rank, step])
+
+
+def cosine_lr(base, step, total, final_frac=0.01):
+    t = min(step, total) / max(total, 1)
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def save_atomic(obj, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    if os.path.exists(path):
+        os.replace(path, path + ".prev")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Latest checkpoint, falling back to the previous one if the latest is unreadable."""
+    for p in (path, path + ".prev"):
+        if os.path.exists(p):
+            try:
+                return torch.load(p, map_location="cpu", weights_only=False)
+            except Exception as e:  # noqa: BLE001 - a half-written file must not end the run
+                print(f"warning: cannot read {p}: {e}", file=sys.stderr)
+    return None
+
+
+def load_init_weights(model, path):
+    """Initial weights from a stage checkpoint, a state_dict .pt or an .npz (conv1..conv8 OIHW)."""
+    if path.endswith(".npz"):
+        z = np.load(path)
+        sd = {f"convs.{i}.weight": torch.from_numpy(z[f"conv{i + 1}"].astype(np.float32))
+              for i in range(len(model.convs))}
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        sd = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
+    model.load_state_dict(sd)
+
+
+class StopFlag:
+    """SIGTERM/SIGINT -> finish the current step, checkpoint, exit."""
+
+    def __init__(self):
+        self.stop = False
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._handle)
+
+    def _handle(self, *_):
+        self.stop = True
+
+
+class Progress:
+    def __init__(self, total, start_step, every, rank=0, label=""):
+        self.total, self.every, self.rank, self.label = total, every, rank, label
+        self.t0 = time.time()
+        self.s0 = start_step
+        self.acc = []
+
+    def update(self, step, loss, **extra):
+        self.acc.append(loss)
+        if self.rank != 0 or (step % self.every and step != self.total):
+            return
+        dt = time.time() - self.t0
+        done = step - self.s0
+        rate = done / dt if dt > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        ex = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in extra.items())
+        print(f"[{self.label}] step {step}/{self.total} loss {np.mean(self.acc):.5f} "
+              f"{rate:.3f} steps/s ETA {eta / 60:.1f} min {ex} "
+              f"{time.strftime('%H:%M:%S')}", flush=True)
+        self.acc = []

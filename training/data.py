@@ -1,0 +1,102 @@
+"""Training data, made in NumPy with the project's own Eq. 1 and bicubic upsampler.
+
+Every network input is ``bicubic_upsample(lr, s)``; LR images (and sons) are rounded to 8-bit
+levels like real camera inputs before upsampling.
+"""
+import glob
+import os
+
+import numpy as np
+from PIL import Image
+
+from intsr.floatpath.degrade import bicubic_upsample, degrade
+
+_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Test sets must never be trained on; refusing them by name catches a wrong path early.
+_FORBIDDEN = ("set5", "set14", "bsd68", "bsd100", "b100", "urban100")
+
+
+def load_images(dirs):
+    """All images under ``dirs`` as uint8 (H, W, 3) arrays, loaded once."""
+    imgs = []
+    for d in dirs:
+        base = os.path.basename(os.path.normpath(d)).lower()
+        if base in _FORBIDDEN:
+            raise ValueError(f"refusing to train on test set directory {d!r}")
+        files = sorted(f for f in glob.glob(os.path.join(d, "*")) if f.lower().endswith(_EXTS))
+        if not files:
+            raise ValueError(f"no images found in {d!r}")
+        for f in files:
+            with Image.open(f) as im:
+                imgs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return imgs
+
+
+def quantize8(x):
+    return np.clip(np.round(x * 255.0), 0, 255) / 255.0
+
+
+def gaussian_kernel(size, sigma):
+    r = np.arange(size) - (size - 1) / 2.0
+    k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma * sigma))
+    return k / k.sum()
+
+
+def random_kernel(rng, sigma=(0.8, 3.0), sizes=(7, 9, 11, 13, 15)):
+    """Isotropic Gaussian of random size and sigma: the paper's p(k)."""
+    return gaussian_kernel(int(rng.choice(sizes)), float(rng.uniform(*sigma)))
+
+
+def bicubic_downsample(hr_u8, scale):
+    """D_bic's LR: Pillow BICUBIC (antialiased) downscale of the uint8 HR crop."""
+    h, w = hr_u8.shape[:2]
+    im = Image.fromarray(hr_u8).resize((w // scale, h // scale), Image.BICUBIC)
+    return np.asarray(im, np.float64) / 255.0
+
+
+class CropSampler:
+    def __init__(self, images, rng):
+        self.images = images
+        self.rng = rng
+
+    def crop(self, size):
+        """Random ``size`` x ``size`` uint8 crop with a random flip/rot90 (8 dihedral variants)."""
+        rng = self.rng
+        for _ in range(1000):
+            img = self.images[int(rng.integers(len(self.images)))]
+            h, w = img.shape[:2]
+            if h >= size and w >= size:
+                break
+        else:
+            raise ValueError(f"no training image is at least {size} px")
+        y = int(rng.integers(h - size + 1))
+        x = int(rng.integers(w - size + 1))
+        c = img[y:y + size, x:x + size]
+        c = np.rot90(c, int(rng.integers(4)))
+        if rng.integers(2):
+            c = c[:, ::-1]
+        return np.ascontiguousarray(c)
+
+
+def sr_pair(hr_u8, scale, kernel=None):
+    """(network input, target) for one HR crop: D_bic if ``kernel`` is None, else Eq. 1."""
+    hr = hr_u8.astype(np.float64) / 255.0
+    if kernel is None:
+        lr = bicubic_downsample(hr_u8, scale)
+    else:
+        lr = quantize8(degrade(hr, kernel, scale))
+    return bicubic_upsample(lr, scale), hr
+
+
+def task(hr_u8, kernel, scale):
+    """One meta task: D_tr = (up(son) -> LR), D_te = (up(LR) -> HR).
+
+    The HR crop must be a multiple of scale**2 so the son's upsampling has the LR's size."""
+    hr = hr_u8.astype(np.float64) / 255.0
+    lr = quantize8(degrade(hr, kernel, scale))
+    son = quantize8(degrade(lr, kernel, scale))
+    return bicubic_upsample(son, scale), lr, bicubic_upsample(lr, scale), hr
+
+
+def to_nchw(batch):
+    return np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2), dtype=np.float32)

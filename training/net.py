@@ -1,0 +1,38 @@
+"""The 8-layer SR network (ZSSR/MZSR body without biases), torch side.
+
+State-dict keys are ``convs.0.weight`` .. ``convs.7.weight`` (OIHW), the format
+``intsr.floatpath.weights`` imports. Convolutions are 3x3 with zero 'same' padding.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHANNELS = (3, 64, 64, 64, 64, 64, 64, 64, 3)
+
+
+class SRNet(nn.Module):
+    def __init__(self, channels=CHANNELS):
+        super().__init__()
+        self.channels = tuple(channels)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=False)
+            for i in range(len(channels) - 1))
+        for c in self.convs:
+            nn.init.kaiming_normal_(c.weight, nonlinearity="relu")
+        # A near-zero last layer makes the untrained net the bicubic baseline, not noise on it.
+        with torch.no_grad():
+            self.convs[-1].weight.mul_(0.1)
+
+    def forward(self, x):
+        return functional_forward(x, [c.weight for c in self.convs])
+
+
+def functional_forward(x, weights):
+    """output = x + net(x) with explicit weights, so MAML can run on adapted copies."""
+    h = x
+    last = len(weights) - 1
+    for i, w in enumerate(weights):
+        h = F.conv2d(h, w, padding=1)
+        if i != last:
+            h = F.relu(h)
+    return x + h
