@@ -17,3 +17,227 @@ def layer_shapes():
 
 def num_weights():
     return sum(KSIZE * KSIZE * CHANNELS[i] * CHANNELS[i + 1] for i in range(NUM_LAYERS))
+
+
+# ---------------------------------------------------------------------------------------------
+# IntNet: forward / backward / step with integers only.
+# ---------------------------------------------------------------------------------------------
+import numpy as np  # noqa: E402
+
+from intsr.kernels.backward import agrad_s32, wgrad_s64  # noqa: E402
+from intsr.kernels.conv import conv3x3_s32  # noqa: E402
+from intsr.kernels.elementwise import (  # noqa: E402
+    GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_s8, residual_add, to_u8)
+from intsr.kernels.im2col import im2col  # noqa: E402
+from intsr.kernels.update import sgd_update  # noqa: E402
+from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
+
+MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
+_I32_MAX = (1 << 31) - 1
+
+
+def _requant(acc, exp, gate, mode, nearest, static_scale=None):
+    """int32/int64 accumulator (real = acc * 2**exp), 2-D -> int8 QTensor.
+
+    Dynamic (Eq. 11 on integers): s = ceil(log2(max|acc|)) + exp, v = acc * 2**(7 - ceil_log2).
+    Static: s fixed, out-of-range values saturate."""
+    if gate is None:
+        gate = _no_gate(acc)
+    if static_scale is None:
+        c = ceil_log2(max_abs_gated(acc, gate, mode))
+        scale, shift = c + exp, 7 - c
+    else:
+        scale, shift = static_scale, exp - (static_scale - 7)
+    out = np.empty(acc.shape, np.int8)
+    requant_s8(acc, gate, mode, shift, nearest, out)
+    return QTensor(out, scale)
+
+
+def _no_gate(acc):
+    # Kernels read gate[r, j] only in GATE_MASK mode; a broadcast view costs no memory.
+    return np.broadcast_to(np.zeros((1, 1), np.int8), acc.shape)
+
+
+def _weight_grad(dw, exp, bits, nearest, static_scale=None):
+    """Exact int64 weight gradient -> `bits`-bit QTensor (Eq. 11 + Eq. 14, or Eq. 10 for 8)."""
+    frac = bits - 1
+    if static_scale is None:
+        c = ceil_log2(int(np.abs(dw).max())) if dw.size else 0
+        scale, shift = c + exp, frac - c
+    else:
+        scale, shift = static_scale, exp - (static_scale - frac)
+    return QTensor(saturate(shift_round(dw, shift, "nearest" if nearest else "floor"), bits), scale)
+
+
+class Cache:
+    """What the forward pass keeps for the backward pass: the layer inputs (int8 QTensors, the
+    image as uint8) and the final residual sum (int64 with exponent)."""
+
+    def __init__(self, acts, out, out_exp):
+        self.acts, self.out, self.out_exp = acts, out, out_exp
+
+
+class IntNet:
+    """The network on integers: int8 forward weights derived from int32 master weights (mode
+    'ours', Eq. 14-15) or plain int8 weights (mode 'standard', Eq. 12-13); dynamic (Eq. 11) or
+    static per-tensor scales; per-layer gradient masks (Eq. 6).
+
+    ``weights``: list of QTensors in HWIO (int32 for 'ours', int8 for 'standard').
+    ``masks``: list of NUM_LAYERS bool arrays over output channels, or None (train all)."""
+
+    def __init__(self, weights, masks=None, *, mode="ours", rounding="nearest", static=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if rounding not in ("floor", "nearest"):
+            raise ValueError("rounding must be 'floor' or 'nearest'")
+        shapes = layer_shapes()
+        if len(weights) != NUM_LAYERS or any(w.shape != s for w, s in zip(weights, shapes)):
+            raise ValueError("weights do not match the architecture")
+        want = np.int32 if mode == "ours" else np.int8
+        if any(w.value.dtype != want for w in weights):
+            raise TypeError(f"mode {mode!r} needs {np.dtype(want)} weights")
+        self.mode, self.nearest, self.static = mode, rounding == "nearest", static
+        self.weights = [QTensor(w.value.copy(), w.scale) for w in weights]
+        if masks is None:
+            masks = [np.ones(s[3], bool) for s in shapes]
+        masks = [np.asarray(m, bool) for m in masks]
+        if len(masks) != NUM_LAYERS or any(m.shape != (s[3],) for m, s in zip(masks, shapes)):
+            raise ValueError("masks do not match the architecture")
+        if not masks[-1].all():
+            raise ValueError("the last layer is never pruned")
+        self.kept = [np.flatnonzero(m).astype(np.int64) for m in masks]
+        self.macs = 0
+        self._derive_forward_weights()
+
+    # -- weights ------------------------------------------------------------------------------
+    def _derive_forward_weights(self):
+        """int8 weights for the forward pass: the masters rounded from 32 to 8 bits."""
+        if self.mode == "standard":
+            self.w8 = self.weights
+            return
+        self.w8 = []
+        for w in self.weights:
+            flat = w.value.reshape(-1, w.shape[3])
+            out = np.empty(flat.shape, np.int8)
+            requant_s8(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, out)
+            self.w8.append(QTensor(out.reshape(w.shape), w.scale))
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, image, record=None):
+        """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache."""
+        x = QTensor(np.ascontiguousarray(image), 0)
+        h, w, _ = image.shape
+        acts = [x]
+        for l in range(NUM_LAYERS):
+            wq = self.w8[l]
+            acc = conv3x3_s32(x.value, wq.value)
+            self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
+            exp = x.exp + wq.exp
+            if l == NUM_LAYERS - 1:
+                break
+            flat = acc.reshape(h * w, -1)
+            st = None if self.static is None else self.static["act"][l]
+            x = _requant(flat, exp, None, GATE_RELU, self.nearest, st)
+            if record is not None:
+                record["act"][l].append(x.scale)
+            x = QTensor(x.value.reshape(h, w, -1), x.scale)
+            acts.append(x)
+        # Residual (image + net) at the finer of the two exponents, exact in int64.
+        e = min(-8, exp)
+        if max(-8, exp) - e > 36:
+            raise ArithmeticError("residual operands too far apart in scale")
+        out = np.empty((h * w, 3), np.int64)
+        residual_add(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
+        return Cache(acts, out, e)
+
+    def predict(self, image):
+        """Super-resolve an upsampled (H, W, 3) uint8 image: uint8 output, rounded half up."""
+        cache = self.forward(image)
+        h, w, _ = image.shape
+        pix = np.empty((h * w, 3), np.uint8)
+        # pixel = out_real * 256 (input read as p/256; the network is positively homogeneous).
+        to_u8(cache.out, cache.out_exp + 8, pix)
+        return pix.reshape(h, w, 3)
+
+    # -- loss and backward ----------------------------------------------------------------------
+    def loss_grad(self, cache, target):
+        """L1 loss numerator and its gradient sign (int8 QTensor with scale 7: real = sign).
+
+        Returns (sum |out - target| as int, its exponent, grad)."""
+        h, w, _ = target.shape
+        e = cache.out_exp
+        if -8 - e > 54:
+            raise ArithmeticError("target shift out of range")
+        grad = np.empty((h * w, 3), np.int8)
+        total = l1_grad(cache.out, target.reshape(h * w, 3), -8 - e, grad)
+        return int(total), e, QTensor(grad.reshape(h, w, 3), 7)
+
+    def backward(self, cache, grad, record=None):
+        """Masked backward pass (Eq. 6, 9). Returns one weight-gradient QTensor per layer
+        ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept)."""
+        bits = 32 if self.mode == "ours" else 8
+        h, w, _ = grad.shape
+        grads = [None] * NUM_LAYERS
+        g = grad
+        for l in range(NUM_LAYERS - 1, -1, -1):
+            kept = self.kept[l]
+            if kept.size == 0:
+                break  # nothing trained here, and no gradient reaches the layers below
+            x = cache.acts[l]
+            cols = im2col(x.value)
+            gflat = g.value.reshape(h * w, -1)
+            dw = wgrad_s64(cols, gflat)
+            self.macs += cols.shape[0] * cols.shape[1] * gflat.shape[1]
+            st = None if self.static is None else self.static["wgrad"][l]
+            grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
+            if record is not None:
+                record["wgrad"][l].append(grads[l].scale)
+            if l == 0:
+                break
+            kin = self.kept[l - 1]
+            if kin.size == 0:
+                break
+            acc = agrad_s32(g.value, self.w8[l].value, kin, kept)
+            self.macs += h * w * 9 * kept.size * kin.size
+            gate = np.ascontiguousarray(cache.acts[l].value[:, :, kin]).reshape(h * w, -1)
+            st = None if self.static is None else self.static["grad"][l - 1]
+            gq = _requant(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
+                          self.nearest, st)
+            if record is not None:
+                record["grad"][l - 1].append(gq.scale)
+            g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
+        return grads
+
+    # -- update -------------------------------------------------------------------------------
+    def apply(self, grads, lr_mult, lr_shift):
+        """SGD step, Eq. 15 ('ours') or Eq. 12-13 ('standard'), on the kept columns only."""
+        bits = 32 if self.mode == "ours" else 8
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        for l, gq in enumerate(grads):
+            if gq is None:
+                continue
+            wq = self.weights[l]
+            flat = wq.value.reshape(-1, wq.shape[3])
+            out = np.empty(flat.shape, np.int64)
+            # Eq. 15 line 1 / Eq. 12: the gradient moves from its scale to the weight's.
+            g_shift = gq.scale - wq.scale
+            sgd_update(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
+                       lo, hi, out)
+            scale = wq.scale
+            if bits == 32:
+                # Eq. 15 line 2, Q32(., s_theta): if a master outgrew 32 bits, the scale grows.
+                m = int(np.abs(out).max())
+                if m > _I32_MAX:
+                    extra = m.bit_length() - 31
+                    out = shift_round(out, -extra, "nearest" if self.nearest else "floor")
+                    scale += extra
+            self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
+        self._derive_forward_weights()
+
+    def step(self, inp, target, lr_mult, lr_shift, record=None):
+        """One SGD step on (inp -> target), both (H, W, 3) uint8. Returns (loss_num, loss_exp)."""
+        cache = self.forward(inp, record)
+        total, e, grad = self.loss_grad(cache, target)
+        self.apply(self.backward(cache, grad, record), lr_mult, lr_shift)
+        return total, e
+

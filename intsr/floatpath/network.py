@@ -1,0 +1,81 @@
+"""NumPy float32 reference of the network: forward, masked backward (the same pruned
+back-propagation as the integer engine, Eq. 6 and 9) and SGD. The yardstick for the integer
+path, and the 'FP' rows of the evaluation."""
+import numpy as np
+
+from intsr.model import NUM_LAYERS
+
+
+def _shift(x, dy, dx):
+    """x (H, W, C) seen through tap (dy, dx) of a 3x3 window, zero padded."""
+    h, w, _ = x.shape
+    p = np.zeros((h + 2, w + 2, x.shape[2]), x.dtype)
+    p[1:-1, 1:-1] = x
+    return p[dy:dy + h, dx:dx + w]
+
+
+def conv3x3(x, w):
+    h, wd, _ = x.shape
+    out = np.zeros((h * wd, w.shape[3]), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            out += _shift(x, dy, dx).reshape(h * wd, -1) @ w[dy, dx]
+    return out.reshape(h, wd, -1)
+
+
+class FloatNet:
+    """Float32 twin of model.IntNet. ``weights``: list of HWIO arrays; ``masks`` as IntNet."""
+
+    def __init__(self, weights, masks=None):
+        self.weights = [np.array(w, np.float32) for w in weights]
+        if masks is None:
+            masks = [np.ones(w.shape[3], bool) for w in self.weights]
+        self.kept = [np.flatnonzero(m) for m in masks]
+
+    def forward(self, x):
+        x = np.asarray(x, np.float32)
+        acts = [x]
+        h = x
+        for l, w in enumerate(self.weights):
+            h = conv3x3(h, w)
+            if l < NUM_LAYERS - 1:
+                h = np.maximum(h, 0)
+                acts.append(h)
+        return acts, x + h
+
+    def predict(self, x):
+        return self.forward(x)[1]
+
+    def gradients(self, x, target):
+        """Mean-L1 loss and masked weight gradients (None where a layer keeps nothing)."""
+        acts, out = self.forward(x)
+        diff = out - np.asarray(target, np.float32)
+        loss = float(np.abs(diff).mean())
+        g = (np.sign(diff) / diff.size).astype(np.float32)
+        grads = [None] * NUM_LAYERS
+        for l in range(NUM_LAYERS - 1, -1, -1):
+            kept = self.kept[l]
+            if kept.size == 0:
+                break
+            a = acts[l]
+            h, w, _ = a.shape
+            gk = g.reshape(h * w, -1)
+            dw = np.zeros(self.weights[l].shape[:3] + (kept.size,), np.float32)
+            for dy in range(3):
+                for dx in range(3):
+                    dw[dy, dx] = _shift(a, dy, dx).reshape(h * w, -1).T @ gk
+            grads[l] = dw
+            if l == 0 or self.kept[l - 1].size == 0:
+                break
+            kin = self.kept[l - 1]
+            wt = self.weights[l][:, :, kin][:, :, :, kept][::-1, ::-1].transpose(0, 1, 3, 2)
+            dx_ = conv3x3(g, np.ascontiguousarray(wt))
+            g = dx_ * (acts[l][:, :, kin] > 0)
+        return loss, grads
+
+    def step(self, x, target, lr):
+        loss, grads = self.gradients(x, target)
+        for l, dw in enumerate(grads):
+            if dw is not None:
+                self.weights[l][:, :, :, self.kept[l]] -= lr * dw
+        return loss

@@ -1,0 +1,65 @@
+"""Masked backward kernels (Eq. 6, Section V-A): weight gradient and activation gradient.
+
+Pruned output channels are not computed at all: callers pass only the kept channels of the
+output gradient, so the weight gradient has one column per kept filter and the activation
+gradient is produced only for the kept channels of the layer below (Eq. 9's two terms).
+"""
+import numpy as np
+from numba import njit, prange
+
+from intsr.kernels.conv import conv3x3_s32
+
+# Rows summed in one int32 accumulator. Products are at most 2**14 (int8 x int8: -128 * -128)
+# or 255 * 128 = 32640 (uint8 image x int8), so 2**16 rows sum to at most 2**30 or
+# 2,139,095,040 < 2**31 - 1. Chunk totals are added in int64 (2**62 / 2**31: over 2**31 chunks).
+WGRAD_CHUNK = 1 << 16
+
+
+@njit(cache=True, parallel=True)
+def _wgrad_chunks(cols, g, nchunks, partial):
+    m, k = cols.shape
+    nk = g.shape[1]
+    per = (m + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        acc = np.zeros((k, nk), np.int32)
+        for i in range(ch * per, min(m, (ch + 1) * per)):
+            for kk in range(k):
+                a = np.int32(cols[i, kk])
+                if a != 0:
+                    for j in range(nk):
+                        acc[kk, j] += a * np.int32(g[i, j])
+        for kk in range(k):
+            for j in range(nk):
+                partial[ch, kk, j] = acc[kk, j]
+
+
+def wgrad_s64(cols, g):
+    """Weight gradient ``cols^T @ g``: cols (M, K) int8/uint8 im2col rows of the layer input,
+    g (M, n_kept) int8 output gradient of the kept channels -> (K, n_kept) int64, exact.
+
+    Rows are split into chunks of at most WGRAD_CHUNK (and at least 8 chunks, for threads); each
+    chunk accumulates in int32, chunks are summed in int64. Integer addition is associative, so
+    the result is the same for any thread count."""
+    m = cols.shape[0]
+    nchunks = max(8, -(-m // WGRAD_CHUNK))
+    partial = np.empty((nchunks, cols.shape[1], g.shape[1]), np.int64)
+    _wgrad_chunks(cols, np.ascontiguousarray(g), nchunks, partial)
+    return partial.sum(axis=0)
+
+
+def wgrad_s64_ref(cols, g):
+    return cols.astype(np.int64).T @ g.astype(np.int64)
+
+
+def agrad_weights(w, kept_in, kept_out):
+    """Weights of the activation gradient: the forward weights restricted to the kept channels,
+    flipped in space and transposed, HWIO (3, 3, n_out_kept, n_in_kept)."""
+    sub = w[:, :, kept_in][:, :, :, kept_out]
+    return np.ascontiguousarray(sub[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
+def agrad_s32(g, w, kept_in, kept_out):
+    """Activation gradient for the kept input channels: (H, W, n_out_kept) int8 gradient ->
+    (H, W, n_in_kept) int32, the correlation of g with flipped transposed weights. Headroom as
+    the forward conv: at most 576 products of 2**14."""
+    return conv3x3_s32(g, agrad_weights(w, kept_in, kept_out))

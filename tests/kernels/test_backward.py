@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from conftest import EXTREMES
+from intsr.kernels.backward import WGRAD_CHUNK, agrad_s32, agrad_weights, wgrad_s64, wgrad_s64_ref
+from intsr.kernels.conv import conv3x3_s32_ref
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("cdtype", [np.int8, np.uint8])
+def test_wgrad_bit_exact(fill, kind, cdtype):
+    cols = fill((300, 27), cdtype, kind)
+    g = fill((300, 5), np.int8, kind)
+    got = wgrad_s64(cols, g)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, wgrad_s64_ref(cols, g))
+
+
+@pytest.mark.parametrize("cdtype,val", [(np.int8, -128), (np.uint8, 255)])
+def test_wgrad_no_overflow_past_int32(cdtype, val):
+    """More rows than one int32 accumulator can hold at the extremes: 3 * 2**16 + 5 rows of
+    |product| 2**14 (or 255 * 128) sum to more than 2**31; chunking keeps it exact."""
+    m = 3 * WGRAD_CHUNK + 5
+    cols = np.full((m, 2), val, cdtype)
+    g = np.full((m, 2), -128, np.int8)
+    got = wgrad_s64(cols, g)
+    expect = m * int(val) * -128
+    assert abs(expect) > 2 ** 31
+    assert (got == expect).all()
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+def test_agrad_is_transposed_correlation(fill, kind):
+    """The activation gradient over kept channels equals the plain transposed-conv sum
+    dX[q, ci] = sum_{dy,dx,co} g[q - (dy,dx) + 1, co] * w[dy, dx, ci, co]."""
+    g = fill((6, 7, 10), np.int8, kind)
+    w = fill((3, 3, 12, 16), np.int8, kind)
+    kin = np.array([0, 3, 4, 11])
+    kout = np.array([1, 2, 5, 6, 7, 8, 9, 10, 12, 15])
+    got = agrad_s32(g, w, kin, kout)
+    h, wd = g.shape[:2]
+    ref = np.zeros((h, wd, kin.size), np.int64)
+    gp = np.zeros((h + 2, wd + 2, g.shape[2]), np.int64)
+    gp[1:-1, 1:-1] = g
+    for dy in range(3):
+        for dx in range(3):
+            # forward: y[p] += x[p + d - 1] w[d]  =>  dx[q] += g[q - d + 1] w[d]^T
+            win = gp[2 - dy:2 - dy + h, 2 - dx:2 - dx + wd]
+            ref += win @ w[dy, dx][np.ix_(kin, kout)].T.astype(np.int64)
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+    assert agrad_weights(w, kin, kout).shape == (3, 3, kout.size, kin.size)
+    np.testing.assert_array_equal(got.astype(np.int64),
+                                  conv3x3_s32_ref(g, agrad_weights(w, kin, kout)))

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from conftest import EXTREMES
+from intsr.kernels.conv import conv3x3_s32, conv3x3_s32_ref, gemm_s32, gemm_s32_ref
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype,cin", [(np.int8, 64), (np.uint8, 3), (np.int8, 5)])
+def test_conv3x3_s32_bit_exact(fill, kind, xdtype, cin):
+    x = fill((9, 11, cin), xdtype, kind)
+    w = fill((3, 3, cin, 64), np.int8, kind)
+    got = conv3x3_s32(x, w)
+    ref = conv3x3_s32_ref(x, w)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+def test_conv3x3_headroom_all_min():
+    """576 products of (-128) * (-128) = 2**14 each: 9,437,184, far inside int32 (interior
+    pixel), checked against int64 so a wrap would show."""
+    x = np.full((3, 3, 64), -128, np.int8)
+    w = np.full((3, 3, 64, 64), -128, np.int8)
+    assert conv3x3_s32(x, w)[1, 1, 0] == 576 * 2 ** 14
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+def test_gemm_s32_bit_exact(fill, kind):
+    a = fill((37, 576), np.int8, kind)
+    b = fill((576, 13), np.int8, kind)
+    out = np.empty((37, 13), np.int32)
+    gemm_s32(a, b, out)
+    np.testing.assert_array_equal(out, gemm_s32_ref(a, b))

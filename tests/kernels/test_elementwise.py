@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from conftest import EXTREMES
+from intsr.kernels.elementwise import (GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated,
+                                       requant_s8, requant_s8_ref, residual_add, to_u8)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("mode", [GATE_NONE, GATE_RELU, GATE_MASK])
+@pytest.mark.parametrize("shift", [-30, -17, -8, -1, 0, 3])
+@pytest.mark.parametrize("nearest", [False, True])
+def test_requant_s8_bit_exact(fill, kind, mode, shift, nearest):
+    acc = fill((23, 19), np.int32, kind) >> 4  # keep the left-shift case meaningful
+    gate = fill((23, 19), np.int8, "random")
+    out = np.empty(acc.shape, np.int8)
+    requant_s8(acc, gate, mode, shift, nearest, out)
+    np.testing.assert_array_equal(out, requant_s8_ref(acc, gate, mode, shift, nearest))
+    m = max_abs_gated(acc, gate, mode)
+    a = acc.astype(np.int64)
+    if mode == GATE_RELU:
+        a = np.maximum(a, 0)
+    elif mode == GATE_MASK:
+        a = np.where(gate > 0, a, 0)
+    assert m == np.abs(a).max()
+
+
+def test_requant_rounding_ties_and_saturation():
+    acc = np.array([[-3, -2, -1, 1, 2, 3, 255, -256, 2 ** 30, -(2 ** 31)]], np.int32)
+    g = np.zeros_like(acc, np.int8)
+    out = np.empty(acc.shape, np.int8)
+    requant_s8(acc, g, GATE_NONE, -1, True, out)   # x / 2 rounded half up
+    assert out.tolist() == [[-1, -1, 0, 1, 1, 2, 127, -128, 127, -128]]
+    requant_s8(acc, g, GATE_NONE, -1, False, out)  # floor
+    assert out.tolist() == [[-2, -1, -1, 0, 1, 1, 127, -128, 127, -128]]
+
+
+def test_residual_and_l1_exact(fill):
+    inp = fill((50, 3), np.uint8, "random")
+    acc = fill((50, 3), np.int32, "random") >> 8
+    tgt = fill((50, 3), np.uint8, "random")
+    out = np.empty((50, 3), np.int64)
+    residual_add(inp, acc, 12, 0, out)
+    ref = (inp.astype(np.int64) << 12) + acc
+    np.testing.assert_array_equal(out, ref)
+    grad = np.empty((50, 3), np.int8)
+    total = l1_grad(out, tgt, 12, grad)
+    d = ref - (tgt.astype(np.int64) << 12)
+    assert total == np.abs(d).sum()
+    np.testing.assert_array_equal(grad, np.sign(d))
+    pix = np.empty((50, 3), np.uint8)
+    to_u8(out, -12, pix)
+    np.testing.assert_array_equal(pix, np.clip((ref + 2048) >> 12, 0, 255))
