@@ -15,6 +15,10 @@ def _common(p):
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--init", default=None, help="initial weights (.pt/.npz/checkpoint) for a "
                    "fresh run; ignored when --ckpt exists")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="end this invocation after N steps (checkpointed; rerun to continue)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="end this invocation after this wall time (checkpointed)")
     p.add_argument("--sigma-min", type=float, default=0.8)
     p.add_argument("--sigma-max", type=float, default=3.0)
 

@@ -23,6 +23,15 @@ def teardown():
         dist.destroy_process_group()
 
 
+def agreed(flag):
+    """Any rank wants to stop -> all stop at the same step (else DDP would hang in allreduce)."""
+    if not dist.is_initialized():
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def step_rng(seed, rank, step):
     """The data of a step is a pure function of (seed, rank, step): resuming needs no RNG state
     for data, and a resumed run sees exactly the batches an uninterrupted one would."""
@@ -67,15 +76,32 @@ def load_init_weights(model, path):
 
 
 class StopFlag:
-    """SIGTERM/SIGINT -> finish the current step, checkpoint, exit."""
+    """SIGTERM/SIGINT, or this invocation's step/time allowance used up -> finish the current
+    step, checkpoint, exit. The schedule (cosine, total steps) is unaffected, so a run cut into
+    chunks trains exactly like an uninterrupted one."""
 
-    def __init__(self):
-        self.stop = False
+    def __init__(self, args=None):
+        self._stop = False
+        self.max_steps = getattr(args, "stop_after", 0) or 0
+        self.max_sec = 60.0 * (getattr(args, "max_minutes", 0.0) or 0.0)
+        self.t0 = time.time()
+        self.steps = 0
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._handle)
 
     def _handle(self, *_):
-        self.stop = True
+        self._stop = True
+
+    def tick(self):
+        self.steps += 1
+
+    @property
+    def stop(self):
+        if self.max_steps and self.steps >= self.max_steps:
+            return True
+        if self.max_sec and time.time() - self.t0 >= self.max_sec:
+            return True
+        return self._stop
 
 
 class Progress:

@@ -45,7 +45,7 @@ def run(args):
             print(f"resumed {args.ckpt} at step {step} ({wall / 60:.1f} min so far)", flush=True)
     net = DDP(model) if world > 1 else model
     sampler = data.CropSampler(data.load_images(args.data), None)
-    stop = common.StopFlag()
+    stop = common.StopFlag(args)
     prog = common.Progress(args.steps, step, args.log_every, rank, f"pretrain-{args.degradation}")
     t_last_ck = time.time()
     t_seg = time.time()
@@ -58,7 +58,7 @@ def run(args):
                                 "history": history, "args": vars(args)}, args.ckpt)
 
     window = []
-    while step < args.steps and not stop.stop:
+    while step < args.steps and not common.agreed(stop.stop):
         lr = common.cosine_lr(args.lr, step, args.steps) if args.cosine else args.lr
         for g in opt.param_groups:
             g["lr"] = lr
@@ -69,6 +69,7 @@ def run(args):
         loss.backward()
         opt.step()
         step += 1
+        stop.tick()
         window.append(loss.item())
         if step % args.log_every == 0 or step == args.steps:
             history.append((step, float(np.mean(window))))

@@ -1,0 +1,136 @@
+"""Stage 2: MAML (Eq. 3-5). Inner loop: ``inner_steps`` plain SGD steps with rate alpha and mean
+L1 on D_tr = (up(son) -> LR); outer loop: Adam (rate beta) on the D_te = (up(LR) -> HR) loss of
+the adapted weights, averaged over a batch of tasks (each task = one HR patch + one random
+Gaussian kernel). Second order by default; ``--first-order`` drops the inner Hessian terms.
+
+The inner loop copies what the device does at test time (plain SGD, mean L1, rate alpha), so the
+alpha used here is the engine's default learning rate.
+"""
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from training import common, data
+from training.net import SRNet, functional_forward
+
+
+def inner_adapt(weights, x_tr, y_tr, steps, alpha, first_order):
+    """Eq. 3 applied ``steps`` times. With second order the graph is kept so that the outer
+    gradient flows through the inner updates."""
+    w = list(weights)
+    for _ in range(steps):
+        loss = F.l1_loss(functional_forward(x_tr, w), y_tr)
+        grads = torch.autograd.grad(loss, w, create_graph=not first_order)
+        w = [p - alpha * g for p, g in zip(w, grads)]
+    return w
+
+
+class MetaObjective(nn.Module):
+    """Eq. 4 for a batch of tasks as one module call, so DDP's hooks see a plain forward and a
+    plain backward (the inner autograd.grad calls stay inside forward)."""
+
+    def __init__(self, model, inner_steps, alpha, first_order):
+        super().__init__()
+        self.model = model
+        self.inner_steps, self.alpha, self.first_order = inner_steps, alpha, first_order
+
+    def forward(self, x_tr, y_tr, x_te, y_te):
+        theta = [c.weight for c in self.model.convs]
+        total = 0.0
+        for i in range(x_tr.shape[0]):
+            w = inner_adapt(theta, x_tr[i:i + 1], y_tr[i:i + 1], self.inner_steps, self.alpha,
+                            self.first_order)
+            total = total + F.l1_loss(functional_forward(x_te[i:i + 1], w), y_te[i:i + 1])
+        return total / x_tr.shape[0]
+
+
+def make_tasks(sampler, args, rng):
+    sampler.rng = rng
+    cols = ([], [], [], [])
+    for _ in range(args.tasks):
+        k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
+        for c, a in zip(cols, data.task(sampler.crop(args.crop), k, args.scale)):
+            c.append(a)
+    return [torch.from_numpy(data.to_nchw(c)) for c in cols]
+
+
+@torch.no_grad()
+def _unadapted_te_loss(model, x_te, y_te):
+    return F.l1_loss(model(x_te), y_te).item()
+
+
+def run(args):
+    if args.crop % (args.scale * args.scale):
+        raise SystemExit(f"--crop must be a multiple of scale^2 = {args.scale ** 2}")
+    rank, world = common.setup(args.threads)
+    torch.manual_seed(args.seed)
+    model = SRNet()
+    if args.init and not os.path.exists(args.ckpt):
+        common.load_init_weights(model, args.init)
+    obj = MetaObjective(model, args.inner_steps, args.alpha, args.first_order)
+    opt = torch.optim.Adam(model.parameters(), lr=args.beta)
+    step, wall, history = 0, 0.0, []
+    ck = common.load_checkpoint(args.ckpt)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, wall, history = ck["step"], ck["wall"], ck.get("history", [])
+        if rank == 0:
+            print(f"resumed {args.ckpt} at step {step} ({wall / 60:.1f} min so far)", flush=True)
+    net = DDP(obj) if world > 1 else obj
+    sampler = data.CropSampler(data.load_images(args.data), None)
+    stop = common.StopFlag(args)
+    label = "maml-" + ("fo" if args.first_order else "so")
+    prog = common.Progress(args.steps, step, args.log_every, rank, label)
+    t_last_ck = t_seg = time.time()
+
+    def checkpoint():
+        if rank == 0:
+            common.save_atomic({"stage": "meta", "model": model.state_dict(),
+                                "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                                "step": step, "wall": wall + time.time() - t_seg,
+                                "history": history, "alpha": args.alpha,
+                                "inner_steps": args.inner_steps,
+                                "first_order": args.first_order, "args": vars(args)}, args.ckpt)
+
+    window, window0 = [], []
+    while step < args.steps and not common.agreed(stop.stop):
+        beta = common.cosine_lr(args.beta, step, args.steps) if args.cosine else args.beta
+        for g in opt.param_groups:
+            g["lr"] = beta
+        x_tr, y_tr, x_te, y_te = make_tasks(sampler, args, common.step_rng(args.seed, rank, step))
+        # The unadapted D_te loss is only a monitor (adaptation gain = loss0 - loss); it costs a
+        # forward, so it is measured on logging steps only.
+        monitor = (step + 1) % args.log_every == 0
+        if monitor:
+            window0.append(_unadapted_te_loss(model, x_te, y_te))
+        loss = net(x_tr, y_tr, x_te, y_te)
+        if monitor:
+            window0.append(-loss.item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        stop.tick()
+        window.append(loss.item())
+        extra = {"beta": beta}
+        if step % args.log_every == 0 or step == args.steps:
+            # gain = unadapted minus adapted D_te loss on the same (last) batch
+            gain = window0[0] + window0[1] if len(window0) == 2 else float("nan")
+            history.append((step, float(np.mean(window)), gain))
+            extra["adapt_gain_last"] = gain
+            window, window0 = [], []
+        prog.update(step, loss.item(), **extra)
+        if time.time() - t_last_ck > args.ckpt_every:
+            checkpoint()
+            t_last_ck = time.time()
+    checkpoint()
+    if rank == 0:
+        print(f"saved {args.ckpt} at step {step}", flush=True)
+    common.teardown()
