@@ -92,3 +92,46 @@ def bicubic_upsample_u8(img, scale):
     out_t = np.empty((w * scale, h * scale, c), np.uint8)
     _resample_rows_u8(np.ascontiguousarray(tmp.transpose(1, 0, 2)), starts_y, taps_y, out_t)
     return np.ascontiguousarray(out_t.transpose(1, 0, 2))
+
+
+@njit(cache=True)
+def _reflect(i, n):
+    # scipy.ndimage 'reflect' (d c b a | a b c d), periodic with period 2n for any offset.
+    period = 2 * n
+    i = i % period
+    return i if i < n else period - 1 - i
+
+
+@njit(cache=True, parallel=True)
+def _degrade_u8(img, k, kbits, scale, out):
+    # Headroom: |acc| <= 255 * sum|k|, and kernel_to_fixed caps sum|k| at (2**31 - 1) // 255.
+    h, w, c = img.shape
+    kh, kw = k.shape
+    oy0, ox0 = kh // 2, kw // 2  # scipy's default origin: the tap at k.shape // 2 is centred
+    off = scale // 2
+    half = np.int32(1 << (kbits - 1))
+    for oy in prange(out.shape[0]):
+        y = off + oy * scale
+        for ox in range(out.shape[1]):
+            x = off + ox * scale
+            for ch in range(c):
+                acc = half
+                for i in range(kh):
+                    yy = _reflect(y + i - oy0, h)
+                    for j in range(kw):
+                        acc += k[i, j] * np.int32(img[yy, _reflect(x + j - ox0, w), ch])
+                v = acc >> kbits
+                out[oy, ox, ch] = 0 if v < 0 else (255 if v > 255 else v)
+
+
+def degrade_u8(img, k_fixed, kbits, scale):
+    """Eq. 1 on integers: 'same' correlation of an (H, W, C) uint8 image with fixed-point taps
+    (``kbits`` fractional bits; see floatpath.convert.kernel_to_fixed), reflect padding, keeping
+    pixels s//2, s//2 + s, ... only (the others are never computed). Rounded half up, clipped
+    to uint8: the son of the input image."""
+    h, w, c = img.shape
+    off = scale // 2
+    out = np.empty(((h - off + scale - 1) // scale, (w - off + scale - 1) // scale, c), np.uint8)
+    _degrade_u8(np.ascontiguousarray(img), np.ascontiguousarray(k_fixed, np.int32), kbits, scale,
+                out)
+    return out

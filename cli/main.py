@@ -1,0 +1,187 @@
+"""`intsr` console script (click). Thin: every command parses, calls intsr, reports.
+
+Errors are one line on stderr and a non-zero exit; the output file is written atomically, so a
+failure never leaves a partial or clobbered OUT."""
+import functools
+import json
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from intsr.io import InputError
+
+
+def _fail_cleanly(fn):
+    """Turn every expected failure into `Error: <one line>` and exit status 1 (click's)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (InputError, ValueError, TypeError, OSError, KeyError, ArithmeticError) as e:
+            raise click.ClickException(" ".join(str(e).split()) or type(e).__name__) from None
+        except MemoryError:
+            raise click.ClickException("out of memory") from None
+    return wrapper
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+@click.group()
+@click.version_option(package_name="intsr")
+def main():
+    """Integer-only on-device adaptation of a super-resolution network."""
+    warnings.showwarning = _warn_to_stderr
+
+
+def example_paths():
+    """The bundled sample: a small LR image and its blur kernel (x4)."""
+    base = resources.files("intsr") / "data"
+    return Path(str(base / "example_lr.png")), Path(str(base / "example_kernel.npy"))
+
+
+def _run_sr(inp, out, kernel_path, scale, steps, prune, weights, lr, seed, json_path, quiet):
+    from intsr.io import check_output_path, read_image, read_kernel, write_image
+    from intsr.kernels.resample import bicubic_upsample_u8
+    from intsr.online import adapt
+
+    check_output_path(out)
+    if json_path is not None:
+        check_output_path_json(json_path)
+    pixels, alpha = read_image(inp)
+    kernel = read_kernel(kernel_path)
+    report = {"trace_memory": True} if json_path else None
+    show = not quiet and sys.stderr.isatty()
+    bar = None
+    if show and steps:
+        bar = click.progressbar(length=steps, label="adapting", file=sys.stderr)
+        bar.__enter__()
+
+    def progress(i, n, loss):
+        if bar is not None:
+            bar.update(1)
+        elif not quiet:
+            click.echo(f"step {i}/{n}  L1 {loss:.5f}", err=True)
+
+    try:
+        result = adapt(pixels, kernel, scale=scale, steps=steps, prune=prune, weights=weights,
+                       lr=lr, seed=seed, progress=progress, report=report)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if alpha is not None:
+        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
+    write_image(out, result, alpha)
+    if json_path is not None:
+        report.pop("trace_memory", None)
+        report.update(input=str(inp), output=str(out), scale=scale, steps=steps, prune=prune,
+                      size=[int(pixels.shape[1]), int(pixels.shape[0])])
+        _write_json(json_path, report)
+    if not quiet:
+        click.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})", err=True)
+
+
+def check_output_path_json(path):
+    if not Path(path).parent.resolve().is_dir():
+        raise InputError(f"{path}: report folder does not exist")
+
+
+def _write_json(path, data):
+    import os
+    import tempfile
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--kernel", "kernel_path", type=click.Path(dir_okay=False),
+              help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel').")
+@click.option("--example", is_flag=True, help="Adapt the bundled sample; PATHS is just OUT.")
+@click.option("--scale", default=4, show_default=True, type=int, help="Upscaling factor.")
+@click.option("--steps", default=10, show_default=True, type=int, help="Integer SGD steps.")
+@click.option("--prune", type=float, default=None,
+              help="Gradient-pruning ratio of a shipped mask (0, 0.27, 0.5, 0.67, 0.85).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Weights file (.npz or PyTorch .pt); default: the shipped weights.")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: the weights').")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a report: per-step L1 loss, seconds per phase, MACs, peak memory.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@_fail_cleanly
+def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, seed, json_path, quiet):
+    """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
+
+    \b
+    intsr adapt IN OUT --kernel K.npy
+    intsr adapt --example OUT"""
+    if example:
+        if len(paths) != 1 or kernel_path is not None:
+            raise InputError("with --example give only OUT (the sample brings its own kernel)")
+        inp, kernel_path = example_paths()
+        out = paths[0]
+    else:
+        if len(paths) != 2:
+            raise InputError("usage: intsr adapt IN OUT --kernel K (or: intsr adapt --example OUT)")
+        inp, out = paths
+        if kernel_path is None:
+            raise InputError("--kernel is required (the blur kernel of the input image)")
+    _run_sr(inp, out, kernel_path, scale, steps, prune, weights, lr, seed, json_path, quiet)
+
+
+@main.command()
+@click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--scale", default=4, show_default=True, type=int)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--quiet", is_flag=True)
+@_fail_cleanly
+def sr(inp, out, scale, weights, quiet):
+    """Super-resolve IN without adaptation (0 steps; no kernel needed)."""
+    from intsr.io import check_output_path, read_image, write_image
+    from intsr.kernels.resample import bicubic_upsample_u8
+    from intsr.online import super_resolve
+    check_output_path(out)
+    pixels, alpha = read_image(inp)
+    result = super_resolve(pixels, scale=scale, weights=weights)
+    if alpha is not None:
+        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
+    write_image(out, result, alpha)
+    if not quiet:
+        click.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})", err=True)
+
+
+@main.command()
+@click.argument("weights", type=click.Path(dir_okay=False))
+@_fail_cleanly
+def info(weights):
+    """Architecture, weight scales, and shipped masks with their pruning ratios."""
+    import numpy as np
+    from intsr.floatpath.weights import load_masks, load_weights
+    from intsr.model import CHANNELS, num_weights
+    from intsr.online import WEIGHTS_DIR, defaults
+    from intsr.quant import dynamic_scale
+
+    w = load_weights(weights)
+    click.echo(f"architecture: 8 conv 3x3, channels {'-'.join(map(str, CHANNELS))}, no biases, "
+               f"ReLU, global residual; {num_weights():,} weights")
+    for i, layer in enumerate(w, 1):
+        click.echo(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) {dynamic_scale(layer)}"
+                   f"  max|w| {float(np.abs(layer).max()):.4g}")
+    masks_file = WEIGHTS_DIR / defaults()["masks"]
+    if masks_file.is_file():
+        for ratio, masks in sorted(load_masks(masks_file).items()):
+            kept = [int(m.sum()) for m in masks]
+            click.echo(f"  masks {ratio:.2f}: kept filters per layer {kept}")
+    else:
+        click.echo("  no shipped masks")

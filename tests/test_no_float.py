@@ -1,0 +1,131 @@
+"""'No float in online adaptation', checked two ways after one integer step:
+1. the LLVM IR of every compiled Numba function outside intsr/floatpath has no floating-point
+   instruction or type;
+2. the Python glue between kernels (every intsr frame outside floatpath) never holds or returns
+   a float array (sys.setprofile sees every call and return with its locals)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.model import IntNet, layer_shapes
+from intsr.online import make_training_pair
+from intsr.quant import QTensor
+
+# LLVM names (%x, @x, !x, quoted or not) and strings are dropped before the search, so a
+# variable called `half` or a symbol mentioning `float` does not count.
+IR_NAMES = r'[%@!](?:"[^"]*"|[-\w.$]+)|c"[^"]*"|;.*'
+FLOAT_IR = r"\b(fadd|fsub|fmul|fdiv|frem|fneg|fcmp|sitofp|uitofp|fptosi|fptoui|fpext|fptrunc|" \
+           r"double|float|half|bfloat|x86_fp80|fp128)\b"
+
+
+def _random_setup(rng, size=16):
+    weights = [rng.normal(0, 0.05, s) for s in layer_shapes()]
+    masks = [rng.random(s[3]) < 0.6 for s in layer_shapes()]
+    masks[-1][:] = True
+    lr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    k = np.outer(np.hanning(7)[1:-1], np.hanning(7)[1:-1])
+    return weights, masks, lr, k
+
+
+_SCRIPT = textwrap.dedent("""
+    import importlib, json, pkgutil, re, sys
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    import intsr, intsr.kernels
+    from tests.test_no_float import FLOAT_IR, IR_NAMES, _random_setup
+    from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
+    from intsr.model import IntNet
+    from intsr.online import make_training_pair
+    from numba.core.registry import CPUDispatcher
+
+    weights, masks, lr, k = _random_setup(np.random.default_rng(0))
+    for mode in ("ours", "standard"):
+        net = IntNet(weights_to_int(weights, mode), masks, mode=mode)
+        inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
+        net.step(inp, target, *lr_to_fixed(0.01, target.size))
+        net.predict(inp)
+    found, bad = [], []
+    modules = ["intsr.model", "intsr.online", "intsr.quant"] + [
+        "intsr.kernels." + m.name for m in pkgutil.iter_modules(intsr.kernels.__path__)]
+    for name in modules:
+        mod = importlib.import_module(name)
+        for attr, obj in vars(mod).items():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == name:
+                for sig in obj.signatures:
+                    ir = obj.inspect_llvm(sig)
+                    found.append(name + "." + attr)
+                    hits = sorted(set(re.findall(FLOAT_IR, re.sub(IR_NAMES, " ", ir))))
+                    if hits:
+                        bad.append([name + "." + attr, str(sig), hits])
+    # Positive control: the same search does see a float in a function that has one.
+    from numba import njit
+    control = njit(lambda a: a.sum() * 0.5)
+    control(np.arange(3))
+    ctrl = re.findall(FLOAT_IR, re.sub(IR_NAMES, " ", control.inspect_llvm(control.signatures[0])))
+    print(json.dumps({{"found": sorted(set(found)), "bad": bad, "control": sorted(set(ctrl))}}))
+""")
+
+
+def test_llvm_ir_of_online_kernels_has_no_float(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
+    res = subprocess.run([sys.executable, "-c", _SCRIPT.format(root=root)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    # The check means something only if it saw the kernels of one step.
+    for k in ["conv.gemm_s32", "im2col.im2col_3x3", "backward._wgrad_chunks",
+              "elementwise.requant_s8", "elementwise.l1_grad", "update.sgd_update",
+              "resample._degrade_u8", "resample._resample_rows_u8"]:
+        assert "intsr.kernels." + k in data["found"], k
+    assert data["bad"] == []
+    assert {"double", "fmul", "sitofp"} <= set(data["control"])
+
+
+def test_python_glue_handles_no_float_array():
+    weights, masks, lr, k = _random_setup(np.random.default_rng(1))
+    net = IntNet(weights_to_int(weights), masks)  # boundary: float -> int, before tracing
+    k_fixed, (mult, shift) = kernel_to_fixed(k), lr_to_fixed(0.01, 16 * 16 * 3)
+    pkg = os.path.dirname(os.path.abspath(sys.modules["intsr"].__file__))
+    floatpath = os.path.join(pkg, "floatpath")
+    seen, offenders = set(), []
+
+    def floats_in(obj, depth=0):
+        if isinstance(obj, np.ndarray):
+            return obj.dtype.kind in "fc"
+        if isinstance(obj, QTensor):  # may be half-built inside __init__
+            v = getattr(obj, "value", None)
+            return v is not None and v.dtype.kind in "fc"
+        if isinstance(obj, float):
+            return True
+        if depth < 2 and isinstance(obj, (list, tuple)):
+            return any(floats_in(o, depth + 1) for o in obj)
+        return False
+
+    def prof(frame, event, arg):
+        fn = frame.f_code.co_filename
+        if not fn.startswith(pkg) or fn.startswith(floatpath):
+            return
+        seen.add(frame.f_code.co_name)
+        values = list(frame.f_locals.items())
+        if event == "return":
+            values.append(("<return>", arg))
+        for name, v in values:
+            if floats_in(v):
+                offenders.append((frame.f_code.co_name, name, type(v).__name__))
+
+    sys.setprofile(prof)
+    try:
+        inp, target = make_training_pair(lr, k_fixed, 2)
+        net.step(inp, target, mult, shift)
+        net.predict(inp)
+    finally:
+        sys.setprofile(None)
+    assert {"forward", "backward", "apply", "loss_grad", "_requant", "_weight_grad",
+            "degrade_u8", "bicubic_upsample_u8", "wgrad_s64", "conv3x3_s32"} <= seen
+    assert offenders == []
