@@ -173,9 +173,9 @@ def test_malformed_files_raise_one_line_value_errors(tmp_path):
     ws[7][0, 0, 0, 0] = np.inf
     np.savez(tmp_path / "inf.npz", **{f"conv{i + 1}": w for i, w in enumerate(ws)})
     (tmp_path / "trunc.npz").write_bytes((tmp_path / "inf.npz").read_bytes()[:100])
-    cases = {"trunc.pt": "", "junk.pt": "not a torch", "keys.pt": "keys", "shape.pt": "shape",
+    cases = {"trunc.pt": "not a torch", "junk.pt": "not a torch", "keys.pt": "keys", "shape.pt": "shape",
              "nan.pt": "NaN", "int.pt": "not a float", "keys.npz": "keys",
-             "shape.npz": "shape", "inf.npz": "NaN or inf", "trunc.npz": "",
+             "shape.npz": "shape", "inf.npz": "NaN or inf", "trunc.npz": "not a readable",
              "missing.npz": "no such"}
     for name, msg in cases.items():
         with pytest.raises(ValueError, match=msg) as e:
