@@ -50,13 +50,15 @@ def build_parser():
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--out", required=True, help="masks .npz")
     p.add_argument("--tasks", type=int, default=64, help="|D_gp|: number of D_meta tasks")
-    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--crop", type=int, default=256, help="HR patch per task (multiple of 16)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--alpha", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=1, help="adaptation steps per task")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.27, 0.5, 0.67, 0.85])
+    p.add_argument("--objective", choices=["eq8", "kept"], default="eq8",
+                   help="per-layer value: Eq. 8 literally (sum_s I_(s)) or I_(c) (kept share)")
 
     p = sub.add_parser("export", help="checkpoint -> .pt state_dict and/or .npz")
     p.add_argument("--ckpt", required=True)

@@ -72,6 +72,8 @@ def run(args):
     model = SRNet()
     if args.init and not os.path.exists(args.ckpt):
         common.load_init_weights(model, args.init)
+    # channels_last: about 1.5x faster second-order steps with oneDNN on this CPU
+    model = model.to(memory_format=torch.channels_last)
     obj = MetaObjective(model, args.inner_steps, args.alpha, args.first_order)
     opt = torch.optim.Adam(model.parameters(), lr=args.beta)
     step, wall, history = 0, 0.0, []
@@ -104,7 +106,9 @@ def run(args):
         beta = common.cosine_lr(args.beta, step, args.steps) if args.cosine else args.beta
         for g in opt.param_groups:
             g["lr"] = beta
-        x_tr, y_tr, x_te, y_te = make_tasks(sampler, args, common.step_rng(args.seed, rank, step))
+        x_tr, y_tr, x_te, y_te = [
+            t.contiguous(memory_format=torch.channels_last)
+            for t in make_tasks(sampler, args, common.step_rng(args.seed, rank, step))]
         # The unadapted D_te loss is only a monitor (adaptation gain = loss0 - loss); it costs a
         # forward, so it is measured on logging steps only.
         monitor = (step + 1) % args.log_every == 0

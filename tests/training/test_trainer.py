@@ -131,3 +131,19 @@ def test_ddp_two_processes(tiny_images, tmp_path, stage):
     c = common.load_checkpoint(ck)
     assert c["step"] == 2
     assert "step 2/2" in p.stdout
+
+
+def test_masks_and_export_stages(tiny_images, tmp_path):
+    from intsr.floatpath.weights import load_masks, load_weights
+    ck = str(tmp_path / "p.pt")
+    _pretrain(tiny_images, ck, "--steps", "1")
+    pt, npz, m = str(tmp_path / "w.pt"), str(tmp_path / "w.npz"), str(tmp_path / "masks.npz")
+    main(["export", "--ckpt", ck, "--pt", pt, "--npz", npz])
+    for a, b in zip(load_weights(pt), load_weights(npz)):
+        np.testing.assert_array_equal(a, b)
+    main(["masks", "--weights", pt, "--data", tiny_images, "--out", m, "--tasks", "2",
+          "--crop", "48", "--steps", "2"])
+    masks = load_masks(m)
+    assert sorted(masks) == [0.0, 0.27, 0.5, 0.67, 0.85]
+    assert all(x.all() for x in masks[0.0])
+    assert sum(x.sum() for x in masks[0.85]) < sum(x.sum() for x in masks[0.27])

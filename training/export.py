@@ -1,0 +1,23 @@
+"""Stage 4: a checkpoint (or state_dict) -> ``torch.save`` state_dict (.pt) and/or .npz."""
+import numpy as np
+import torch
+
+from intsr.floatpath.weights import load_weights, save_weights_npz
+from training import common
+from training.net import SRNet
+
+
+def run(args):
+    model = SRNet()
+    common.load_init_weights(model, args.ckpt)
+    sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    want = [v.numpy().transpose(2, 3, 1, 0) for v in sd.values()]
+    if args.pt:
+        torch.save(sd, args.pt)
+        got = load_weights(args.pt)  # what the engine will see, read back without torch
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        print(f"wrote {args.pt}")
+    if args.npz:
+        save_weights_npz(args.npz, want)
+        assert all(np.array_equal(a, b) for a, b in zip(load_weights(args.npz), want))
+        print(f"wrote {args.npz}")
