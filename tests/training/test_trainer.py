@@ -6,12 +6,13 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from training import common
-from training.cli import main
-from training.meta import inner_adapt
-from training.net import SRNet, functional_forward
+torch = pytest.importorskip("torch")
+
+from training import common  # noqa: E402
+from training.cli import main  # noqa: E402
+from training.meta import inner_adapt  # noqa: E402
+from training.net import SRNet, functional_forward  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -147,3 +148,14 @@ def test_masks_and_export_stages(tiny_images, tmp_path):
     assert sorted(masks) == [0.0, 0.27, 0.5, 0.67, 0.85]
     assert all(x.all() for x in masks[0.0])
     assert sum(x.sum() for x in masks[0.85]) < sum(x.sum() for x in masks[0.27])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_ddp_averages_second_order_meta_gradients():
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_meta_sync.py")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    p = subprocess.run(["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", script],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "rank 0 ok" in p.stdout and "rank 1 ok" in p.stdout
