@@ -77,6 +77,24 @@ class Cache:
         self.acts, self.out, self.out_exp = acts, out, out_exp
 
 
+def new_record():
+    """Per-site lists of the scales seen: forward activations of layers 1-7, activation
+    gradients of layers 1-7, weight gradients of layers 1-8."""
+    return {"act": [[] for _ in range(NUM_LAYERS - 1)],
+            "grad": [[] for _ in range(NUM_LAYERS - 1)],
+            "wgrad": [[] for _ in range(NUM_LAYERS)]}
+
+
+def calibrate(net, pairs):
+    """Static quantization (Section V-B): run dynamic steps' forward and backward on calibration
+    pairs without updating, record each tensor's Eq. 11 scale, keep the maximum per tensor."""
+    record = new_record()
+    for inp, target in pairs:
+        cache = net.forward(inp, record)
+        net.backward(cache, net.loss_grad(cache, target)[2], record)
+    return {site: [max(v) if v else 0 for v in lists] for site, lists in record.items()}
+
+
 class IntNet:
     """The network on integers: int8 forward weights derived from int32 master weights (mode
     'ours', Eq. 14-15) or plain int8 weights (mode 'standard', Eq. 12-13); dynamic (Eq. 11) or
@@ -161,7 +179,13 @@ class IntNet:
 
     # -- loss and backward ----------------------------------------------------------------------
     def loss_grad(self, cache, target):
-        """L1 loss numerator and its gradient sign (int8 QTensor with scale 7: real = sign).
+        """L1 loss numerator and its gradient.
+
+        The mean-L1 gradient is sign(out - target) / N. Its power-of-two part goes into the
+        scale: the int8 sign gets scale 7 - ceil(log2 N), i.e. real value sign * 2**-ceil(log2 N);
+        the rest, 2**ceil(log2 N) / N in (1/2, 1], is folded into the learning rate
+        (floatpath.convert.lr_to_fixed). Without it the summed gradient would be N times the
+        mean and saturate when Eq. 15 moves it to the (much smaller) scale of the weights.
 
         Returns (sum |out - target| as int, its exponent, grad)."""
         h, w, _ = target.shape
@@ -170,7 +194,7 @@ class IntNet:
             raise ArithmeticError("target shift out of range")
         grad = np.empty((h * w, 3), np.int8)
         total = l1_grad(cache.out, target.reshape(h * w, 3), -8 - e, grad)
-        return int(total), e, QTensor(grad.reshape(h, w, 3), 7)
+        return int(total), e, QTensor(grad.reshape(h, w, 3), 7 - ceil_log2(target.size))
 
     def backward(self, cache, grad, record=None):
         """Masked backward pass (Eq. 6, 9). Returns one weight-gradient QTensor per layer

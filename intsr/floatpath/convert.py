@@ -3,7 +3,7 @@ weights (Eq. 14 / Eq. 10), the learning rate (an integer multiplier and shift) a
 kernel (fixed point). Nothing after these conversions touches a float value."""
 import numpy as np
 
-from intsr.quant import QTensor, dynamic_scale, quantize
+from intsr.quant import QTensor, ceil_log2, dynamic_scale, quantize
 
 KERNEL_BITS = 16
 # 255 * sum|k| * 2**KERNEL_BITS must stay below 2**31 in the int32 Eq. 1 accumulator.
@@ -25,12 +25,13 @@ def lr_to_fixed(lr, n_outputs):
     """The SGD step size for the mean-L1 loss over ``n_outputs`` values as ``(mult, shift)``
     with ``lr_eff = mult * 2**-shift``, ``2**15 <= mult < 2**16`` (16 significant bits).
 
-    ``lr_eff = lr / n_outputs * 256 / 255``: the integer network reads pixels as p/256 while the
-    float network reads p/255; the net is positively homogeneous, so activations shrink by
-    255/256 and so does the weight gradient; the factor restores the float step."""
+    ``lr_eff = lr * 2**ceil(log2 N) / N * 256 / 255``. The first factor: IntNet.loss_grad
+    scales the L1 sign by 2**-ceil(log2 N) instead of 1/N. The second: the integer network reads
+    pixels as p/256 while the float network reads p/255; the net is positively homogeneous, so
+    activations shrink by 255/256 and so does the weight gradient."""
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError("learning rate must be a positive finite number")
-    x = float(lr) / n_outputs * 256.0 / 255.0
+    x = float(lr) * (1 << ceil_log2(n_outputs)) / n_outputs * 256.0 / 255.0
     frac, e = np.frexp(x)  # x = frac * 2**e, frac in [0.5, 1)
     mult = int(np.floor(frac * 65536.0 + 0.5))
     shift = 16 - int(e)

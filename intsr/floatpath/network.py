@@ -6,21 +6,12 @@ import numpy as np
 from intsr.model import NUM_LAYERS
 
 
-def _shift(x, dy, dx):
-    """x (H, W, C) seen through tap (dy, dx) of a 3x3 window, zero padded."""
-    h, w, _ = x.shape
-    p = np.zeros((h + 2, w + 2, x.shape[2]), x.dtype)
-    p[1:-1, 1:-1] = x
-    return p[dy:dy + h, dx:dx + w]
+from intsr.kernels.im2col import im2col_3x3_ref as im2col  # plain NumPy, any dtype
 
 
 def conv3x3(x, w):
     h, wd, _ = x.shape
-    out = np.zeros((h * wd, w.shape[3]), np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            out += _shift(x, dy, dx).reshape(h * wd, -1) @ w[dy, dx]
-    return out.reshape(h, wd, -1)
+    return (im2col(x) @ w.reshape(-1, w.shape[3])).reshape(h, wd, -1)
 
 
 class FloatNet:
@@ -59,12 +50,9 @@ class FloatNet:
                 break
             a = acts[l]
             h, w, _ = a.shape
-            gk = g.reshape(h * w, -1)
-            dw = np.zeros(self.weights[l].shape[:3] + (kept.size,), np.float32)
-            for dy in range(3):
-                for dx in range(3):
-                    dw[dy, dx] = _shift(a, dy, dx).reshape(h * w, -1).T @ gk
-            grads[l] = dw
+            # One long-K product: OpenBLAS is slow on the nine (C, HW) x (HW, n) pieces.
+            dw = im2col(a).T @ g.reshape(h * w, -1)
+            grads[l] = dw.reshape(self.weights[l].shape[:3] + (kept.size,))
             if l == 0 or self.kept[l - 1].size == 0:
                 break
             kin = self.kept[l - 1]

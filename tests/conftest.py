@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from intsr.floatpath.convert import kernel_to_fixed
+from intsr.floatpath.degrade import degrade
+from intsr.online import load_model_files, make_training_pair
+
+DATA = Path(__file__).parent / "data"
+
+
+def gaussian(sigma, size=15):
+    ax = np.arange(size) - size // 2
+    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+@pytest.fixture(scope="session")
+def shipped_weights():
+    """The shipped default weights (float HWIO), trained offline on BSDS500 + T91."""
+    return load_model_files()[0]
+
+
+@pytest.fixture(scope="session")
+def butterfly_lr():
+    """Set5 'butterfly' degraded by Eq. 1 (Gaussian sigma 1.6, x4): a 64x64 uint8 LR image."""
+    hr = np.asarray(Image.open(DATA / "butterfly.png").convert("RGB")) / 255.0
+    return np.clip(np.floor(degrade(hr, gaussian(1.6), 4) * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def butterfly_pair(butterfly_lr):
+    """The online training pair (bicubic_up(son), LR) of the butterfly."""
+    return make_training_pair(butterfly_lr, kernel_to_fixed(gaussian(1.6)), 4)

@@ -1,0 +1,136 @@
+"""IntNet against the float reference on a natural image with the shipped weights."""
+import numpy as np
+import pytest
+
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
+from intsr.floatpath.network import FloatNet
+from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.model import IntNet, calibrate
+
+LR = 0.01
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+
+def _float_pixels(y):
+    return np.clip(np.floor(y * 255 + 0.5), 0, 255)
+
+
+def _run(weights, pair, steps, masks=None, **kw):
+    inp, tgt = pair
+    net = IntNet(weights_to_int(weights, kw.get("mode", "ours")), masks, **kw)
+    fnet = FloatNet(weights, masks)
+    mult, shift = lr_to_fixed(LR, tgt.size)
+    li, lf = [], []
+    for _ in range(steps):
+        num, e = net.step(inp, tgt, mult, shift)
+        li.append(np.ldexp(float(num), e) / tgt.size * 256 / 255)
+        lf.append(fnet.step(inp / 255.0, tgt / 255.0, LR))
+    return net, fnet, np.array(li), np.array(lf)
+
+
+def test_int_forward_matches_float_forward(shipped_weights, butterfly_lr):
+    """Integer SR of a Set5 image is within 40 dB PSNR of the float SR (measured: ~50 dB)."""
+    up = bicubic_upsample_u8(butterfly_lr, 4)
+    net = IntNet(weights_to_int(shipped_weights))
+    got = net.predict(up)
+    ref = _float_pixels(FloatNet(shipped_weights).predict(up / 255.0))
+    assert got.shape == up.shape and got.dtype == np.uint8
+    assert _psnr(got, ref) > 40
+
+
+def test_ten_steps_update_direction_matches_float(shipped_weights, butterfly_pair):
+    """Eq. 15 training: the total weight update of 10 integer steps has cosine >= 0.95 with
+    the float path's update from the same start; every layer's >= 0.9."""
+    net, fnet, _, _ = _run(shipped_weights, butterfly_pair, 10)
+    di = [q.dequantize() - w for q, w in zip(net.weights, shipped_weights)]
+    df = [a - w for a, w in zip(fnet.weights, shipped_weights)]
+    cos = lambda a, b: float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+    total = cos(np.concatenate([d.ravel() for d in di]), np.concatenate([d.ravel() for d in df]))
+    per_layer = [cos(a, b) for a, b in zip(di, df)]
+    print("total update cosine", round(total, 4), "per layer", np.round(per_layer, 3))
+    assert total >= 0.95
+    assert min(per_layer) >= 0.9
+
+
+def test_twenty_steps_lower_loss_like_float(shipped_weights, butterfly_pair):
+    """20 integer steps lower the L1 loss by at least 80% of what the float path achieves."""
+    _, _, li, lf = _run(shipped_weights, butterfly_pair, 20)
+    print("int  ", np.round(li, 5))
+    print("float", np.round(lf, 5))
+    assert abs(li[0] - lf[0]) < 1e-3 * lf[0] * 10
+    assert np.all(np.diff(li) < 1e-4)  # monotone but for rounding
+    assert li[0] - li[-1] >= 0.8 * (lf[0] - lf[-1]) > 0
+
+
+def test_floor_rounding_is_the_paper_mode_and_worse(shipped_weights, butterfly_pair):
+    """The paper's floor (Eq. 10-15 as printed) stays selectable; it learns less than nearest
+    (docs/integer-semantics.md has the numbers)."""
+    _, _, l_floor, _ = _run(shipped_weights, butterfly_pair, 5, rounding="floor")
+    _, _, l_near, _ = _run(shipped_weights, butterfly_pair, 5)
+    assert l_near[-1] < l_floor[-1]
+
+
+def test_standard_8bit_weights_barely_move(shipped_weights, butterfly_pair):
+    """Eq. 12-13 (8-bit weights): lr x gradient is far below half a weight step, so almost no
+    update survives rounding; the 32-bit masters (Eq. 15) learn."""
+    std, _, l_std, _ = _run(shipped_weights, butterfly_pair, 5, mode="standard")
+    ours, _, l_ours, _ = _run(shipped_weights, butterfly_pair, 5)
+    assert std.weights[0].value.dtype == np.int8
+    assert l_ours[-1] < l_std[-1]
+    assert (l_std[0] - l_std[-1]) < 0.5 * (l_ours[0] - l_ours[-1])
+
+
+def test_static_scales_from_one_pair_equal_dynamic_first_step(shipped_weights, butterfly_pair):
+    """Static quantization: scales calibrated on the very pair are the dynamic scales of the
+    first step, so that step is bit-identical; later steps may saturate instead of rescaling."""
+    inp, tgt = butterfly_pair
+    dyn = IntNet(weights_to_int(shipped_weights))
+    scales = calibrate(dyn, [butterfly_pair])
+    st = IntNet(weights_to_int(shipped_weights), static=scales)
+    mult, shift = lr_to_fixed(LR, tgt.size)
+    assert dyn.step(inp, tgt, mult, shift) == st.step(inp, tgt, mult, shift)
+    for a, b in zip(dyn.weights, st.weights):
+        assert a.scale == b.scale
+        np.testing.assert_array_equal(a.value, b.value)
+
+
+def test_masked_channels_are_never_updated(shipped_weights, butterfly_pair):
+    """Eq. 6: weights of pruned output channels stay bit-identical; the kept ones move; the
+    masked float reference agrees in direction."""
+    rng = np.random.default_rng(3)
+    masks = [rng.random(w.shape[3]) < 0.5 for w in shipped_weights]
+    masks[-1][:] = True
+    net, fnet, li, lf = _run(shipped_weights, butterfly_pair, 3, masks=masks)
+    start = weights_to_int(shipped_weights)
+    for l, (a, b, m) in enumerate(zip(net.weights, start, masks)):
+        same = a.value[..., ~m] if a.scale == b.scale else None
+        if same is not None:
+            np.testing.assert_array_equal(same, b.value[..., ~m])
+        assert not np.array_equal(a.value[..., m], b.value[..., m])
+    assert li[-1] < li[0] and lf[-1] < lf[0]
+
+
+def test_layerwise_freeze_trains_only_the_back(shipped_weights, butterfly_pair):
+    """Table 6's layer-wise baseline is masks with nothing kept in the front layers: those
+    layers get no gradient at all and stay bit-identical."""
+    masks = [np.zeros(w.shape[3], bool) for w in shipped_weights[:4]] + \
+            [np.ones(w.shape[3], bool) for w in shipped_weights[4:]]
+    net, _, li, _ = _run(shipped_weights, butterfly_pair, 2, masks=masks)
+    start = weights_to_int(shipped_weights)
+    for l in range(4):
+        np.testing.assert_array_equal(net.weights[l].value, start[l].value)
+    assert not np.array_equal(net.weights[7].value, start[7].value)
+    assert li[-1] < li[0]
+
+
+def test_bad_masks_are_refused(shipped_weights):
+    w = weights_to_int(shipped_weights)
+    masks = [np.ones(x.shape[3], bool) for x in shipped_weights]
+    masks[-1][0] = False
+    with pytest.raises(ValueError):
+        IntNet(w, masks)
+    with pytest.raises(TypeError):
+        IntNet(w, mode="standard")
