@@ -185,3 +185,7 @@ def info(weights):
             click.echo(f"  masks {ratio:.2f}: kept filters per layer {kept}")
     else:
         click.echo("  no shipped masks")
+
+
+if __name__ == "__main__":
+    main()

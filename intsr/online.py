@@ -33,8 +33,11 @@ def defaults():
 
 def load_model_files(weights=None, prune=None):
     """(float HWIO weights, masks or None, default lr) for a weights path (or None: shipped)."""
-    from intsr.floatpath.weights import load_masks, load_weights
+    from intsr.floatpath.weights import MASK_RATIOS, load_masks, load_weights
 
+    if prune is not None and not any(abs(prune - r) < 1e-9 for r in MASK_RATIOS.values()):
+        raise InputError(f"no shipped mask for pruning ratio {prune}; choose one of "
+                         f"{sorted(MASK_RATIOS.values())}")
     cfg = defaults()
     path = Path(weights) if weights is not None else WEIGHTS_DIR / cfg["weights"]
     w = load_weights(path)

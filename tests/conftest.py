@@ -1,20 +1,12 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import DATA, gaussian
 from intsr.floatpath.convert import kernel_to_fixed
 from intsr.floatpath.degrade import degrade
 from intsr.online import load_model_files, make_training_pair
 
-DATA = Path(__file__).parent / "data"
-
-
-def gaussian(sigma, size=15):
-    ax = np.arange(size) - size // 2
-    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
-    return g / g.sum()
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,9 @@ def _random_setup(rng, size=16):
 _SCRIPT = textwrap.dedent("""
     import importlib, json, pkgutil, re, sys
     import numpy as np
-    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {tests!r})
     import intsr, intsr.kernels
-    from tests.test_no_float import FLOAT_IR, IR_NAMES, _random_setup
+    from test_no_float import FLOAT_IR, IR_NAMES, _random_setup
     from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
     from intsr.model import IntNet
     from intsr.online import make_training_pair
@@ -72,9 +72,9 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_llvm_ir_of_online_kernels_has_no_float(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
-    res = subprocess.run([sys.executable, "-c", _SCRIPT.format(root=root)], env=env,
+    res = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=tests)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(res.stdout.strip().splitlines()[-1])

@@ -1,24 +1,10 @@
 import numpy as np
 import pytest
 
-
-def _fill(rng, shape, dtype, kind):
-    info = np.iinfo(dtype)
-    if kind == "random":
-        return rng.integers(info.min, int(info.max) + 1, shape, dtype=dtype)
-    if kind == "min":
-        return np.full(shape, info.min, dtype)
-    if kind == "max":
-        return np.full(shape, info.max, dtype)
-    # Random picks among the extremes and zero: worst cases for headroom and rounding.
-    return rng.choice(np.array([info.min, info.max, 0, 1, -1 if info.min < 0 else 2], dtype),
-                      shape)
+from kernel_data import _fill
 
 
 @pytest.fixture
 def fill():
     rng = np.random.default_rng(1234)
     return lambda shape, dtype, kind="random": _fill(rng, shape, dtype, kind)
-
-
-EXTREMES = ["random", "min", "max", "mixed"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import EXTREMES
+from kernel_data import EXTREMES
 from intsr.kernels.backward import WGRAD_CHUNK, agrad_s32, agrad_weights, wgrad_s64, wgrad_s64_ref
 from intsr.kernels.conv import conv3x3_s32_ref
 

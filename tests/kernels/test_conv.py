@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import EXTREMES
+from kernel_data import EXTREMES
 from intsr.kernels.conv import conv3x3_s32, conv3x3_s32_ref, gemm_s32, gemm_s32_ref
 
 

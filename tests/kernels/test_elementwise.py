@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import EXTREMES
+from kernel_data import EXTREMES
 from intsr.kernels.elementwise import (GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated,
                                        requant_s8, requant_s8_ref, residual_add, to_u8)
 

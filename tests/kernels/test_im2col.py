@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import EXTREMES
+from kernel_data import EXTREMES
 from intsr.kernels.im2col import im2col, im2col_3x3_ref
 
 

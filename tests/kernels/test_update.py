@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import EXTREMES
+from kernel_data import EXTREMES
 from intsr.kernels.update import sgd_update, sgd_update_ref
 
 

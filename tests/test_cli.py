@@ -1,0 +1,176 @@
+"""The real CLI on good and bad input: one line on stderr, non-zero exit, no traceback, OUT
+untouched."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import main
+from helpers import gaussian
+
+SENTINEL = b"previous contents"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(d / "lr.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / "tiny.png")
+    Image.fromarray(rng.integers(0, 65535, (24, 24), dtype=np.uint16)).save(d / "deep.png")
+    rgba = rng.integers(0, 256, (20, 20, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    good = (d / "lr.png").read_bytes()
+    (d / "truncated.png").write_bytes(good[: len(good) // 2])
+    (d / "text.png").write_text("not an image")
+    np.save(d / "k.npy", gaussian(1.6, 7))
+    np.save(d / "k_unnorm.npy", gaussian(1.6, 7) * 3)
+    np.save(d / "k_nan.npy", np.full((5, 5), np.nan))
+    np.save(d / "k_inf.npy", np.full((5, 5), np.inf))
+    np.save(d / "k_zero.npy", np.zeros((5, 5)))
+    np.save(d / "k_neg.npy", -gaussian(1.6, 5))
+    np.save(d / "k_1d.npy", np.ones(5) / 5)
+    np.save(d / "k_big.npy", np.ones((41, 41)) / 41 ** 2)
+    np.save(d / "k_obj.npy", np.array([[1.0, None]], dtype=object), allow_pickle=True)
+    (d / "k_garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    (d / "k_garbage.mat").write_bytes(b"MATLAB 5.0 garbage" * 10)
+    from scipy.io import savemat
+    savemat(d / "k_mzsr.mat", {"kernel": gaussian(1.6, 7)})
+    savemat(d / "k_kgan.mat", {"Kernel": gaussian(1.6, 7)})
+    savemat(d / "k_nokey.mat", {"other": gaussian(1.6, 7)})
+    (d / "weights_bad.npz").write_bytes(b"PK\x03\x04 broken zip")
+    np.savez(d / "weights_wrongshape.npz", conv1=np.zeros((3, 3)))
+    # A .pt-like zip whose pickle runs code when loaded by a plain unpickler.
+    marker = d / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with zipfile.ZipFile(d / "evil.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"convs.0.weight": Evil()}))
+    return d
+
+
+def _run(args, out=None):
+    if out is not None:
+        out.write_bytes(SENTINEL)
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    return res
+
+
+def _assert_clean_failure(res, out=None, needle=None):
+    assert res.exit_code != 0
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    if needle:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    if out is not None:
+        assert out.read_bytes() == SENTINEL
+
+
+BAD = [
+    (["missing.png", "k.npy"], "not found"),
+    (["truncated.png", "k.npy"], "not a readable image"),
+    (["text.png", "k.npy"], "not a readable image"),
+    (["deep.png", "k.npy"], "16-bit"),
+    (["tiny.png", "k.npy"], "too small"),
+    (["lr.png", "k_nan.npy"], "nan"),
+    (["lr.png", "k_inf.npy"], "nan or inf"),
+    (["lr.png", "k_zero.npy"], "all zero"),
+    (["lr.png", "k_neg.npy"], "sums to"),
+    (["lr.png", "k_1d.npy"], "2-d"),
+    (["lr.png", "k_big.npy"], "larger than the image"),
+    (["lr.png", "k_obj.npy"], "kernel"),
+    (["lr.png", "k_garbage.npy"], "not a valid"),
+    (["lr.png", "k_garbage.mat"], "not a valid"),
+    (["lr.png", "k_nokey.mat"], "no 'kernel'"),
+    (["lr.png", "missing.npy"], "not found"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[f"{a[0]}-{a[1]}" for a, _ in BAD])
+def test_bad_image_or_kernel(files, tmp_path, args, needle):
+    out = tmp_path / "out.png"
+    res = _run(["adapt", files / args[0], out, "--kernel", files / args[1], "--quiet"], out)
+    _assert_clean_failure(res, out, needle)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--steps", "-1"], "steps"), (["--scale", "1"], "scale"), (["--prune", "0.33"], "prun"),
+    (["--weights", "missing.npz"], "no such weights file"), (["--weights", "weights_bad.npz"], ""),
+    (["--weights", "weights_wrongshape.npz"], ""), (["--lr", "-1"], "learning rate"),
+    (["--lr", "nan"], "learning rate")])
+def test_bad_options(files, tmp_path, extra, needle):
+    out = tmp_path / "out.png"
+    extra = [str(files / e) if e.endswith((".npz", ".pt")) else e for e in extra]
+    res = _run(["adapt", files / "lr.png", out, "--kernel", files / "k.npy", "--quiet"] + extra,
+               out)
+    _assert_clean_failure(res, out, needle)
+
+
+def test_hostile_pickle_weights_run_nothing(files, tmp_path):
+    out = tmp_path / "out.png"
+    res = _run(["adapt", files / "lr.png", out, "--kernel", files / "k.npy", "--weights",
+                files / "evil.pt", "--quiet"], out)
+    _assert_clean_failure(res, out)
+    assert not (files / "pwned").exists()
+
+
+def test_unwritable_output_is_refused_before_work(files, tmp_path):
+    res = _run(["adapt", files / "lr.png", tmp_path / "nodir" / "o.png", "--kernel",
+                files / "k.npy"])
+    _assert_clean_failure(res, None, "does not exist")
+    res = _run(["adapt", files / "lr.png", tmp_path / "o.xyz", "--kernel", files / "k.npy"])
+    _assert_clean_failure(res, None, "must end in")
+
+
+@pytest.mark.parametrize("kernel", ["k.npy", "k_mzsr.mat", "k_kgan.mat"])
+def test_adapt_writes_output_and_report(files, tmp_path, kernel):
+    out, rep = tmp_path / "sr.png", tmp_path / "r.json"
+    res = _run(["adapt", files / "lr.png", out, "--kernel", files / kernel, "--steps", "2",
+                "--json", rep])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (112, 96)
+    report = json.loads(rep.read_text())
+    assert len(report["losses"]) == 2 and report["macs"] > 0 and report["peak_bytes"] > 0
+    assert set(report["seconds"]) == {"load", "adapt", "sr"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_unnormalised_kernel_warns(files, tmp_path):
+    res = _run(["adapt", files / "lr.png", tmp_path / "o.png", "--kernel",
+                files / "k_unnorm.npy", "--steps", "0", "--quiet"])
+    assert res.exit_code == 0
+    assert "normalised" in res.stderr
+
+
+def test_rgba_keeps_alpha_and_sr_and_info(files, tmp_path):
+    res = _run(["sr", files / "rgba.png", tmp_path / "o.png", "--quiet"])
+    assert res.exit_code == 0, res.output
+    im = Image.open(tmp_path / "o.png")
+    assert im.mode == "RGBA" and im.size == (80, 80)
+    res = _run(["info", "weights/" + json.load(open("weights/default.json"))["weights"]])
+    assert res.exit_code == 0 and "224,640 weights" in res.output
+
+
+def test_example_through_a_real_process(tmp_path):
+    """The README's first command, as a user runs it."""
+    out = tmp_path / "example_sr.png"
+    res = subprocess.run([sys.executable, "-m", "cli.main", "adapt", "--example", str(out),
+                          "--steps", "2", "--quiet"], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(out).size == (384, 320)
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "adapt", "nope.png", str(out),
+                          "--kernel", "nope.npy"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in bad.stderr

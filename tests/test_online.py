@@ -1,0 +1,98 @@
+"""intsr.adapt end to end: shapes, modes, Eq. 1 on integers, bicubic, determinism."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import intsr.online as online
+from helpers import DATA, gaussian
+from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
+from intsr.floatpath.degrade import degrade
+from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
+from intsr.online import adapt, super_resolve
+
+
+def test_eq1_integer_son_matches_float_reference(butterfly_lr):
+    """Eq. 1 on integers (fixed-point kernel, reflect, keep s//2::s) equals the float
+    reference rounded to uint8 but for at most 1 level on a few pixels."""
+    for sigma, s in [(1.2, 4), (2.4, 4), (0.8, 2), (2.0, 3)]:
+        k = gaussian(sigma, 13)
+        got = degrade_u8(butterfly_lr, kernel_to_fixed(k), KERNEL_BITS, s)
+        ref = np.clip(np.floor(degrade(butterfly_lr / 255.0, k, s) * 255 + 0.5), 0, 255)
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1 and np.mean(got != ref) < 0.01
+
+
+def test_eq1_even_kernel_and_tiny_image_reflect_like_scipy():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (5, 6, 1), dtype=np.uint8)
+    k = rng.random((4, 6))
+    got = degrade_u8(img, kernel_to_fixed(k), KERNEL_BITS, 2)
+    ref = np.clip(np.floor(degrade(img / 255.0, k / k.sum(), 2) * 255 + 0.5), 0, 255)
+    assert np.abs(got - ref).max() <= 1
+
+
+def test_integer_bicubic_is_bit_exact_with_pillow():
+    """The fixed-point bicubic reproduces Pillow's BICUBIC exactly (max abs difference 0)."""
+    rng = np.random.default_rng(0)
+    for h, w, s in [(5, 7, 4), (33, 20, 4), (16, 16, 2), (9, 4, 3)]:
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = np.asarray(Image.fromarray(a).resize((w * s, h * s), Image.BICUBIC))
+        assert np.abs(bicubic_upsample_u8(a, s).astype(int) - ref).max() == 0
+
+
+def test_adapt_shapes_and_modes(butterfly_lr):
+    k = gaussian(1.6)
+    out = adapt(butterfly_lr, k, steps=2)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    gray = np.asarray(Image.open(DATA / "bridge_crop.png"))[:64, :48]
+    g = adapt(gray, k, steps=1, scale=2)
+    assert g.shape == (128, 96) and g.dtype == np.uint8
+    assert super_resolve(butterfly_lr[:20, :24], scale=4).shape == (80, 96, 3)
+
+
+def test_adaptation_improves_the_son_fit(butterfly_lr):
+    """The online steps lower the L1 loss on (son -> LR)."""
+    report = {}
+    adapt(butterfly_lr, gaussian(1.6), steps=5, report=report)
+    assert len(report["losses"]) == 5 and report["losses"][-1] < report["losses"][0]
+    assert report["macs"] > 0
+
+
+@pytest.mark.parametrize("bad", [
+    dict(scale=1), dict(steps=-1), dict(scale=2.5), dict(prune=0.33)])
+def test_adapt_refuses_bad_arguments(butterfly_lr, bad):
+    with pytest.raises(ValueError):
+        adapt(butterfly_lr, gaussian(1.6), **bad)
+
+
+_DET = """
+import hashlib, numpy as np, sys
+sys.path.insert(0, {tests!r})
+from helpers import gaussian
+from intsr.online import adapt
+rng = np.random.default_rng(5)
+img = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+a = adapt(img, gaussian(1.6), steps=3, prune=None)
+b = adapt(img, gaussian(1.6), steps=3)
+assert np.array_equal(a, b)
+print(hashlib.sha256(a.tobytes()).hexdigest())
+"""
+
+
+def test_bit_identical_across_runs_and_thread_counts(tmp_path):
+    """Same inputs -> the same bytes, with NUMBA_NUM_THREADS=1 and 2 (integer sums are exact,
+    so the order threads combine them in cannot matter; this checks nothing else does)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    digests = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", _DET.format(tests=tests)], env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-2000:]
+        digests.append(res.stdout.strip().splitlines()[-1])
+    assert digests[0] == digests[1]
