@@ -1,0 +1,107 @@
+"""Measured effect of each integer-semantics choice against the float path, on Set5 x4:
+rounding (nearest vs the paper's floor), 32-bit masters (Eq. 14-15) vs 8-bit weights
+(Eq. 12-13), dynamic (Eq. 11) vs static scales (calibrated on the other Set5 images).
+
+For each image and kernel: Y-PSNR of the 0-step and 10-step SR against HR, the cosine between
+the integer and float total weight updates of 10 steps, and the L1 loss drop on the son pair.
+
+    python benchmarks/quant_modes.py --data ../shared/data/set5 --kernels ../shared/data/kernels/gauss_iso_s1.6_15.npy ../shared/data/kernels/gauss_iso_s2.4_15.npy
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.floatpath.degrade import degrade
+from intsr.floatpath.metrics import psnr_y
+from intsr.floatpath.network import FloatNet
+from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.model import IntNet, calibrate
+from intsr.online import load_model_files, make_training_pair
+
+CONFIGS = [("ours", "nearest", False), ("ours", "floor", False), ("standard", "nearest", False),
+           ("standard", "floor", False), ("ours", "nearest", True), ("standard", "nearest", True)]
+
+
+def lr_image(hr, k, s):
+    return np.clip(np.floor(degrade(hr / 255.0, k, s) * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--kernels", nargs="+", required=True)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    weights, _, default_lr = load_model_files()
+    lr = args.lr or default_lr
+    s = args.scale
+    images = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in
+              sorted(Path(args.data).glob("*.png"))}
+    results = {}
+    for kpath in args.kernels:
+        k = np.load(kpath)
+        pairs = {}
+        for name, hr in images.items():
+            hr = hr[:hr.shape[0] - hr.shape[0] % s, :hr.shape[1] - hr.shape[1] % s]
+            lr_img = lr_image(hr, k, s)
+            pairs[name] = (hr, lr_img, make_training_pair(lr_img, kernel_to_fixed(k), s))
+        for name, (hr, lr_img, (inp, tgt)) in pairs.items():
+            up = bicubic_upsample_u8(lr_img, s)
+            fnet = FloatNet(weights)
+            f0 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
+            lf = [fnet.step(inp / 255.0, tgt / 255.0, lr) for _ in range(args.steps)]
+            f10 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
+            df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, weights)])
+            row = {"bicubic": psnr_y(up / 255.0, hr / 255.0, s), "float": [f0, f10],
+                   "float_loss": [lf[0], lf[-1]]}
+            for mode, rounding, static in CONFIGS:
+                start = weights_to_int(weights, mode, rounding)
+                scales = None
+                if static:  # calibrated on the other images of the set, never on this one
+                    cal = IntNet(start, mode=mode, rounding=rounding)
+                    scales = calibrate(cal, [p[2] for n, p in pairs.items() if n != name])
+                net = IntNet(start, mode=mode, rounding=rounding, static=scales)
+                p0 = psnr_y(net.predict(up) / 255.0, hr / 255.0, s)
+                mult, shift = lr_to_fixed(lr, tgt.size)
+                li = []
+                for _ in range(args.steps):
+                    num, e = net.step(inp, tgt, mult, shift)
+                    li.append(np.ldexp(float(num), e) / tgt.size * 256 / 255)
+                p10 = psnr_y(net.predict(up) / 255.0, hr / 255.0, s)
+                di = np.concatenate([(q.dequantize() - w).ravel()
+                                     for q, w in zip(net.weights, weights)])
+                cos = float(di @ df / (np.linalg.norm(di) * np.linalg.norm(df) + 1e-30))
+                key = f"{mode}/{rounding}/{'static' if static else 'dynamic'}"
+                row[key] = {"psnr": [p0, p10], "cos": cos, "loss": [li[0], li[-1]]}
+            results[f"{Path(kpath).stem}/{name}"] = row
+            print(name, Path(kpath).stem, json.dumps({kk: v for kk, v in row.items()},
+                                                     default=lambda x: round(x, 4)), flush=True)
+    keys = ["float"] + [f"{m}/{r}/{'static' if st else 'dynamic'}" for m, r, st in CONFIGS]
+    print("\n| config | PSNR 0 steps | PSNR %d steps | update cosine vs float | L1 drop |"
+          % args.steps)
+    print("|---|---|---|---|---|")
+    rows = list(results.values())
+    print(f"| bicubic | {np.mean([r['bicubic'] for r in rows]):.2f} | | | |")
+    for key in keys:
+        if key == "float":
+            p = np.mean([r["float"] for r in rows], axis=0)
+            drop = np.mean([r["float_loss"][0] - r["float_loss"][1] for r in rows])
+            print(f"| float32 | {p[0]:.2f} | {p[1]:.2f} | 1 | {drop:.5f} |")
+            continue
+        p = np.mean([r[key]["psnr"] for r in rows], axis=0)
+        cos = np.mean([r[key]["cos"] for r in rows])
+        drop = np.mean([r[key]["loss"][0] - r[key]["loss"][1] for r in rows])
+        print(f"| {key} | {p[0]:.2f} | {p[1]:.2f} | {cos:.3f} | {drop:.5f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
