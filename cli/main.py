@@ -187,5 +187,52 @@ def info(weights):
         click.echo("  no shipped masks")
 
 
+@main.command("eval")
+@click.argument("hr_dir", type=click.Path(file_okay=False))
+@click.option("--kernel", "kernels", multiple=True, required=True,
+              type=click.Path(dir_okay=False), help="Evaluation kernel (repeatable).")
+@click.option("--scale", default=4, show_default=True, type=int)
+@click.option("--steps", default=10, show_default=True, type=int)
+@click.option("--config", "configs", multiple=True,
+              help="Configurations to run (repeatable; default: all).")
+@click.option("--prune", type=float, default=None, help="Shipped mask ratio for every config.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--quiet", is_flag=True)
+@_fail_cleanly
+def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, json_path, md_path,
+                 quiet):
+    """Adapt and score every image of HR_DIR under each kernel (Eq. 1 LR, Y-PSNR)."""
+    from intsr.floatpath.evaluate import CONFIGS, detail_table, evaluate, load_hr, summary_table
+    from intsr.io import read_kernel
+    from intsr.online import load_model_files
+
+    configs = configs or CONFIGS
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        raise InputError(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    w, masks, default_lr = load_model_files(weights, prune)
+    ks = [(Path(k).stem, read_kernel(k)) for k in kernels]
+    n_images = len(load_hr(hr_dir, scale))
+    total = n_images * len(ks) * len(configs)
+    records = []
+    with click.progressbar(length=total, label="evaluating", file=sys.stderr,
+                           show_pos=True) as bar:
+        for rec in evaluate(hr_dir, ks, weights=w, masks=masks, lr=lr or default_lr,
+                            scale=scale, steps=steps, configs=configs):
+            records.append(rec)
+            if not quiet:
+                bar.update(1)
+    table = summary_table(records, steps) + "\n\n" + detail_table(records, steps)
+    click.echo(table)
+    if json_path:
+        _write_json(json_path, {"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
+                                "prune": prune, "records": records})
+    if md_path:
+        Path(md_path).write_text(table + "\n")
+
+
 if __name__ == "__main__":
     main()

@@ -174,3 +174,23 @@ def test_example_through_a_real_process(tmp_path):
                           "--kernel", "nope.npy"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
+
+
+def test_eval_table_and_json(tmp_path):
+    """`intsr eval` on the bundled test images: a table row per configuration, JSON records,
+    integer and float paths within a few hundredths of a dB of each other."""
+    np.save(tmp_path / "k.npy", gaussian(1.6))
+    js, md = tmp_path / "e.json", tmp_path / "e.md"
+    res = _run(["eval", "tests/data", "--kernel", tmp_path / "k.npy", "--steps", "1",
+                "--config", "bicubic", "--config", "fp", "--config", "int8-ours",
+                "--json", js, "--markdown", md, "--quiet"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(js.read_text())["records"]
+    assert len(recs) == 2 * 3
+    by = {(r["image"], r["config"]): r for r in recs}
+    for img in ("butterfly", "bridge_crop"):
+        assert by[(img, "int8-ours")]["psnr_init"] > by[(img, "bicubic")]["psnr"]
+        assert abs(by[(img, "int8-ours")]["psnr"] - by[(img, "fp")]["psnr"]) < 0.1
+    assert "| int8-ours |" in md.read_text()
+    bad = _run(["eval", "tests/data", "--kernel", tmp_path / "k.npy", "--config", "nope"])
+    _assert_clean_failure(bad, None, "unknown config")
