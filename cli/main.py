@@ -234,5 +234,52 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, jso
         Path(md_path).write_text(table + "\n")
 
 
+@main.command("cost")
+@click.option("--size", default=32, show_default=True, type=int, help="Feature map h = w.")
+@click.option("--bits-f", default=8, show_default=True, type=int, help="Activation bits.")
+@click.option("--bits-w", default=32, show_default=True, type=int, help="Weight bits.")
+@click.option("--prune", type=float, default=None, help="Shipped mask ratio.")
+@click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
+              help="Masks .npz (keys p{pct}_l{l}); with --prune picks that ratio.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_fail_cleanly
+def cost_cmd(size, bits_f, bits_w, prune, masks_path, as_json):
+    """Eq. 16 (memory) and Eq. 17 (cost) of back-propagation, per layer and total."""
+    from intsr import cost
+    from intsr.floatpath.weights import load_masks
+    from intsr.online import WEIGHTS_DIR, defaults
+
+    masks = None
+    if prune is not None or masks_path is not None:
+        table = load_masks(masks_path or WEIGHTS_DIR / defaults()["masks"])
+        ratio = 0.0 if prune is None else prune
+        match = [r for r in table if abs(r - ratio) < 1e-9]
+        if not match:
+            raise InputError(f"no mask for ratio {ratio}; the file has {sorted(table)}")
+        masks = table[match[0]]
+    rows = cost.layer_channels(masks)
+    printed = cost.memory_bits(size, bits_f, bits_w, masks, "printed")
+    table5 = cost.memory_bits(size, bits_f, bits_w, masks, "table5")
+    eq17 = cost.cost(size, bits_f, masks)
+    data = {"size": size, "bits_f": bits_f, "bits_w": bits_w, "layers": [
+        {"layer": l + 1, "c_in": r[0], "c_out": r[1], "c_in_kept": r[2], "c_out_kept": r[3],
+         "memory_kb_printed": p / 8000, "memory_kb_table5": t / 8000, "cost_eq17": c}
+        for l, (r, p, t, c) in enumerate(zip(rows, printed, table5, eq17))],
+        "memory_kb_printed": sum(printed) / 8000, "memory_kb_table5": sum(table5) / 8000,
+        "cost_eq17": sum(eq17)}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"h = w = {size}, bits_F = {bits_f}, bits_theta = {bits_w}; KB = 1000 bytes")
+    click.echo("layer  c_in c_out  c~in c~out  Eq.16 printed KB  Eq.16 (k^2, Table 5) KB"
+               "        Eq.17")
+    for d in data["layers"]:
+        click.echo(f"{d['layer']:5d} {d['c_in']:5d} {d['c_out']:5d} {d['c_in_kept']:5d} "
+                   f"{d['c_out_kept']:5d} {d['memory_kb_printed']:17.2f} "
+                   f"{d['memory_kb_table5']:24.2f} {d['cost_eq17']:12,d}")
+    click.echo(f"total{'':25s} {data['memory_kb_printed']:17.2f} "
+               f"{data['memory_kb_table5']:24.2f} {data['cost_eq17']:12,d}")
+
+
 if __name__ == "__main__":
     main()
