@@ -7,7 +7,7 @@ gradient is produced only for the kept channels of the layer below (Eq. 9's two 
 import numpy as np
 from numba import njit, prange
 
-from intsr.kernels.conv import conv3x3_s32
+from intsr.kernels.conv import _dot4, conv3x3_s32
 
 # Rows summed in one int32 accumulator. Products are at most 2**14 (int8 x int8: -128 * -128)
 # or 255 * 128 = 32640 (uint8 image x int8), so 2**16 rows sum to at most 2**30 or
@@ -19,15 +19,23 @@ WGRAD_CHUNK = 1 << 16
 def _wgrad_chunks(cols, g, nchunks, partial):
     m, k = cols.shape
     nk = g.shape[1]
-    per = (m + nchunks - 1) // nchunks
+    per = ((m + nchunks - 1) // nchunks + 3) // 4 * 4  # whole groups of four rows
     for ch in prange(nchunks):
         acc = np.zeros((k, nk), np.int32)
-        for i in range(ch * per, min(m, (ch + 1) * per)):
+        start, end = ch * per, min(m, (ch + 1) * per)
+        end4 = start + max(0, end - start) // 4 * 4
+        for i in range(start, end4, 4):
             for kk in range(k):
-                a = np.int32(cols[i, kk])
-                if a != 0:
-                    for j in range(nk):
-                        acc[kk, j] += a * np.int32(g[i, j])
+                c0, c1 = np.int16(cols[i, kk]), np.int16(cols[i + 1, kk])
+                c2, c3 = np.int16(cols[i + 2, kk]), np.int16(cols[i + 3, kk])
+                for j in range(nk):
+                    acc[kk, j] += _dot4(c0, c1, c2, c3, g[i, j], g[i + 1, j], g[i + 2, j],
+                                        g[i + 3, j])
+        for i in range(end4, end):
+            for kk in range(k):
+                c = np.int32(cols[i, kk])
+                for j in range(nk):
+                    acc[kk, j] += c * np.int32(g[i, j])
         for kk in range(k):
             for j in range(nk):
                 partial[ch, kk, j] = acc[kk, j]
@@ -38,12 +46,13 @@ def wgrad_s64(cols, g):
     g (M, n_kept) int8 output gradient of the kept channels -> (K, n_kept) int64, exact.
 
     Rows are split into chunks of at most WGRAD_CHUNK (and at least 8 chunks, for threads); each
-    chunk accumulates in int32, chunks are summed in int64. Integer addition is associative, so
+    chunk accumulates in int32, four rows at a time (16-bit products, see conv._dot4), and
+    chunks are summed in int64. Integer addition is associative, so
     the result is the same for any thread count."""
     m = cols.shape[0]
     nchunks = max(8, -(-m // WGRAD_CHUNK))
     partial = np.empty((nchunks, cols.shape[1], g.shape[1]), np.int64)
-    _wgrad_chunks(cols, np.ascontiguousarray(g), nchunks, partial)
+    _wgrad_chunks(cols, g.astype(np.int16), nchunks, partial)
     return partial.sum(axis=0)
 
 
