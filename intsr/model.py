@@ -32,7 +32,8 @@ from intsr.kernels.im2col import im2col  # noqa: E402
 from intsr.kernels.update import sgd_update  # noqa: E402
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
 
-MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
+MODES = ("ours", "standard")
+HALO = NUM_LAYERS * (KSIZE // 2)  # pixels one output depends on, in each direction  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
 _I32_MAX = (1 << 31) - 1
 
 
@@ -168,14 +169,29 @@ class IntNet:
         residual_add(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
         return Cache(acts, out, e)
 
-    def predict(self, image):
-        """Super-resolve an upsampled (H, W, 3) uint8 image: uint8 output, rounded half up."""
-        cache = self.forward(image)
+    def predict(self, image, tile=None):
+        """Super-resolve an upsampled (H, W, 3) uint8 image: uint8 output, rounded half up.
+
+        ``tile``: process tiles of at most ``tile`` x ``tile`` output pixels, each computed on
+        a crop with a HALO-pixel margin (the receptive field of the 8 convs), so memory stays
+        bounded for any image size. Each tile gets its own dynamic scales (Eq. 11 over the
+        tile's own values), so a tiled result can differ from the untiled one in the last bit
+        where a tile's maxima are smaller than the image's (docs/integer-semantics.md)."""
         h, w, _ = image.shape
-        pix = np.empty((h * w, 3), np.uint8)
-        # pixel = out_real * 256 (input read as p/256; the network is positively homogeneous).
-        to_u8(cache.out, cache.out_exp + 8, pix)
-        return pix.reshape(h, w, 3)
+        if tile is None or (h <= tile and w <= tile):
+            cache = self.forward(image)
+            pix = np.empty((h * w, 3), np.uint8)
+            # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
+            to_u8(cache.out, cache.out_exp + 8, pix)
+            return pix.reshape(h, w, 3)
+        out = np.empty((h, w, 3), np.uint8)
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                y0, x0 = max(0, y - HALO), max(0, x - HALO)
+                y1, x1 = min(h, y + tile + HALO), min(w, x + tile + HALO)
+                part = self.predict(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                out[y:y + tile, x:x + tile] = part[y - y0:y - y0 + tile, x - x0:x - x0 + tile]
+        return out
 
     # -- loss and backward ----------------------------------------------------------------------
     def loss_grad(self, cache, target):

@@ -22,6 +22,7 @@ from intsr.model import IntNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_SON = 4  # the son must be at least this many pixels on each side
+SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
 
 
 def defaults():
@@ -64,7 +65,7 @@ def _load_net(weights, prune):
 
 
 def _finish(net, rgb, gray, scale):
-    out = net.predict(bicubic_upsample_u8(rgb, scale))
+    out = net.predict(bicubic_upsample_u8(rgb, scale), tile=SR_TILE)
     if gray:
         # The three output channels are three estimates of the same grey level: average them.
         out = ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)

@@ -96,3 +96,17 @@ def test_bit_identical_across_runs_and_thread_counts(tmp_path):
         assert res.returncode == 0, res.stderr[-2000:]
         digests.append(res.stdout.strip().splitlines()[-1])
     assert digests[0] == digests[1]
+
+
+def test_tiled_sr_matches_untiled_within_a_few_levels(shipped_weights, butterfly_lr):
+    """Tiles with an 8-pixel halo: identical receptive fields, own dynamic scales; pixels
+    differ by a few levels at most, and identically for tiles larger than the image."""
+    from intsr.floatpath.convert import weights_to_int
+    from intsr.model import IntNet
+    net = IntNet(weights_to_int(shipped_weights))
+    up = bicubic_upsample_u8(butterfly_lr, 4)
+    full = net.predict(up)
+    tiled = net.predict(up, tile=96)
+    assert np.abs(full.astype(int) - tiled).max() <= 4
+    assert np.mean(full != tiled) < 0.3
+    np.testing.assert_array_equal(net.predict(up, tile=256), full)
