@@ -1,0 +1,139 @@
+"""One adaptation step (forward, L1, backward, SGD) side by side in one run: the integer engine,
+the NumPy float32 reference and PyTorch FP32 (channels_last; optional), at several image sizes
+and pruning ratios. Medians of repeated runs; ratios are against the integer engine.
+
+Working memory: the integer engine's and NumPy's peak traced allocations during one step
+(tracemalloc sees NumPy arrays), next to Eq. 16 for the same size and masks; PyTorch's is the
+bytes autograd saves for backward plus the gradients (saved-tensor hooks), next to Eq. 16 with
+32-bit everything.
+
+    python benchmarks/bench_step.py [--sizes 64 128 256] [--prune 0 0.5 0.85] [--threads 2]
+"""
+import argparse
+import json
+import os
+import time
+import tracemalloc
+
+import numpy as np
+
+from intsr import cost
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
+from intsr.floatpath.network import FloatNet
+from intsr.model import IntNet
+from intsr.online import load_model_files
+
+
+def median_time(fn, repeats):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def traced_peak(fn):
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def torch_step(weights, masks, x, y, threads):
+    """A PyTorch FP32 step of the same network; None if torch is not installed."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    ws = [torch.tensor(np.ascontiguousarray(w.transpose(3, 2, 0, 1)), requires_grad=True)
+          for w in weights]
+    xt = torch.tensor(x.transpose(2, 0, 1)[None].copy()).contiguous(
+        memory_format=torch.channels_last)
+    yt = torch.tensor(y.transpose(2, 0, 1)[None].copy()).contiguous(
+        memory_format=torch.channels_last)
+    ms = None if masks is None else [torch.tensor(m, dtype=torch.float32)[:, None, None, None]
+                                      for m in masks]
+
+    def forward():
+        h = xt
+        for i, w in enumerate(ws):
+            h = F.conv2d(h, w, padding=1)
+            if i < len(ws) - 1:
+                h = F.relu(h)
+        return F.l1_loss(xt + h, yt)
+
+    def step():
+        loss = forward()
+        grads = torch.autograd.grad(loss, ws)
+        with torch.no_grad():
+            for i, (w, g) in enumerate(zip(ws, grads)):
+                w -= 0.01 * (g if ms is None else g * ms[i])
+
+    def memory():
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = forward()
+        grads = torch.autograd.grad(loss, ws)
+        return sum(saved) + sum(g.numel() * g.element_size() for g in grads)
+    return step, memory
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--prune", type=float, nargs="+", default=[0.0, 0.5, 0.85])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("NUMBA_NUM_THREADS", 2)))
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    for ratio in args.prune:
+        weights, masks, _ = load_model_files(prune=ratio or None)
+        for n in args.sizes:
+            inp = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
+            tgt = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
+            net = IntNet(weights_to_int(weights), masks)
+            mult, shift = lr_to_fixed(0.01, tgt.size)
+            t_int = median_time(lambda: net.step(inp, tgt, mult, shift), args.repeats)
+            m_int = traced_peak(lambda: net.step(inp, tgt, mult, shift))
+            fnet = FloatNet(weights, masks)
+            xf, yf = inp / np.float32(255), tgt / np.float32(255)
+            t_np = median_time(lambda: fnet.step(xf, yf, 0.01), args.repeats)
+            row = dict(size=n, prune=ratio, int_ms=1e3 * t_int, numpy_ms=1e3 * t_np,
+                       int_peak_kb=m_int / 1000,
+                       eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
+                       eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks))
+            torch_fns = torch_step(weights, masks, xf, yf, args.threads)
+            if torch_fns is not None:
+                step, memory = torch_fns
+                row["torch_ms"] = 1e3 * median_time(step, args.repeats)
+                row["torch_kb"] = memory() / 1000
+            rows.append(row)
+            line = (f"{n:4d} px  prune {ratio:4.2f} | int {row['int_ms']:8.1f} ms | numpy fp32 "
+                    f"{row['numpy_ms']:8.1f} ms ({row['numpy_ms'] / row['int_ms']:.2f}x)")
+            if "torch_ms" in row:
+                line += (f" | torch fp32 {row['torch_ms']:7.1f} ms "
+                         f"({row['torch_ms'] / row['int_ms']:.2f}x)")
+            line += (f" | memory: int {row['int_peak_kb']:9.0f} KB, Eq.16 {row['eq16_int_kb']:9.0f}"
+                     f" KB ({row['int_peak_kb'] / row['eq16_int_kb']:.2f}x)")
+            if "torch_kb" in row:
+                line += (f"; torch {row['torch_kb']:9.0f} KB "
+                         f"({row['torch_kb'] / row['int_peak_kb']:.2f}x int)")
+            print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
