@@ -1,5 +1,5 @@
 """Integer core speed, measured side by side in one run (medians of repeats):
-conv forward / activation-gradient / weight-gradient throughput on the middle layer's shape
+conv forward / activation-gradient / weight-gradient throughput (im2col included) on the middle layer's shape
 (64 -> 64 channels, 3x3) and one full adaptation step (forward, L1, backward, SGD) of the
 integer engine next to the NumPy float32 im2col reference, at 64, 128 and 256 px.
 

@@ -7,12 +7,21 @@ gradient is produced only for the kept channels of the layer below (Eq. 9's two 
 import numpy as np
 from numba import njit, prange
 
-from intsr.kernels.conv import _dot4, conv3x3_s32
+from intsr.kernels.conv import conv3x3_s32
 
 # Rows summed in one int32 accumulator. Products are at most 2**14 (int8 x int8: -128 * -128)
 # or 255 * 128 = 32640 (uint8 image x int8), so 2**16 rows sum to at most 2**30 or
 # 2,139,095,040 < 2**31 - 1. Chunk totals are added in int64 (2**62 / 2**31: over 2**31 chunks).
 WGRAD_CHUNK = 1 << 16
+
+
+@njit(cache=True, inline="always")
+def _dot4(a0, a1, a2, a3, b0, b1, b2, b3):
+    # Each product of an 8-bit activation and an int8 gradient fits int16 exactly
+    # (|(-128) * (-128)| = 2**14, 255 * (-128) = -32640), so the multiplies are 16-bit lanes;
+    # the four products are summed in int32 (two of them could already overflow int16).
+    return (np.int32(np.int16(a0 * b0)) + np.int32(np.int16(a1 * b1))
+            + np.int32(np.int16(a2 * b2)) + np.int32(np.int16(a3 * b3)))
 
 
 @njit(cache=True, parallel=True)
@@ -46,7 +55,7 @@ def wgrad_s64(cols, g):
     g (M, n_kept) int8 output gradient of the kept channels -> (K, n_kept) int64, exact.
 
     Rows are split into chunks of at most WGRAD_CHUNK (and at least 8 chunks, for threads); each
-    chunk accumulates in int32, four rows at a time (16-bit products, see conv._dot4), and
+    chunk accumulates in int32, four rows at a time (16-bit products, see _dot4), and
     chunks are summed in int64. Integer addition is associative, so
     the result is the same for any thread count."""
     m = cols.shape[0]

@@ -10,50 +10,25 @@ from numba import njit, prange
 from intsr.kernels.im2col import im2col
 
 
-@njit(cache=True, inline="always")
-def _dot4(a0, a1, a2, a3, b0, b1, b2, b3):
-    # Each product of an 8-bit activation and an int8 weight fits int16 exactly
-    # (|(-128) * (-128)| = 2**14, 255 * (-128) = -32640), so the multiplies are 16-bit lanes;
-    # the four products are summed in int32 (two of them could already overflow int16).
-    return (np.int32(np.int16(a0 * b0)) + np.int32(np.int16(a1 * b1))
-            + np.int32(np.int16(a2 * b2)) + np.int32(np.int16(a3 * b3)))
-
-
 @njit(cache=True, parallel=True)
-def gemm_s32(a, b, out):
-    """out[M, N] (int32) = a[M, K] (int8 or uint8) @ b[K, N] (int16 holding int8 values).
+def gemm_s32(a, bt, out):
+    """out[M, N] (int32) = a[M, K] (int8 or uint8) @ bt[N, K].T (int8), exact.
 
-    Register tiling: two rows of ``a`` share each loaded row of ``b``, and four k at a time
-    are summed before touching the accumulators (a quarter of the accumulator traffic)."""
+    Both operands are contiguous along K, so each output is one dot product: LLVM turns the
+    widening multiply-add reduction into vpmaddwd / vpdpwssd (16-bit pairs into int32), which
+    beats a register-tiled outer-product loop here."""
     m, k = a.shape
-    n = b.shape[1]
-    k4 = k - k % 4
-    for ib in prange((m + 1) // 2):
-        i = 2 * ib
-        i1 = min(i + 1, m - 1)  # odd M: the last pair computes its row twice
-        acc0 = np.zeros(n, np.int32)
-        acc1 = np.zeros(n, np.int32)
-        for kk in range(0, k4, 4):
-            x0, x1 = np.int16(a[i, kk]), np.int16(a[i, kk + 1])
-            x2, x3 = np.int16(a[i, kk + 2]), np.int16(a[i, kk + 3])
-            y0, y1 = np.int16(a[i1, kk]), np.int16(a[i1, kk + 1])
-            y2, y3 = np.int16(a[i1, kk + 2]), np.int16(a[i1, kk + 3])
-            for j in range(n):
-                b0, b1, b2, b3 = b[kk, j], b[kk + 1, j], b[kk + 2, j], b[kk + 3, j]
-                acc0[j] += _dot4(x0, x1, x2, x3, b0, b1, b2, b3)
-                acc1[j] += _dot4(y0, y1, y2, y3, b0, b1, b2, b3)
-        for kk in range(k4, k):
-            x0, y0 = np.int32(a[i, kk]), np.int32(a[i1, kk])
-            for j in range(n):
-                acc0[j] += x0 * np.int32(b[kk, j])
-                acc1[j] += y0 * np.int32(b[kk, j])
+    n = bt.shape[0]
+    for i in prange(m):
         for j in range(n):
-            out[i, j] = acc0[j]
-            out[i1, j] = acc1[j]
+            s = np.int32(0)
+            for kk in range(k):
+                s += np.int32(a[i, kk]) * np.int32(bt[j, kk])
+            out[i, j] = s
 
 
-def gemm_s32_ref(a, b):
-    return (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+def gemm_s32_ref(a, bt):
+    return (a.astype(np.int64) @ bt.astype(np.int64).T).astype(np.int32)
 
 
 def conv3x3_s32(x, w):
@@ -61,7 +36,7 @@ def conv3x3_s32(x, w):
     h, wd, _ = x.shape
     cout = w.shape[3]
     out = np.empty((h * wd, cout), np.int32)
-    gemm_s32(im2col(x), w.reshape(-1, cout).astype(np.int16), out)
+    gemm_s32(im2col(x), np.ascontiguousarray(w.reshape(-1, cout).T), out)
     return out.reshape(h, wd, cout)
 
 
