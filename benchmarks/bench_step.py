@@ -12,26 +12,16 @@ bytes autograd saves for backward plus the gradients (saved-tensor hooks), next 
 import argparse
 import json
 import os
-import time
 import tracemalloc
 
 import numpy as np
+from bench_core import median_time
 
 from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
 from intsr.online import load_model_files
-
-
-def median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
 
 
 def traced_peak(fn):
