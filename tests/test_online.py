@@ -110,3 +110,12 @@ def test_tiled_sr_matches_untiled_within_a_few_levels(shipped_weights, butterfly
     assert np.abs(full.astype(int) - tiled).max() <= 4
     assert np.mean(full != tiled) < 0.3
     np.testing.assert_array_equal(net.predict(up, tile=256), full)
+
+
+def test_ssim_is_one_on_identical_and_falls_with_noise():
+    from intsr.floatpath.metrics import ssim_y
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 40, 3)) / 255.0
+    assert ssim_y(img, img, 4) == pytest.approx(1.0, abs=1e-12)
+    noisy = [np.clip(img + s * rng.standard_normal(img.shape), 0, 1) for s in (0.02, 0.1)]
+    assert 1 > ssim_y(noisy[0], img, 4) > ssim_y(noisy[1], img, 4)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.floatpath.degrade import degrade
-from intsr.floatpath.metrics import psnr_y
+from intsr.floatpath.metrics import psnr_y, ssim_y
 from intsr.floatpath.network import FloatNet
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
@@ -73,7 +73,7 @@ def _fp_run(weights, masks, pair, up, steps, lr):
 def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10,
              configs=CONFIGS, progress=None):
     """Yield one record per (kernel, image, configuration):
-    dict(kernel, image, config, psnr_init, psnr, seconds, macs)."""
+    dict(kernel, image, config, psnr_init, psnr, ssim_init, ssim, seconds, macs)."""
     images = load_hr(hr_dir, scale)
     for kname, kernel in kernels:
         k_fixed = kernel_to_fixed(kernel)
@@ -100,9 +100,11 @@ def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10,
                                                   mode=mode), others)
                     sr0, sr, macs = _int_run(weights, masks, mode, static, lr_img, pair, up,
                                              scale, steps, lr)
+                seconds = time.perf_counter() - t0
                 rec = dict(kernel=kname, image=name, config=cfg,
                            psnr_init=psnr_y(sr0, ref, scale), psnr=psnr_y(sr, ref, scale),
-                           seconds=time.perf_counter() - t0, macs=int(macs))
+                           ssim_init=ssim_y(sr0, ref, scale), ssim=ssim_y(sr, ref, scale),
+                           seconds=seconds, macs=int(macs))
                 if progress:
                     progress(rec)
                 yield rec
@@ -110,17 +112,19 @@ def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10,
 
 def summary_table(records, steps):
     """Markdown: one row per configuration, mean Y-PSNR at Init and after ``steps`` steps,
-    then one column per kernel (after ``steps``)."""
+    then one column per kernel (after ``steps``), mean SSIM after ``steps``."""
     configs = list(dict.fromkeys(r["config"] for r in records))
     kernels = list(dict.fromkeys(r["kernel"] for r in records))
-    head = f"| config | Init | {steps} steps | " + " | ".join(kernels) + " | s / image |"
-    lines = [head, "|" + "---|" * (4 + len(kernels))]
+    head = (f"| config | Init | {steps} steps | " + " | ".join(kernels)
+            + f" | SSIM {steps} steps | s / image |")
+    lines = [head, "|" + "---|" * (5 + len(kernels))]
     for c in configs:
         rs = [r for r in records if r["config"] == c]
         per_k = [np.mean([r["psnr"] for r in rs if r["kernel"] == k]) for k in kernels]
         lines.append(f"| {c} | {np.mean([r['psnr_init'] for r in rs]):.2f} | "
                      f"{np.mean([r['psnr'] for r in rs]):.2f} | "
                      + " | ".join(f"{v:.2f}" for v in per_k)
+                     + f" | {np.mean([r['ssim'] for r in rs]):.4f}"
                      + f" | {np.mean([r['seconds'] for r in rs]):.2f} |")
     return "\n".join(lines)
 

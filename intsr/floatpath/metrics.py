@@ -21,3 +21,24 @@ def psnr_y(pred, ref, shave):
         a, b = a[shave:-shave, shave:-shave], b[shave:-shave, shave:-shave]
     mse = np.mean((a - b) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def ssim_y(pred, ref, shave):
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255)
+    of the BT.601 Y channels, ``shave`` pixels off every border, ``pred`` rounded like psnr_y."""
+    from scipy.ndimage import gaussian_filter
+
+    pred = np.floor(np.clip(np.asarray(pred, np.float64), 0, 1) * 255 + 0.5) / 255
+    a, b = rgb_to_y(pred), rgb_to_y(ref)
+    if shave:
+        a, b = a[shave:-shave, shave:-shave], b[shave:-shave, shave:-shave]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(x):  # truncate=3.5 with sigma 1.5 gives the 11-tap window
+        return gaussian_filter(x, 1.5, truncate=3.5, mode="constant")[5:-5, 5:-5]
+    mu_a, mu_b = blur(a), blur(b)
+    va = blur(a * a) - mu_a ** 2
+    vb = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return float(s.mean())
