@@ -1,6 +1,7 @@
 """Measured effect of each integer-semantics choice against the float path, on Set5 x4:
 rounding (nearest vs the paper's floor), 32-bit masters (Eq. 14-15) vs 8-bit weights
-(Eq. 12-13), dynamic (Eq. 11) vs static scales (calibrated on the other Set5 images).
+(Eq. 12-13), dynamic (Eq. 11) vs static scales (calibrated on the other Set5 images), and the
+uint8 post-ReLU activation store ("ours-u8") against the paper's int8.
 
 For each image and kernel: Y-PSNR of the 0-step and 10-step SR against HR, the cosine between
 the integer and float total weight updates of 10 steps, and the L1 loss drop on the son pair.
@@ -23,7 +24,8 @@ from intsr.model import IntNet, calibrate
 from intsr.online import load_model_files, make_training_pair
 
 CONFIGS = [("ours", "nearest", False), ("ours", "floor", False), ("standard", "nearest", False),
-           ("standard", "floor", False), ("ours", "nearest", True), ("standard", "nearest", True)]
+           ("standard", "floor", False), ("ours", "nearest", True), ("standard", "nearest", True),
+           ("ours-u8", "nearest", False)]
 
 
 def lr_image(hr, k, s):
@@ -61,13 +63,15 @@ def main():
             df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, weights)])
             row = {"bicubic": psnr_y(up / 255.0, hr / 255.0, s), "float": [f0, f10],
                    "float_loss": [lf[0], lf[-1]]}
-            for mode, rounding, static in CONFIGS:
+            for cfg_mode, rounding, static in CONFIGS:
+                mode, unsigned = cfg_mode.split("-")[0], cfg_mode.endswith("-u8")
                 start = weights_to_int(weights, mode, rounding)
                 scales = None
                 if static:  # calibrated on the other images of the set, never on this one
                     cal = IntNet(start, mode=mode, rounding=rounding)
                     scales = calibrate(cal, [p[2] for n, p in pairs.items() if n != name])
-                net = IntNet(start, mode=mode, rounding=rounding, static=scales)
+                net = IntNet(start, mode=mode, rounding=rounding, static=scales,
+                             unsigned=unsigned)
                 p0 = psnr_y(net.predict(up) / 255.0, hr / 255.0, s)
                 mult, shift = lr_to_fixed(lr, tgt.size)
                 li = []
@@ -78,7 +82,7 @@ def main():
                 di = np.concatenate([(q.dequantize() - w).ravel()
                                      for q, w in zip(net.weights, weights)])
                 cos = float(di @ df / (np.linalg.norm(di) * np.linalg.norm(df) + 1e-30))
-                key = f"{mode}/{rounding}/{'static' if static else 'dynamic'}"
+                key = f"{cfg_mode}/{rounding}/{'static' if static else 'dynamic'}"
                 row[key] = {"psnr": [p0, p10], "cos": cos, "loss": [li[0], li[-1]]}
             results[f"{Path(kpath).stem}/{name}"] = row
             print(name, Path(kpath).stem, json.dumps({kk: v for kk, v in row.items()},

@@ -27,30 +27,32 @@ import numpy as np  # noqa: E402
 from intsr.kernels.backward import agrad_s32, wgrad_s64  # noqa: E402
 from intsr.kernels.conv import conv3x3_s32  # noqa: E402
 from intsr.kernels.elementwise import (  # noqa: E402
-    GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_s8, residual_add, to_u8)
+    GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_8bit, residual_add, to_u8)
 from intsr.kernels.im2col import im2col  # noqa: E402
 from intsr.kernels.update import sgd_update  # noqa: E402
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
 
-MODES = ("ours", "standard")
-HALO = NUM_LAYERS * (KSIZE // 2)  # pixels one output depends on, in each direction  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
+MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
+HALO = NUM_LAYERS * (KSIZE // 2)  # pixels one output depends on, in each direction
 _I32_MAX = (1 << 31) - 1
 
 
-def _requant(acc, exp, gate, mode, nearest, static_scale=None):
-    """int32/int64 accumulator (real = acc * 2**exp), 2-D -> int8 QTensor.
+def _requant(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
+    """int32/int64 accumulator (real = acc * 2**exp), 2-D -> 8-bit QTensor: int8, or uint8
+    (real = v * 2**(s - 8)) for a post-ReLU activation when ``unsigned``.
 
-    Dynamic (Eq. 11 on integers): s = ceil(log2(max|acc|)) + exp, v = acc * 2**(7 - ceil_log2).
-    Static: s fixed, out-of-range values saturate."""
+    Dynamic (Eq. 11 on integers): s = ceil(log2(max|acc|)) + exp, v = acc * 2**(7 - ceil_log2)
+    (2**(8 - ...) unsigned). Static: s fixed, out-of-range values saturate."""
     if gate is None:
         gate = _no_gate(acc)
+    frac, lo, hi, dt = (8, 0, 255, np.uint8) if unsigned else (7, -128, 127, np.int8)
     if static_scale is None:
         c = ceil_log2(max_abs_gated(acc, gate, mode))
-        scale, shift = c + exp, 7 - c
+        scale, shift = c + exp, frac - c
     else:
-        scale, shift = static_scale, exp - (static_scale - 7)
-    out = np.empty(acc.shape, np.int8)
-    requant_s8(acc, gate, mode, shift, nearest, out)
+        scale, shift = static_scale, exp - (static_scale - frac)
+    out = np.empty(acc.shape, dt)
+    requant_8bit(acc, gate, mode, shift, nearest, lo, hi, out)
     return QTensor(out, scale)
 
 
@@ -102,9 +104,12 @@ class IntNet:
     static per-tensor scales; per-layer gradient masks (Eq. 6).
 
     ``weights``: list of QTensors in HWIO (int32 for 'ours', int8 for 'standard').
-    ``masks``: list of NUM_LAYERS bool arrays over output channels, or None (train all)."""
+    ``masks``: list of NUM_LAYERS bool arrays over output channels, or None (train all).
+    ``unsigned``: store post-ReLU activations as uint8 (one more bit; never negative) instead
+    of the paper's int8; gradients stay int8."""
 
-    def __init__(self, weights, masks=None, *, mode="ours", rounding="nearest", static=None):
+    def __init__(self, weights, masks=None, *, mode="ours", rounding="nearest", static=None,
+                 unsigned=False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if rounding not in ("floor", "nearest"):
@@ -116,6 +121,7 @@ class IntNet:
         if any(w.value.dtype != want for w in weights):
             raise TypeError(f"mode {mode!r} needs {np.dtype(want)} weights")
         self.mode, self.nearest, self.static = mode, rounding == "nearest", static
+        self.unsigned = unsigned
         self.weights = [QTensor(w.value.copy(), w.scale) for w in weights]
         if masks is None:
             masks = [np.ones(s[3], bool) for s in shapes]
@@ -138,7 +144,7 @@ class IntNet:
         for w in self.weights:
             flat = w.value.reshape(-1, w.shape[3])
             out = np.empty(flat.shape, np.int8)
-            requant_s8(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, out)
+            requant_8bit(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, -128, 127, out)
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ class IntNet:
                 break
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
-            x = _requant(flat, exp, None, GATE_RELU, self.nearest, st)
+            x = _requant(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned)
             if record is not None:
                 record["act"][l].append(x.scale)
             x = QTensor(x.value.reshape(h, w, -1), x.scale)

@@ -134,3 +134,15 @@ def test_bad_masks_are_refused(shipped_weights):
         IntNet(w, masks)
     with pytest.raises(TypeError):
         IntNet(w, mode="standard")
+
+
+def test_unsigned_activation_store_is_closer_to_float(shipped_weights, butterfly_lr):
+    """The uint8 post-ReLU store (one more bit than the paper's int8) tracks the float forward
+    at least as closely; both modes run the same step."""
+    up = bicubic_upsample_u8(butterfly_lr, 4)
+    ref = _float_pixels(FloatNet(shipped_weights).predict(up / 255.0))
+    signed = IntNet(weights_to_int(shipped_weights))
+    unsigned = IntNet(weights_to_int(shipped_weights), unsigned=True)
+    cache = unsigned.forward(up)
+    assert all(a.value.dtype == np.uint8 for a in cache.acts)
+    assert _psnr(unsigned.predict(up), ref) >= _psnr(signed.predict(up), ref)

@@ -80,7 +80,7 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path):
     data = json.loads(res.stdout.strip().splitlines()[-1])
     # The check means something only if it saw the kernels of one step.
     for k in ["conv.gemm_s32", "im2col.im2col_3x3", "backward._wgrad_chunks",
-              "elementwise.requant_s8", "elementwise.l1_grad", "update.sgd_update",
+              "elementwise.requant_8bit", "elementwise.l1_grad", "update.sgd_update",
               "resample._degrade_u8", "resample._resample_rows_u8"]:
         assert "intsr.kernels." + k in data["found"], k
     assert data["bad"] == []

@@ -3,7 +3,7 @@ L1 loss gradient, and the final conversion to pixels.
 
 Requantization multiplies an int32 accumulator by ``2**shift`` (shift < 0 in practice) and
 rounds either by floor (arithmetic right shift) or to nearest (add half, then shift: round half
-up), then saturates to [-128, 127]. Gating modes:
+up), then saturates to [-128, 127] (int8) or [0, 255] (uint8 post-ReLU store). Gating modes:
   GATE_NONE  plain requantization;
   GATE_RELU  ReLU forward: negative accumulators become 0 (before the scale is chosen);
   GATE_MASK  ReLU backward: zero where the forward activation ``gate`` was not positive.
@@ -47,27 +47,28 @@ def max_abs_gated(acc, gate, mode):
 
 
 @njit(cache=True, parallel=True)
-def requant_s8(acc, gate, mode, shift, nearest, out):
-    """out = sat8(round(gated(acc) * 2**shift)); acc 2-D int32/int64, out int8 of the same shape.
+def requant_8bit(acc, gate, mode, shift, nearest, lo, hi, out):
+    """out = clip(round(gated(acc) * 2**shift), lo, hi); acc 2-D int32/int64; out int8 with
+    [lo, hi] = [-128, 127], or uint8 with [0, 255] for post-ReLU activations.
 
-    Headroom: a left shift is only requested when max|acc| < 2**7, so the int64 product stays
-    below 2**14; right shifts are capped at 62 bits."""
+    Headroom: a left shift is only requested when max|acc| < 2**8, so the int64 product stays
+    below 2**16; right shifts are capped at 62 bits."""
     rows, c = acc.shape
     if shift >= 0:
         for r in prange(rows):
             for j in range(c):
                 v = np.int64(_gated(acc[r, j], gate[r, j], mode)) << shift
-                out[r, j] = 127 if v > 127 else (-128 if v < -128 else v)
+                out[r, j] = hi if v > hi else (lo if v < lo else v)
     else:
         n = min(-shift, 62)
         half = (np.int64(1) << (n - 1)) if nearest else np.int64(0)
         for r in prange(rows):
             for j in range(c):
                 v = (np.int64(_gated(acc[r, j], gate[r, j], mode)) + half) >> n
-                out[r, j] = 127 if v > 127 else (-128 if v < -128 else v)
+                out[r, j] = hi if v > hi else (lo if v < lo else v)
 
 
-def requant_s8_ref(acc, gate, mode, shift, nearest):
+def requant_8bit_ref(acc, gate, mode, shift, nearest, lo=-128, hi=127):
     a = acc.astype(np.int64)
     if mode == GATE_RELU:
         a = np.where(a < 0, 0, a)
@@ -78,7 +79,7 @@ def requant_s8_ref(acc, gate, mode, shift, nearest):
     else:
         n = min(-shift, 62)
         v = (a + ((1 << (n - 1)) if nearest else 0)) >> n
-    return np.clip(v, -128, 127).astype(np.int8)
+    return np.clip(v, lo, hi).astype(np.int8 if lo < 0 else np.uint8)
 
 
 @njit(cache=True, parallel=True)

@@ -3,19 +3,20 @@ import pytest
 
 from kernel_data import EXTREMES
 from intsr.kernels.elementwise import (GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated,
-                                       requant_s8, requant_s8_ref, residual_add, to_u8)
+                                       requant_8bit, requant_8bit_ref, residual_add, to_u8)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("mode", [GATE_NONE, GATE_RELU, GATE_MASK])
 @pytest.mark.parametrize("shift", [-30, -17, -8, -1, 0, 3])
 @pytest.mark.parametrize("nearest", [False, True])
-def test_requant_s8_bit_exact(fill, kind, mode, shift, nearest):
+@pytest.mark.parametrize("lo,hi,dt", [(-128, 127, np.int8), (0, 255, np.uint8)])
+def test_requant_8bit_bit_exact(fill, kind, mode, shift, nearest, lo, hi, dt):
     acc = fill((23, 19), np.int32, kind) >> 4  # keep the left-shift case meaningful
     gate = fill((23, 19), np.int8, "random")
-    out = np.empty(acc.shape, np.int8)
-    requant_s8(acc, gate, mode, shift, nearest, out)
-    np.testing.assert_array_equal(out, requant_s8_ref(acc, gate, mode, shift, nearest))
+    out = np.empty(acc.shape, dt)
+    requant_8bit(acc, gate, mode, shift, nearest, lo, hi, out)
+    np.testing.assert_array_equal(out, requant_8bit_ref(acc, gate, mode, shift, nearest, lo, hi))
     m = max_abs_gated(acc, gate, mode)
     a = acc.astype(np.int64)
     if mode == GATE_RELU:
@@ -29,10 +30,13 @@ def test_requant_rounding_ties_and_saturation():
     acc = np.array([[-3, -2, -1, 1, 2, 3, 255, -256, 2 ** 30, -(2 ** 31)]], np.int32)
     g = np.zeros_like(acc, np.int8)
     out = np.empty(acc.shape, np.int8)
-    requant_s8(acc, g, GATE_NONE, -1, True, out)   # x / 2 rounded half up
+    requant_8bit(acc, g, GATE_NONE, -1, True, -128, 127, out)   # x / 2 rounded half up
     assert out.tolist() == [[-1, -1, 0, 1, 1, 2, 127, -128, 127, -128]]
-    requant_s8(acc, g, GATE_NONE, -1, False, out)  # floor
+    requant_8bit(acc, g, GATE_NONE, -1, False, -128, 127, out)  # floor
     assert out.tolist() == [[-2, -1, -1, 0, 1, 1, 127, -128, 127, -128]]
+    u = np.empty(acc.shape, np.uint8)
+    requant_8bit(acc, g, GATE_RELU, -1, True, 0, 255, u)  # uint8 post-ReLU store
+    assert u.tolist() == [[0, 0, 0, 1, 1, 2, 128, 0, 255, 0]]
 
 
 def test_residual_and_l1_exact(fill):
