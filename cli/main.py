@@ -246,17 +246,11 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, jso
 def cost_cmd(size, bits_f, bits_w, prune, masks_path, as_json):
     """Eq. 16 (memory) and Eq. 17 (cost) of back-propagation, per layer and total."""
     from intsr import cost
-    from intsr.floatpath.weights import load_masks
-    from intsr.online import WEIGHTS_DIR, defaults
+    from intsr.online import select_masks
 
     masks = None
     if prune is not None or masks_path is not None:
-        table = load_masks(masks_path or WEIGHTS_DIR / defaults()["masks"])
-        ratio = 0.0 if prune is None else prune
-        match = [r for r in table if abs(r - ratio) < 1e-9]
-        if not match:
-            raise InputError(f"no mask for ratio {ratio}; the file has {sorted(table)}")
-        masks = table[match[0]]
+        masks = select_masks(0.0 if prune is None else prune, masks_path)
     rows = cost.layer_channels(masks)
     printed = cost.memory_bits(size, bits_f, bits_w, masks, "printed")
     table5 = cost.memory_bits(size, bits_f, bits_w, masks, "table5")

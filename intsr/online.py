@@ -32,25 +32,31 @@ def defaults():
     return cfg
 
 
+def select_masks(ratio, path=None):
+    """The masks of one pruning ratio from a masks file (default: the shipped one); None for
+    ratio 0 (nothing pruned) unless a file is named."""
+    from intsr.floatpath.weights import MASK_RATIOS, load_masks
+
+    if not any(abs(ratio - r) < 1e-9 for r in MASK_RATIOS.values()):
+        raise InputError(f"no shipped mask for pruning ratio {ratio}; choose one of "
+                         f"{sorted(MASK_RATIOS.values())}")
+    if ratio == 0 and path is None:
+        return None
+    table = load_masks(path or WEIGHTS_DIR / defaults()["masks"])
+    match = [r for r in table if abs(r - ratio) < 1e-9]
+    if not match:
+        raise InputError(f"no mask for pruning ratio {ratio}; the file has {sorted(table)}")
+    return table[match[0]]
+
+
 def load_model_files(weights=None, prune=None):
     """(float HWIO weights, masks or None, default lr) for a weights path (or None: shipped)."""
-    from intsr.floatpath.weights import MASK_RATIOS, load_masks, load_weights
+    from intsr.floatpath.weights import load_weights
 
-    if prune is not None and not any(abs(prune - r) < 1e-9 for r in MASK_RATIOS.values()):
-        raise InputError(f"no shipped mask for pruning ratio {prune}; choose one of "
-                         f"{sorted(MASK_RATIOS.values())}")
     cfg = defaults()
-    path = Path(weights) if weights is not None else WEIGHTS_DIR / cfg["weights"]
-    w = load_weights(path)
     ratio = cfg.get("prune", 0.0) if prune is None else prune
-    masks = None
-    if ratio:
-        table = load_masks(WEIGHTS_DIR / cfg["masks"])
-        match = [r for r in table if abs(r - ratio) < 1e-9]
-        if not match:
-            raise InputError(f"no shipped mask for pruning ratio {ratio}; "
-                             f"choose one of {sorted(table)}")
-        masks = table[match[0]]
+    masks = select_masks(ratio)
+    w = load_weights(Path(weights) if weights is not None else WEIGHTS_DIR / cfg["weights"])
     return w, masks, float(cfg["lr"])
 
 
@@ -59,8 +65,8 @@ def _load_net(weights, prune):
         wf, masks, default_lr = load_model_files(weights, prune)
     else:
         wf, masks, default_lr = weights, None, defaults()["lr"]
-        if prune:
-            masks = load_model_files(None, prune)[1]
+        if prune is not None:
+            masks = select_masks(prune)
     return IntNet(weights_to_int(wf), masks), default_lr
 
 
