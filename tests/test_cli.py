@@ -194,3 +194,21 @@ def test_eval_table_and_json(tmp_path):
     assert "| int8-ours |" in md.read_text()
     bad = _run(["eval", "tests/data", "--kernel", tmp_path / "k.npy", "--config", "nope"])
     _assert_clean_failure(bad, None, "unknown config")
+
+
+def test_eval_int8_ours_is_intsr_adapt(tmp_path, butterfly_lr):
+    """The evaluation's int8-ours row runs exactly what `intsr adapt` runs."""
+    from intsr.floatpath.evaluate import evaluate
+    from intsr.online import adapt, load_model_files
+    from PIL import Image as _Image
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    hr = np.asarray(_Image.open("tests/data/butterfly.png").convert("RGB"))
+    _Image.fromarray(hr).save(hr_dir / "b.png")
+    k = gaussian(1.6)
+    w, masks, lr = load_model_files()
+    from intsr.floatpath.evaluate import make_lr
+    from intsr.floatpath.metrics import psnr_y
+    rec = next(evaluate(hr_dir, [("g", k)], weights=w, lr=lr, steps=2, configs=("int8-ours",)))
+    sr = adapt(make_lr(hr, k, 4), k, steps=2)
+    assert rec["psnr"] == psnr_y(sr / 255.0, hr / 255.0, 4)

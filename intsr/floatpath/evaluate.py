@@ -24,7 +24,7 @@ from intsr.floatpath.metrics import psnr_y, ssim_y
 from intsr.floatpath.network import FloatNet
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
-from intsr.online import make_training_pair
+from intsr.online import SR_TILE, make_training_pair
 
 CONFIGS = ("bicubic", "fp", "int8-ours", "int8-ours-static", "int8-standard",
            "int8-standard-static")
@@ -51,13 +51,14 @@ def make_lr(hr, kernel, scale):
 
 
 def _int_run(weights, masks, mode, static, lr_img, pair, up, scale, steps, lr):
+    # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt`.
     net = IntNet(weights_to_int(weights, mode), masks, mode=mode, static=static)
-    sr0 = net.predict(up)
+    sr0 = net.predict(up, tile=SR_TILE)
     inp, tgt = pair
     mult, shift = lr_to_fixed(lr, tgt.size)
     for _ in range(steps):
         net.step(inp, tgt, mult, shift)
-    return sr0 / 255.0, net.predict(up) / 255.0, net.macs
+    return sr0 / 255.0, net.predict(up, tile=SR_TILE) / 255.0, net.macs
 
 
 def _fp_run(weights, masks, pair, up, steps, lr):
