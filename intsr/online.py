@@ -23,6 +23,7 @@ from intsr.model import IntNet
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
+TRAIN_MAX = 256  # LR pixels per side the online steps train on (central window beyond that)
 
 
 def defaults():
@@ -111,13 +112,22 @@ def check_inputs(shape, kernel, scale, steps):
                          f"image {w}x{h}")
 
 
-def make_training_pair(lr_rgb, k_fixed, scale):
+def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX):
     """(network input, target) for the online steps: bicubic_up(son) and I_LR cropped to a
-    multiple of ``scale``; both (H', W', 3) uint8."""
+    multiple of ``scale``; both (H', W', 3) uint8.
+
+    Images wider or taller than ``max_side`` train on their central ``max_side`` window (the
+    son is still made from the whole image), which bounds a step's time and memory; Set5-sized
+    inputs (LR up to 128 px) are never cropped."""
     h, w, _ = lr_rgb.shape
-    crop = np.ascontiguousarray(lr_rgb[:h - h % scale, :w - w % scale])
-    son = degrade_u8(crop, k_fixed, KERNEL_BITS, scale)
-    return bicubic_upsample_u8(son, scale), crop
+    h, w = h - h % scale, w - w % scale
+    son = degrade_u8(np.ascontiguousarray(lr_rgb[:h, :w]), k_fixed, KERNEL_BITS, scale)
+    side = max_side - max_side % scale
+    y0 = (h - side) // 2 // scale * scale if h > side else 0
+    x0 = (w - side) // 2 // scale * scale if w > side else 0
+    th, tw = min(h, side), min(w, side)
+    son = np.ascontiguousarray(son[y0 // scale:(y0 + th) // scale, x0 // scale:(x0 + tw) // scale])
+    return bicubic_upsample_u8(son, scale), np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw])
 
 
 def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
