@@ -28,7 +28,7 @@ from intsr.kernels.backward import agrad_s32, wgrad_s64  # noqa: E402
 from intsr.kernels.conv import conv3x3_s32  # noqa: E402
 from intsr.kernels.elementwise import (  # noqa: E402
     GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_8bit, residual_add, to_u8)
-from intsr.kernels.im2col import im2col  # noqa: E402
+from intsr.kernels.im2col import bands  # noqa: E402
 from intsr.kernels.update import sgd_update  # noqa: E402
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
 
@@ -230,10 +230,11 @@ class IntNet:
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
             x = cache.acts[l]
-            cols = im2col(x.value)
             gflat = g.value.reshape(h * w, -1)
-            dw = wgrad_s64(cols, gflat)
-            self.macs += cols.shape[0] * cols.shape[1] * gflat.shape[1]
+            # Band by band (im2col rows are 9x the layer input); the int64 sums are exact.
+            dw = sum(wgrad_s64(cols, gflat[y0 * w:y0 * w + cols.shape[0]])
+                     for y0, cols in bands(x.value))
+            self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
             grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
             if record is not None:

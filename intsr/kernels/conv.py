@@ -7,7 +7,7 @@ K = 27) |acc| <= 27 * 255 * 128 < 2**20. Both far inside int32: no split, no wid
 import numpy as np
 from numba import njit, prange
 
-from intsr.kernels.im2col import im2col
+from intsr.kernels.im2col import bands
 
 
 @njit(cache=True, parallel=True)
@@ -36,7 +36,9 @@ def conv3x3_s32(x, w):
     h, wd, _ = x.shape
     cout = w.shape[3]
     out = np.empty((h * wd, cout), np.int32)
-    gemm_s32(im2col(x), np.ascontiguousarray(w.reshape(-1, cout).T), out)
+    wt = np.ascontiguousarray(w.reshape(-1, cout).T)
+    for y0, cols in bands(x):
+        gemm_s32(cols, wt, out[y0 * wd:y0 * wd + cols.shape[0]])
     return out.reshape(h, wd, cout)
 
 

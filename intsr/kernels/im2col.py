@@ -10,13 +10,20 @@ import numpy as np
 from numba import njit, prange
 
 
+# Bytes of im2col rows materialised at once: images are processed in bands of output rows so
+# the 9x copy stays bounded (4 MiB) whatever the image size.
+BAND_BYTES = 1 << 22
+
+
 @njit(cache=True, parallel=True)
-def im2col_3x3(x, out):
-    """x (H, W, C) int8/uint8 -> out (H*W, 9*C) of the same dtype; pure copies, no arithmetic."""
+def im2col_3x3(x, y0, out):
+    """x (H, W, C) int8/uint8 -> out (R*W, 9*C): the rows of output rows y0 .. y0+R-1, with
+    R = out.shape[0] // W; pure copies, no arithmetic."""
     h, w, c = x.shape
-    for y in prange(h):
+    for r in prange(out.shape[0] // w):
+        y = y0 + r
         for xx in range(w):
-            row = y * w + xx
+            row = r * w + xx
             for dy in range(3):
                 yy = y + dy - 1
                 for dx in range(3):
@@ -31,7 +38,7 @@ def im2col_3x3(x, out):
 
 
 def im2col_3x3_ref(x):
-    """Plain NumPy reference of im2col_3x3."""
+    """Plain NumPy reference of im2col_3x3 (all rows)."""
     h, w, c = x.shape
     p = np.zeros((h + 2, w + 2, c), x.dtype)
     p[1:-1, 1:-1] = x
@@ -39,8 +46,20 @@ def im2col_3x3_ref(x):
     return np.concatenate(cols, axis=2).reshape(h * w, 9 * c)
 
 
+def bands(x):
+    """(y0, im2col rows of the band) over an (H, W, C) image, at most BAND_BYTES per band."""
+    h, w, c = x.shape
+    rows = max(1, BAND_BYTES // (w * 9 * c * x.itemsize))
+    x = np.ascontiguousarray(x)
+    for y0 in range(0, h, rows):
+        out = np.empty((min(rows, h - y0) * w, 9 * c), x.dtype)
+        im2col_3x3(x, y0, out)
+        yield y0, out
+
+
 def im2col(x):
+    """All im2col rows of an image at once (tests and small images)."""
     h, w, c = x.shape
     out = np.empty((h * w, 9 * c), x.dtype)
-    im2col_3x3(np.ascontiguousarray(x), out)
+    im2col_3x3(np.ascontiguousarray(x), 0, out)
     return out

@@ -34,3 +34,13 @@ def test_gemm_s32_bit_exact(fill, kind, m, k):
     bt = np.ascontiguousarray(b.T)
     gemm_s32(a, bt, out)
     np.testing.assert_array_equal(out, gemm_s32_ref(a, bt))
+
+
+def test_conv_in_bands_equals_one_band(fill, monkeypatch):
+    import intsr.kernels.im2col as im2col_mod
+    x = fill((11, 6, 8), np.int8, "random")
+    w = fill((3, 3, 8, 5), np.int8, "random")
+    whole = conv3x3_s32(x, w)
+    monkeypatch.setattr(im2col_mod, "BAND_BYTES", 6 * 9 * 8 * 3)  # 3 rows a band
+    np.testing.assert_array_equal(conv3x3_s32(x, w), whole)
+    np.testing.assert_array_equal(whole.astype(np.int64), conv3x3_s32_ref(x, w))
