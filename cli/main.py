@@ -196,14 +196,16 @@ def info(weights):
 @click.option("--config", "configs", multiple=True,
               help="Configurations to run (repeatable; default: all).")
 @click.option("--prune", type=float, default=None, help="Shipped mask ratio for every config.")
+@click.option("--layerwise", type=int, default=None,
+              help="Layer-wise baseline (Table 6): freeze the first N layers instead.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
-def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, json_path, md_path,
-                 quiet):
+def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, layerwise, weights, lr, json_path,
+                 md_path, quiet):
     """Adapt and score every image of HR_DIR under each kernel (Eq. 1 LR, Y-PSNR)."""
     from intsr.floatpath.evaluate import CONFIGS, detail_table, evaluate, load_hr, summary_table
     from intsr.io import read_kernel
@@ -213,7 +215,12 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, jso
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         raise InputError(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    if prune is not None and layerwise is not None:
+        raise InputError("--prune and --layerwise are two kinds of masks; give one")
     w, masks, default_lr = load_model_files(weights, prune)
+    if layerwise is not None:
+        from intsr.pruning import layerwise_masks
+        masks = layerwise_masks(layerwise)
     ks = [(Path(k).stem, read_kernel(k)) for k in kernels]
     n_images = len(load_hr(hr_dir, scale))
     total = n_images * len(ks) * len(configs)
@@ -229,7 +236,7 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, weights, lr, jso
     click.echo(table)
     if json_path:
         _write_json(json_path, {"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
-                                "prune": prune, "records": records})
+                                "prune": prune, "layerwise": layerwise, "records": records})
     if md_path:
         Path(md_path).write_text(table + "\n")
 

@@ -156,3 +156,12 @@ def masks_for_ratio(norms, ratio, channels=CHANNELS, objective="eq8"):
 
 
 RATIOS = (0.0, 0.27, 0.5, 0.67, 0.85)
+
+
+def layerwise_masks(n_front, channels=CHANNELS):
+    """The layer-wise baseline of Table 6: the first ``n_front`` layers are frozen (no gradient
+    computed, and none propagates below them), the rest train fully. Returns L bool masks."""
+    L = len(channels) - 1
+    if not 0 <= n_front < L:
+        raise ValueError(f"can freeze 0..{L - 1} front layers, not {n_front}")
+    return [np.full(channels[l + 1], l >= n_front) for l in range(L)]

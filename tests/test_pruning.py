@@ -119,3 +119,13 @@ def test_bad_inputs_are_refused():
         pruning.masks_for_ratio([np.full(64, np.nan)] + good[1:], 0.5)
     with pytest.raises(ValueError, match="ratio"):
         pruning.masks_for_ratio(good, 1.0)
+
+
+def test_layerwise_baseline_masks_freeze_the_front():
+    """Table 6's layer-wise baseline: the first N layers keep nothing, the rest everything."""
+    from intsr.pruning import layerwise_masks
+    m = layerwise_masks(3)
+    assert [int(x.sum()) for x in m] == [0, 0, 0, 64, 64, 64, 64, 3]
+    assert pruning.pruning_ratio([int(x.sum()) for x in m[:-1]]) > 0
+    with pytest.raises(ValueError):
+        layerwise_masks(8)
