@@ -47,13 +47,12 @@ def example_paths():
 
 
 def _run_sr(inp, out, kernel_path, scale, steps, prune, weights, lr, seed, json_path, quiet):
-    from intsr.io import check_output_path, read_image, read_kernel, write_image
-    from intsr.kernels.resample import bicubic_upsample_u8
+    from intsr.io import check_output_path, read_image, read_kernel
     from intsr.online import adapt
 
     check_output_path(out)
     if json_path is not None:
-        check_output_path_json(json_path)
+        _check_report_path(json_path)
     pixels, alpha = read_image(inp)
     kernel = read_kernel(kernel_path)
     report = {"trace_memory": True} if json_path else None
@@ -75,30 +74,39 @@ def _run_sr(inp, out, kernel_path, scale, steps, prune, weights, lr, seed, json_
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if alpha is not None:
-        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
-    write_image(out, result, alpha)
+    _write_result(out, result, alpha, scale, quiet)
     if json_path is not None:
         report.pop("trace_memory", None)
         report.update(input=str(inp), output=str(out), scale=scale, steps=steps, prune=prune,
                       size=[int(pixels.shape[1]), int(pixels.shape[0])])
-        _write_json(json_path, report)
+        _write_text(json_path, json.dumps(report, indent=2))
+
+
+def _write_result(out, result, alpha, scale, quiet):
+    """Write the SR image (alpha, if any, bicubic-upsampled alongside) and say so."""
+    from intsr.io import write_image
+    from intsr.kernels.resample import bicubic_upsample_u8
+
+    if alpha is not None:
+        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
+    write_image(out, result, alpha)
     if not quiet:
         click.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})", err=True)
 
 
-def check_output_path_json(path):
+def _check_report_path(path):
     if not Path(path).parent.resolve().is_dir():
         raise InputError(f"{path}: report folder does not exist")
 
 
-def _write_json(path, data):
+def _write_text(path, text):
+    """Atomic, like the images: a temporary file in the target folder, then a rename."""
     import os
     import tempfile
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -148,17 +156,11 @@ def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, seed, j
 @_fail_cleanly
 def sr(inp, out, scale, weights, quiet):
     """Super-resolve IN without adaptation (0 steps; no kernel needed)."""
-    from intsr.io import check_output_path, read_image, write_image
-    from intsr.kernels.resample import bicubic_upsample_u8
+    from intsr.io import check_output_path, read_image
     from intsr.online import super_resolve
     check_output_path(out)
     pixels, alpha = read_image(inp)
-    result = super_resolve(pixels, scale=scale, weights=weights)
-    if alpha is not None:
-        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
-    write_image(out, result, alpha)
-    if not quiet:
-        click.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})", err=True)
+    _write_result(out, super_resolve(pixels, scale=scale, weights=weights), alpha, scale, quiet)
 
 
 @main.command()
@@ -235,10 +237,11 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, layerwise, weigh
     table = summary_table(records, steps) + "\n\n" + detail_table(records, steps)
     click.echo(table)
     if json_path:
-        _write_json(json_path, {"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
-                                "prune": prune, "layerwise": layerwise, "records": records})
+        _write_text(json_path, json.dumps({"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
+                                           "prune": prune, "layerwise": layerwise,
+                                           "records": records}, indent=2))
     if md_path:
-        Path(md_path).write_text(table + "\n")
+        _write_text(md_path, table + "\n")
 
 
 @main.command("cost")
