@@ -62,7 +62,7 @@ def main():
             f10 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
             df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, weights)])
             row = {"bicubic": psnr_y(up / 255.0, hr / 255.0, s), "float": [f0, f10],
-                   "float_loss": [lf[0], lf[-1]]}
+                   "float_loss": [lf[0], lf[-1]], "float_curve": lf}
             for cfg_mode, rounding, static in CONFIGS:
                 mode, unsigned = cfg_mode.split("-")[0], cfg_mode.endswith("-u8")
                 start = weights_to_int(weights, mode, rounding)
@@ -83,10 +83,9 @@ def main():
                                      for q, w in zip(net.weights, weights)])
                 cos = float(di @ df / (np.linalg.norm(di) * np.linalg.norm(df) + 1e-30))
                 key = f"{cfg_mode}/{rounding}/{'static' if static else 'dynamic'}"
-                row[key] = {"psnr": [p0, p10], "cos": cos, "loss": [li[0], li[-1]]}
+                row[key] = {"psnr": [p0, p10], "cos": cos, "loss": [li[0], li[-1]], "curve": li}
             results[f"{Path(kpath).stem}/{name}"] = row
-            print(name, Path(kpath).stem, json.dumps({kk: v for kk, v in row.items()},
-                                                     default=lambda x: round(x, 4)), flush=True)
+            print(name, Path(kpath).stem, flush=True)
     keys = ["float"] + [f"{m}/{r}/{'static' if st else 'dynamic'}" for m, r, st in CONFIGS]
     print("\n| config | PSNR 0 steps | PSNR %d steps | update cosine vs float | L1 drop |"
           % args.steps)
