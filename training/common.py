@@ -20,6 +20,8 @@ def setup(threads):
 
 def teardown():
     if dist.is_initialized():
+        # rank 0 may still be writing the checkpoint; a rank tearing gloo down early aborts
+        dist.barrier()
         dist.destroy_process_group()
 
 
