@@ -24,11 +24,10 @@ def num_weights():
 # ---------------------------------------------------------------------------------------------
 import numpy as np  # noqa: E402
 
-from intsr.kernels.backward import agrad_s32, wgrad_s64  # noqa: E402
+from intsr.kernels.backward import agrad_s32, wgrad3x3_s64  # noqa: E402
 from intsr.kernels.conv import conv3x3_s32  # noqa: E402
 from intsr.kernels.elementwise import (  # noqa: E402
     GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_8bit, residual_add, to_u8)
-from intsr.kernels.im2col import bands  # noqa: E402
 from intsr.kernels.update import sgd_update  # noqa: E402
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
 
@@ -54,6 +53,12 @@ def _requant(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
     out = np.empty(acc.shape, dt)
     requant_8bit(acc, gate, mode, shift, nearest, lo, hi, out)
     return QTensor(out, scale)
+
+
+def _as_unsigned(v):
+    """Layer inputs are the uint8 image or post-ReLU activations, never negative, so their
+    int8 bytes read as uint8 are the same numbers: the u8 x s8 kernels need no sign shift."""
+    return v.view(np.uint8) if v.dtype == np.int8 else v
 
 
 def _no_gate(acc):
@@ -155,7 +160,7 @@ class IntNet:
         acts = [x]
         for l in range(NUM_LAYERS):
             wq = self.w8[l]
-            acc = conv3x3_s32(x.value, wq.value)
+            acc = conv3x3_s32(_as_unsigned(x.value), wq.value)
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             exp = x.exp + wq.exp
             if l == NUM_LAYERS - 1:
@@ -230,10 +235,7 @@ class IntNet:
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
             x = cache.acts[l]
-            gflat = g.value.reshape(h * w, -1)
-            # Band by band (im2col rows are 9x the layer input); the int64 sums are exact.
-            dw = sum(wgrad_s64(cols, gflat[y0 * w:y0 * w + cols.shape[0]])
-                     for y0, cols in bands(x.value))
+            dw = wgrad3x3_s64(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
             grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
@@ -246,7 +248,8 @@ class IntNet:
                 break
             acc = agrad_s32(g.value, self.w8[l].value, kin, kept)
             self.macs += h * w * 9 * kept.size * kin.size
-            gate = np.ascontiguousarray(cache.acts[l].value[:, :, kin]).reshape(h * w, -1)
+            act = cache.acts[l].value
+            gate = (act if kin.size == act.shape[2] else act[:, :, kin]).reshape(h * w, -1)
             st = None if self.static is None else self.static["grad"][l - 1]
             gq = _requant(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
                           self.nearest, st)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import DATA, gaussian
+from helpers import DATA, WEIGHTS, gaussian
 from intsr.floatpath.convert import kernel_to_fixed
 from intsr.floatpath.degrade import degrade
 from intsr.online import load_model_files, make_training_pair
@@ -11,8 +11,15 @@ from intsr.online import load_model_files, make_training_pair
 
 @pytest.fixture(scope="session")
 def shipped_weights():
-    """The shipped default weights (float HWIO), trained offline on BSDS500 + T91."""
+    """The shipped default weights (float HWIO): meta-learned offline on BSDS500 + T91."""
     return load_model_files()[0]
+
+
+@pytest.fixture(scope="session", params=["meta.npz", "pretrained_gauss.npz"])
+def start_weights(request):
+    """Both shipped starting points, as (file name, float HWIO weights): the meta-learned
+    default (a poor SR until adapted, large gradients) and the D_meta-pretrained SR net."""
+    return request.param, load_model_files(weights=WEIGHTS / request.param)[0]
 
 
 @pytest.fixture(scope="session")

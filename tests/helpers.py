@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
+WEIGHTS = Path(__file__).parent.parent / "weights"
 
 
 def gaussian(sigma, size=15):

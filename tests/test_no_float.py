@@ -10,8 +10,10 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.kernels import igemm_u8s8
 from intsr.model import IntNet, layer_shapes
 from intsr.online import make_training_pair
 from intsr.quant import QTensor
@@ -71,17 +73,26 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_llvm_ir_of_online_kernels_has_no_float(tmp_path):
+PORTABLE = ["conv.gemm_s32", "im2col.im2col_3x3", "backward._wgrad_chunks"]
+VNNI = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pack_chw"]
+
+
+@pytest.mark.parametrize("path", ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
+    not igemm_u8s8.AVAILABLE, reason="CPU without AVX512-VNNI"))])
+def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
+    env.pop("INTSR_NO_VNNI", None)
+    if path == "portable":
+        env["INTSR_NO_VNNI"] = "1"
     res = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=tests)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(res.stdout.strip().splitlines()[-1])
     # The check means something only if it saw the kernels of one step.
-    for k in ["conv.gemm_s32", "im2col.im2col_3x3", "backward._wgrad_chunks",
-              "elementwise.requant_8bit", "elementwise.l1_grad", "update.sgd_update",
-              "resample._degrade_u8", "resample._resample_rows_u8"]:
+    for k in (PORTABLE if path == "portable" else VNNI) + [
+            "elementwise.requant_8bit", "elementwise.l1_grad", "update.sgd_update",
+            "resample._degrade_u8", "resample._resample_rows_u8"]:
         assert "intsr.kernels." + k in data["found"], k
     assert data["bad"] == []
     assert {"double", "fmul", "sitofp"} <= set(data["control"])
@@ -127,5 +138,5 @@ def test_python_glue_handles_no_float_array():
     finally:
         sys.setprofile(None)
     assert {"forward", "backward", "apply", "loss_grad", "_requant", "_weight_grad",
-            "degrade_u8", "bicubic_upsample_u8", "wgrad_s64", "conv3x3_s32"} <= seen
+            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_s64", "conv3x3_s32"} <= seen
     assert offenders == []

@@ -7,7 +7,9 @@ gradient is produced only for the kept channels of the layer below (Eq. 9's two 
 import numpy as np
 from numba import njit, prange
 
+from intsr.kernels import igemm_u8s8
 from intsr.kernels.conv import conv3x3_s32
+from intsr.kernels.im2col import bands
 
 # Rows summed in one int32 accumulator. Products are at most 2**14 (int8 x int8: -128 * -128)
 # or 255 * 128 = 32640 (uint8 image x int8), so 2**16 rows sum to at most 2**30 or
@@ -63,6 +65,21 @@ def wgrad_s64(cols, g):
     partial = np.empty((nchunks, cols.shape[1], g.shape[1]), np.int64)
     _wgrad_chunks(cols, g.astype(np.int16), nchunks, partial)
     return partial.sum(axis=0)
+
+
+def wgrad3x3_s64(x, g):
+    """Weight gradient of a 3x3 conv from its input x (H, W, C_in) int8/uint8 and the kept
+    output gradient g (H, W, n_kept) int8 -> (9*C_in, n_kept) int64, exact: the VNNI implicit
+    GEMM where the CPU has it, else im2col bands through wgrad_s64."""
+    if igemm_u8s8.AVAILABLE and g.shape[2] <= 64:
+        return igemm_u8s8.wgrad3x3(x, g)
+    return wgrad3x3_s64_portable(x, g)
+
+
+def wgrad3x3_s64_portable(x, g):
+    w = x.shape[1]
+    gflat = g.reshape(-1, g.shape[2])
+    return sum(wgrad_s64(cols, gflat[y0 * w:y0 * w + cols.shape[0]]) for y0, cols in bands(x))
 
 
 def wgrad_s64_ref(cols, g):

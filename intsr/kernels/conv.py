@@ -7,6 +7,7 @@ K = 27) |acc| <= 27 * 255 * 128 < 2**20. Both far inside int32: no split, no wid
 import numpy as np
 from numba import njit, prange
 
+from intsr.kernels import igemm_u8s8
 from intsr.kernels.im2col import bands
 
 
@@ -32,7 +33,15 @@ def gemm_s32_ref(a, bt):
 
 
 def conv3x3_s32(x, w):
-    """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> int32 (H, W, C_out), exact."""
+    """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> int32 (H, W, C_out), exact.
+
+    The VNNI implicit GEMM where the CPU has it, else im2col bands and gemm_s32."""
+    if igemm_u8s8.AVAILABLE and w.shape[3] <= 64:
+        return igemm_u8s8.conv3x3(x, w)
+    return conv3x3_s32_portable(x, w)
+
+
+def conv3x3_s32_portable(x, w):
     h, wd, _ = x.shape
     cout = w.shape[3]
     out = np.empty((h * wd, cout), np.int32)

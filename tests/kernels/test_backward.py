@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from kernel_data import EXTREMES
-from intsr.kernels.backward import WGRAD_CHUNK, agrad_s32, agrad_weights, wgrad_s64, wgrad_s64_ref
+from intsr.kernels.backward import (WGRAD_CHUNK, agrad_s32, agrad_weights, wgrad3x3_s64,
+                                    wgrad3x3_s64_portable, wgrad_s64, wgrad_s64_ref)
 from intsr.kernels.conv import conv3x3_s32_ref
+from intsr.kernels.im2col import im2col
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
@@ -51,3 +53,15 @@ def test_agrad_is_transposed_correlation(fill, kind):
     assert agrad_weights(w, kin, kout).shape == (3, 3, kout.size, kin.size)
     np.testing.assert_array_equal(got.astype(np.int64),
                                   conv3x3_s32_ref(g, agrad_weights(w, kin, kout)))
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("wgrad", [wgrad3x3_s64, wgrad3x3_s64_portable])
+def test_wgrad3x3_from_image(fill, kind, xdtype, wgrad, monkeypatch):
+    """From the layer input directly (either kernel), in several im2col bands."""
+    import intsr.kernels.im2col as im2col_mod
+    monkeypatch.setattr(im2col_mod, "BAND_BYTES", 7 * 9 * 6)  # 1 row a band
+    x = fill((5, 7, 6), xdtype, kind)
+    g = fill((5, 7, 9), np.int8, kind)
+    np.testing.assert_array_equal(wgrad(x, g), wgrad_s64_ref(im2col(x), g.reshape(-1, 9)))

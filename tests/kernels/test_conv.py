@@ -2,15 +2,17 @@ import numpy as np
 import pytest
 
 from kernel_data import EXTREMES
-from intsr.kernels.conv import conv3x3_s32, conv3x3_s32_ref, gemm_s32, gemm_s32_ref
+from intsr.kernels.conv import (conv3x3_s32, conv3x3_s32_portable, conv3x3_s32_ref, gemm_s32,
+                                gemm_s32_ref)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype,cin", [(np.int8, 64), (np.uint8, 3), (np.int8, 5)])
-def test_conv3x3_s32_bit_exact(fill, kind, xdtype, cin):
+@pytest.mark.parametrize("conv", [conv3x3_s32, conv3x3_s32_portable])
+def test_conv3x3_s32_bit_exact(fill, kind, xdtype, cin, conv):
     x = fill((9, 11, cin), xdtype, kind)
     w = fill((3, 3, cin, 64), np.int8, kind)
-    got = conv3x3_s32(x, w)
+    got = conv(x, w)
     ref = conv3x3_s32_ref(x, w)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got.astype(np.int64), ref)
@@ -40,7 +42,7 @@ def test_conv_in_bands_equals_one_band(fill, monkeypatch):
     import intsr.kernels.im2col as im2col_mod
     x = fill((11, 6, 8), np.int8, "random")
     w = fill((3, 3, 8, 5), np.int8, "random")
-    whole = conv3x3_s32(x, w)
+    whole = conv3x3_s32_portable(x, w)
     monkeypatch.setattr(im2col_mod, "BAND_BYTES", 6 * 9 * 8 * 3)  # 3 rows a band
-    np.testing.assert_array_equal(conv3x3_s32(x, w), whole)
+    np.testing.assert_array_equal(conv3x3_s32_portable(x, w), whole)
     np.testing.assert_array_equal(whole.astype(np.int64), conv3x3_s32_ref(x, w))

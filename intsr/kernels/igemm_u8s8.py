@@ -1,0 +1,252 @@
+"""Implicit GEMM for 3x3 convolutions on AVX-512 VNNI: uint8 x int8 -> int32, no im2col.
+
+``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four
+products into one of 16 int32 lanes. The micro-kernel ``_tile`` keeps an MR x (16 * NB) block of
+int32 accumulators in registers and streams the reduction dimension as *segments*: runs of
+``4 * k4`` bytes of the A operand at arbitrary offsets, against a B operand packed as
+``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then nine segments (one per
+tap, C_in bytes each) of a zero-padded channels-last image: im2col is fused away. The weight
+gradient is the same kernel with pixels as the reduction: A is the padded layer input in
+channels-first order, one segment per image row.
+
+Exactness: a u8 x s8 product is at most 255 * 128 = 32,640 in magnitude and every partial sum
+is a partial sum of the exact result, so a dot product of at most 2**16 products cannot wrap
+int32 (32,640 * 2**16 < 2**31 - 1); callers keep their reductions below that (576 products per
+conv output; weight gradients in chunks of at most WGRAD_CHUNK pixels). Signed int8 operands
+on the A side are shifted into uint8 by flipping the sign bit (v + 128) and the constant
+``128 * sum(B column)`` is subtracted afterwards, exactly; the zero padding is shifted too, so
+the correction is the same for every output.
+
+Only used when the CPU has AVX512-VNNI (``AVAILABLE``) and ``INTSR_NO_VNNI`` is unset; the
+portable kernels in conv.py / backward.py compute the same integers everywhere else.
+"""
+import os
+
+import numpy as np
+from llvmlite import ir
+from llvmlite import binding as llvm
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+AVAILABLE = (bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+             and not os.environ.get("INTSR_NO_VNNI"))
+
+MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
+WGRAD_CHUNK = 1 << 16  # pixels summed in int32 before widening (see the module docstring)
+
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V16 = ir.VectorType(_I32, 16)
+
+
+@intrinsic
+def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
+    """out[o_off + r*ldo + c] = sum_s sum_q sum_t a[a_off + r*lda + segs[s] + 4q + t]
+                                              * b[(s*k4 + q)*ldb + 4c + t]
+    for r < mr, c < 16*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
+    and ``nb`` compile-time constants). Stores, does not accumulate."""
+    if not (isinstance(mr, types.IntegerLiteral) and isinstance(nb, types.IntegerLiteral)):
+        return None
+    n_rows, n_blocks = mr.literal_value, nb.literal_value
+    sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb)
+
+    def codegen(context, builder, signature, args):
+        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, _) = args
+        arr = [context.make_array(signature.args[i])(context, builder, args[i])
+               for i in (0, 3, 5, 7)]
+        a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
+        i8p = ir.IntType(8).as_pointer()
+        a_ptr = builder.bitcast(a_ptr, i8p)
+        b_ptr = builder.bitcast(b_ptr, i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]),
+            "llvm.x86.avx512.vpdpbusd.512")
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(_V16, None))
+                for _ in range(n_blocks)] for _ in range(n_rows)]
+        nseg = builder.extract_value(arr[1].shape, 0)
+        bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
+        with cgutils.for_range(builder, nseg) as seg_loop:
+            seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
+            base = builder.add(a_off_v, seg)
+            with cgutils.for_range(builder, k4_v) as q_loop:
+                q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
+                bp = builder.load(bpos)
+                bvecs = []
+                for c in range(n_blocks):
+                    p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 64 * c))])
+                    bvecs.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=1))
+                for r in range(n_rows):
+                    off = builder.add(builder.add(base, q4),
+                                      builder.mul(lda_v, ir.Constant(_I64, r)))
+                    p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
+                    word = builder.load(p, align=1)
+                    vec = builder.insert_element(ir.Constant(_V16, ir.Undefined), word,
+                                                 ir.Constant(_I32, 0))
+                    vec = builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
+                                                 ir.Constant(_V16, None))
+                    for c in range(n_blocks):
+                        builder.store(builder.call(fn, [builder.load(acc[r][c]), vec,
+                                                        bvecs[c]]), acc[r][c])
+                builder.store(builder.add(bp, ldb_v), bpos)
+        for r in range(n_rows):
+            row = builder.add(o_off_v, builder.mul(ldo_v, ir.Constant(_I64, r)))
+            for c in range(n_blocks):
+                p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, 16 * c))])
+                builder.store(builder.load(acc[r][c]), builder.bitcast(p, _V16.as_pointer()),
+                              align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
+    # Literal dispatch: each (mr, nb) pair is its own fully unrolled register tile.
+    if mr == MR:
+        if nb == 4:
+            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 4)
+        elif nb == 3:
+            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 3)
+        elif nb == 2:
+            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 2)
+        else:
+            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 1)
+    else:
+        for r in range(mr):
+            if nb == 4:
+                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 4)
+            elif nb == 3:
+                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 3)
+            elif nb == 2:
+                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 2)
+            else:
+                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 1)
+
+
+def _ceil(n, m):
+    return -(-n // m) * m
+
+
+def pack_b(w):
+    """(K, N) int8 -> (K/4, Np, 4) int8 with K a multiple of 4 and Np = N rounded up to 16
+    (zero columns): the B operand as ``vpdpbusd`` reads it."""
+    k, n = w.shape
+    npad = _ceil(n, 16)
+    b = np.zeros((k // 4, npad, 4), np.int8)
+    b[:, :n] = w.reshape(k // 4, 4, n).transpose(0, 2, 1)
+    return b
+
+
+# The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
+# through float64 arithmetic, and no float may appear in the online path.
+@njit(cache=True, parallel=True)
+def _conv_rows(a, width, c4, segs, k4, bf, corr, out, o):
+    # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, Np <= 64) int32 and o its flat
+    # view; the result is reduced by corr[n] (the sign shift's constant, or zeros).
+    h, npad = out.shape[0], out.shape[2]
+    for y in prange(h):
+        for x0 in range(0, width, MR):
+            _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
+                      (y * width + x0) * npad, npad, min(MR, width - x0), npad // 16)
+        for xx in range(width):
+            for j in range(npad):
+                out[y, xx, j] -= corr[j]
+
+
+def _pad_u8(x, c4):
+    """(H, W, C) int8/uint8 -> (H+2, W+2, C4) uint8 with a zero border and zero extra channels;
+    int8 input is shifted by +128 (sign bit flipped), border included. Returns (xp, shifted)."""
+    h, w, c = x.shape
+    shifted = x.dtype == np.int8
+    xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
+    xp[1:-1, 1:-1, :c] = x.view(np.uint8) ^ np.uint8(128) if shifted else x
+    if shifted:
+        xp[:, :, c:] = 0  # extra channels meet zero weights either way
+    return xp, shifted
+
+
+def conv3x3(x, w):
+    """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact."""
+    h, wd, c = x.shape
+    n = w.shape[3]
+    if n > 64:
+        raise ValueError("at most 64 output channels (one register tile wide)")
+    c4 = _ceil(c, 4)
+    xp, shifted = _pad_u8(x, c4)
+    wk = np.zeros((3, 3, c4, n), np.int8)
+    wk[:, :, :c] = w
+    b = pack_b(wk.reshape(9 * c4, n))
+    segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
+    corr = np.zeros(b.shape[1], np.int32)
+    if shifted:
+        corr[:n] = 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
+    out = np.empty((h, wd, b.shape[1]), np.int32)
+    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), corr, out, out.reshape(-1))
+    return out[:, :, :n] if out.shape[2] != n else out
+
+
+@njit(cache=True, parallel=True)
+def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
+    # a: the (C4, H+2, Wp+2) uint8 padded input, flat; bf: (H, Wp/4, Np, 4) int8, flat;
+    # o: (chunks, 9*C4, Np) int32 partial sums, flat.
+    h = hp - 2
+    plane = hp * wp2
+    row_bytes = k4 * npad * 4
+    tiles = c4 // MR
+    for task in prange(nchunks * 9 * tiles):
+        ch, rest = task // (9 * tiles), task % (9 * tiles)
+        tap, ci = rest // tiles, rest % tiles * MR
+        y0 = ch * rows
+        y1 = min(h, y0 + rows)
+        _tile_any(a, ci * plane + (tap // 3) * wp2 + tap % 3, plane, segs[y0:y1], k4,
+                  bf[y0 * row_bytes:], npad * 4, o, ((ch * 9 + tap) * c4 + ci) * npad, npad,
+                  MR, npad // 16)
+
+
+@njit(cache=True, parallel=True)
+def _pack_chw(x, flip, xp):
+    # x (H, W, C) viewed as uint8 -> xp[c, 1 + y, 1 + x] (border and extra planes preset).
+    h, w, c = x.shape
+    for ch in prange(c):
+        for y in range(h):
+            for xx in range(w):
+                xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
+
+
+@njit(cache=True, parallel=True)
+def _pack_grad(g, b):
+    # g (H, W, N) int8 -> b[y, x // 4, n, x % 4] (b zeroed beforehand for padding).
+    h, w, n = g.shape
+    for y in prange(h):
+        for xx in range(w):
+            for j in range(n):
+                b[y, xx >> 2, j, xx & 3] = g[y, xx, j]
+
+
+def wgrad3x3(x, g):
+    """Weight gradient of a 3x3 conv: x (H, W, C_in) int8/uint8 layer input, g (H, W, N) int8
+    output gradient (N <= 64 kept channels) -> (9*C_in, N) int64, rows (dy*3 + dx)*C_in + c,
+    exact. Pixels are summed in int32 in chunks of at most WGRAD_CHUNK, then in int64."""
+    h, wd, c = x.shape
+    n = g.shape[2]
+    if n > 64:
+        raise ValueError("at most 64 output channels (one register tile wide)")
+    c4, wp = _ceil(c, 4), _ceil(wd, 4)
+    shifted = x.dtype == np.int8
+    xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
+    xp[c:] = 0
+    _pack_chw(x.view(np.uint8), np.uint8(128 if shifted else 0), xp)
+    b = np.zeros((h, wp // 4, _ceil(n, 16), 4), np.int8)
+    _pack_grad(g, b)
+    rows = max(1, WGRAD_CHUNK // wp)
+    nchunks = -(-h // rows)
+    segs = np.arange(h, dtype=np.int64) * (wp + 2)
+    partial = np.empty((nchunks, 9 * c4, b.shape[2]), np.int32)
+    _wgrad_tasks(xp.reshape(-1), c4, h + 2, wp + 2, segs, rows, b.reshape(-1), wp // 4,
+                 b.shape[2], nchunks, partial.reshape(-1))
+    dw = (partial[0].astype(np.int64) if nchunks == 1 else partial.sum(axis=0, dtype=np.int64))
+    dw = dw.reshape(9, c4, -1)[:, :c, :n].reshape(9 * c, n)
+    if shifted:
+        dw -= 128 * g.reshape(-1, n).sum(axis=0, dtype=np.int64)
+    return dw
