@@ -81,5 +81,4 @@ def run(args):
     checkpoint()
     if rank == 0:
         print(f"saved {args.ckpt} at step {step}", flush=True)
-    del net  # the DDP reducer goes before the process group (see common.teardown)
     common.teardown()

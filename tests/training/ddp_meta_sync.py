@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from training import common
 from training.meta import MetaObjective
 from training.net import SRNet
 
@@ -34,8 +35,4 @@ for p, q in zip(model.parameters(), ref.parameters()):
     dist.all_reduce(s)
     assert torch.allclose(s / world, p, atol=1e-7)
 print(f"rank {rank} ok", flush=True)
-# Teardown: drop the DDP reducer first, then wait for both ranks; without this gloo's
-# threads can abort the process at exit ("terminate called without an active exception").
-del obj
-dist.barrier()
-dist.destroy_process_group()
+common.teardown()  # barrier, destroy, exit without C++ destructors (see there)
