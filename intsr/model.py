@@ -168,6 +168,7 @@ class IntNet:
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
             x = _requant(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned)
+            del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][l].append(x.scale)
             x = QTensor(x.value.reshape(h, w, -1), x.scale)
@@ -224,7 +225,8 @@ class IntNet:
         return int(total), e, QTensor(grad.reshape(h, w, 3), 7 - ceil_log2(target.size))
 
     def backward(self, cache, grad, record=None):
-        """Masked backward pass (Eq. 6, 9). Returns one weight-gradient QTensor per layer
+        """Masked backward pass (Eq. 6, 9); consumes ``cache`` (each layer's stored input is
+        released once used). Returns one weight-gradient QTensor per layer
         ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept)."""
         bits = 32 if self.mode == "ours" else 8
         h, w, _ = grad.shape
@@ -256,6 +258,10 @@ class IntNet:
             if record is not None:
                 record["grad"][l - 1].append(gq.scale)
             g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
+            # Peak memory: the int32 accumulator (4x the int8 gradient) and this layer's stored
+            # input (last used as the gate above) must not outlive the layer.
+            del acc, act, gate, gq
+            cache.acts[l] = None
         return grads
 
     # -- update -------------------------------------------------------------------------------

@@ -154,15 +154,25 @@ def _conv_rows(a, width, c4, segs, k4, bf, corr, out, o):
                 out[y, xx, j] -= corr[j]
 
 
+@njit(cache=True, parallel=True)
+def _pad_hwc(x, flip, xp):
+    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (border and extra channels
+    # preset by the caller); one pass, no temporary.
+    h, w, c = x.shape
+    for y in prange(h):
+        for xx in range(w):
+            for ch in range(c):
+                xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
+
+
 def _pad_u8(x, c4):
     """(H, W, C) int8/uint8 -> (H+2, W+2, C4) uint8 with a zero border and zero extra channels;
     int8 input is shifted by +128 (sign bit flipped), border included. Returns (xp, shifted)."""
     h, w, c = x.shape
     shifted = x.dtype == np.int8
     xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
-    xp[1:-1, 1:-1, :c] = x.view(np.uint8) ^ np.uint8(128) if shifted else x
-    if shifted:
-        xp[:, :, c:] = 0  # extra channels meet zero weights either way
+    xp[:, :, c:] = 0  # extra channels meet zero weights either way
+    _pad_hwc(x.view(np.uint8), np.uint8(128 if shifted else 0), xp)
     return xp, shifted
 
 
