@@ -72,6 +72,29 @@ def load_checkpoint(path):
     return None
 
 
+def build_and_resume(args, lr, rank):
+    """The seeded network (from --init on a fresh run), channels_last (about 1.5x faster steps
+    with oneDNN on this CPU), its Adam optimiser, and the state of --ckpt if it exists.
+    Returns (model, opt, step, wall seconds, history)."""
+    from training.net import SRNet
+    torch.manual_seed(args.seed)
+    model = SRNet()
+    if args.init and not os.path.exists(args.ckpt):
+        load_init_weights(model, args.init)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    step, wall, history = 0, 0.0, []
+    ck = load_checkpoint(args.ckpt)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, wall, history = ck["step"], ck["wall"], ck.get("history", [])
+        if rank == 0:
+            print(f"resumed {args.ckpt} at step {step} ({wall / 60:.1f} min so far)", flush=True)
+    return model, opt, step, wall, history
+
+
 def load_init_weights(model, path):
     """Initial weights from a stage checkpoint, a state_dict .pt or an .npz (conv1..conv8 OIHW)."""
     if path.endswith(".npz"):

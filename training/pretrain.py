@@ -1,6 +1,5 @@
 """Stage 1: supervised pretraining with L1 (Eq. 2), Adam, on D_bic or on D_meta (random
 Gaussian kernels)."""
-import os
 import time
 
 import numpy as np
@@ -9,7 +8,6 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from training import common, data
-from training.net import SRNet
 
 
 def make_batch(sampler, args, rng):
@@ -27,22 +25,7 @@ def make_batch(sampler, args, rng):
 
 def run(args):
     rank, world = common.setup(args.threads)
-    torch.manual_seed(args.seed)
-    model = SRNet()
-    if args.init and not os.path.exists(args.ckpt):
-        common.load_init_weights(model, args.init)
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step, wall = 0, 0.0
-    history = []
-    ck = common.load_checkpoint(args.ckpt)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        torch.set_rng_state(ck["torch_rng"])
-        step, wall, history = ck["step"], ck["wall"], ck.get("history", [])
-        if rank == 0:
-            print(f"resumed {args.ckpt} at step {step} ({wall / 60:.1f} min so far)", flush=True)
+    model, opt, step, wall, history = common.build_and_resume(args, args.lr, rank)
     net = DDP(model) if world > 1 else model
     sampler = data.CropSampler(data.load_images(args.data), None)
     stop = common.StopFlag(args)
