@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from intsr.kernels.backward import agrad_s32, wgrad3x3_s64  # noqa: E402
 from intsr.kernels.conv import conv3x3_s32  # noqa: E402
 from intsr.kernels.elementwise import (  # noqa: E402
-    GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated, requant_8bit, residual_add, to_u8)
+    GATE_MASK, GATE_NONE, GATE_RELU, gather_channels, l1_grad, max_abs_gated, requant_8bit,
+    residual_add, to_u8)
 from intsr.kernels.update import sgd_update  # noqa: E402
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
 
@@ -250,8 +251,12 @@ class IntNet:
                 break
             acc = agrad_s32(g.value, self.w8[l].value, kin, kept)
             self.macs += h * w * 9 * kept.size * kin.size
-            act = cache.acts[l].value
-            gate = (act if kin.size == act.shape[2] else act[:, :, kin]).reshape(h * w, -1)
+            act = cache.acts[l].value.reshape(h * w, -1)
+            if kin.size == act.shape[1]:
+                gate = act
+            else:
+                gate = np.empty((h * w, kin.size), act.dtype)
+                gather_channels(act, kin, gate)
             st = None if self.static is None else self.static["grad"][l - 1]
             gq = _requant(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
                           self.nearest, st)

@@ -27,23 +27,36 @@ def _gated(a, g, mode):
 def max_abs_gated(acc, gate, mode):
     """max |gated(acc)| over a 2-D (rows, C) int32/int64 array, as int64.
 
-    Threads own rows; the per-row maxima are combined after the loop (no shared reduction)."""
+    One branch-free loop per gate mode, so that LLVM vectorizes it. Threads own rows; the
+    per-row maxima are combined after the loop (no shared reduction)."""
     rows, c = acc.shape
     per_row = np.zeros(rows, np.int64)
     for r in prange(rows):
         m = np.int64(0)
-        for j in range(c):
-            a = np.int64(_gated(acc[r, j], gate[r, j], mode))
-            if a < 0:
-                a = -a
-            if a > m:
-                m = a
+        if mode == 1:  # ReLU forward: negatives count as 0, so the max of the values
+            for j in range(c):
+                m = max(m, np.int64(acc[r, j]))
+        elif mode == 2:  # ReLU backward: only where the forward activation was positive
+            for j in range(c):
+                a = np.int64(acc[r, j]) if gate[r, j] > 0 else np.int64(0)
+                m = max(m, abs(a))
+        else:
+            for j in range(c):
+                m = max(m, abs(np.int64(acc[r, j])))
         per_row[r] = m
     best = np.int64(0)
     for r in range(rows):
-        if per_row[r] > best:
-            best = per_row[r]
+        best = max(best, per_row[r])
     return best
+
+
+@njit(cache=True, parallel=True)
+def gather_channels(x, idx, out):
+    """out[..., j] = x[..., idx[j]] for (rows, C) 8-bit x: the kept channels, contiguous."""
+    rows = x.shape[0]
+    for r in prange(rows):
+        for j in range(idx.shape[0]):
+            out[r, j] = x[r, idx[j]]
 
 
 @njit(cache=True, parallel=True)

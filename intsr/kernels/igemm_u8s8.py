@@ -141,17 +141,30 @@ def pack_b(w):
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
 # through float64 arithmetic, and no float may appear in the online path.
 @njit(cache=True, parallel=True)
-def _conv_rows(a, width, c4, segs, k4, bf, corr, out, o):
-    # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, Np <= 64) int32 and o its flat
-    # view; the result is reduced by corr[n] (the sign shift's constant, or zeros).
-    h, npad = out.shape[0], out.shape[2]
+def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
+    # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
+    # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
+    # row per task. When N is not a multiple of 16 the register tiles store a row's npad-wide
+    # results in a private buffer, copied out without the padding columns, so the caller
+    # still gets a contiguous (H, W, N) array.
+    h, n = out.shape[0], out.shape[2]
     for y in prange(h):
-        for x0 in range(0, width, MR):
-            _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
-                      (y * width + x0) * npad, npad, min(MR, width - x0), npad // 16)
-        for xx in range(width):
-            for j in range(npad):
-                out[y, xx, j] -= corr[j]
+        if n == npad:
+            for x0 in range(0, width, MR):
+                _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
+                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 16)
+            if shifted:
+                for xx in range(width):
+                    for j in range(n):
+                        out[y, xx, j] -= corr[j]
+        else:
+            row = np.empty(width * npad, np.int32)
+            for x0 in range(0, width, MR):
+                _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
+                          x0 * npad, npad, min(MR, width - x0), npad // 16)
+            for xx in range(width):
+                for j in range(n):
+                    out[y, xx, j] = row[xx * npad + j] - corr[j]
 
 
 @njit(cache=True, parallel=True)
@@ -188,12 +201,13 @@ def conv3x3(x, w):
     wk[:, :, :c] = w
     b = pack_b(wk.reshape(9 * c4, n))
     segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
-    corr = np.zeros(b.shape[1], np.int32)
+    corr = np.zeros(n, np.int32)
     if shifted:
-        corr[:n] = 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
-    out = np.empty((h, wd, b.shape[1]), np.int32)
-    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), corr, out, out.reshape(-1))
-    return out[:, :, :n] if out.shape[2] != n else out
+        corr[:] = 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
+    out = np.empty((h, wd, n), np.int32)
+    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
+               out, out.reshape(-1))
+    return out
 
 
 @njit(cache=True, parallel=True)
@@ -217,10 +231,11 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
 @njit(cache=True, parallel=True)
 def _pack_chw(x, flip, xp):
     # x (H, W, C) viewed as uint8 -> xp[c, 1 + y, 1 + x] (border and extra planes preset).
+    # Rows outer: reads stream, and a row's writes touch one cache line per plane (C lines).
     h, w, c = x.shape
-    for ch in prange(c):
-        for y in range(h):
-            for xx in range(w):
+    for y in prange(h):
+        for xx in range(w):
+            for ch in range(c):
                 xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
 
 
