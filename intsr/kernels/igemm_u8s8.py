@@ -38,17 +38,24 @@ WGRAD_CHUNK = 1 << 16  # pixels summed in int32 before widening (see the module 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V16 = ir.VectorType(_I32, 16)
+_V8 = ir.VectorType(_I32, 8)
 
 
 @intrinsic
 def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
     """out[o_off + r*ldo + c] = sum_s sum_q sum_t a[a_off + r*lda + segs[s] + 4q + t]
                                               * b[(s*k4 + q)*ldb + 4c + t]
-    for r < mr, c < 16*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
-    and ``nb`` compile-time constants). Stores, does not accumulate."""
+    for r < mr, c < 8*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
+    and ``nb`` compile-time constants). Columns go in 16-lane zmm blocks and, for an odd
+    ``nb``, one 8-lane ymm block, so 8-channel layers (pruned) are not padded to 16.
+    Stores, does not accumulate."""
     if not (isinstance(mr, types.IntegerLiteral) and isinstance(nb, types.IntegerLiteral)):
         return None
-    n_rows, n_blocks = mr.literal_value, nb.literal_value
+    n_rows = mr.literal_value
+    # (column offset, lanes) of each register block
+    blocks = [(16 * i, 16) for i in range(nb.literal_value // 2)]
+    if nb.literal_value % 2:
+        blocks.append((16 * len(blocks), 8))
     sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb)
 
     def codegen(context, builder, signature, args):
@@ -59,11 +66,12 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
         i8p = ir.IntType(8).as_pointer()
         a_ptr = builder.bitcast(a_ptr, i8p)
         b_ptr = builder.bitcast(b_ptr, i8p)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]),
-            "llvm.x86.avx512.vpdpbusd.512")
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(_V16, None))
-                for _ in range(n_blocks)] for _ in range(n_rows)]
+        vty = {16: _V16, 8: _V8}
+        fns = {n: cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty[n], [vty[n]] * 3),
+            f"llvm.x86.avx512.vpdpbusd.{32 * n}") for n in (16, 8)}
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None))
+                for _, n in blocks] for _ in range(n_rows)]
         nseg = builder.extract_value(arr[1].shape, 0)
         bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
         with cgutils.for_range(builder, nseg) as seg_loop:
@@ -73,9 +81,9 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
                 q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
                 bp = builder.load(bpos)
                 bvecs = []
-                for c in range(n_blocks):
-                    p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 64 * c))])
-                    bvecs.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=1))
+                for c0, n in blocks:
+                    p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
+                    bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()), align=1))
                 for r in range(n_rows):
                     off = builder.add(builder.add(base, q4),
                                       builder.mul(lda_v, ir.Constant(_I64, r)))
@@ -83,17 +91,18 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
                     word = builder.load(p, align=1)
                     vec = builder.insert_element(ir.Constant(_V16, ir.Undefined), word,
                                                  ir.Constant(_I32, 0))
-                    vec = builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
-                                                 ir.Constant(_V16, None))
-                    for c in range(n_blocks):
-                        builder.store(builder.call(fn, [builder.load(acc[r][c]), vec,
-                                                        bvecs[c]]), acc[r][c])
+                    bcast = {n: builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
+                                                       ir.Constant(vty[n], None))
+                             for n in (16, 8)}
+                    for c, (_, n) in enumerate(blocks):
+                        builder.store(builder.call(fns[n], [builder.load(acc[r][c]), bcast[n],
+                                                            bvecs[c]]), acc[r][c])
                 builder.store(builder.add(bp, ldb_v), bpos)
         for r in range(n_rows):
             row = builder.add(o_off_v, builder.mul(ldo_v, ir.Constant(_I64, r)))
-            for c in range(n_blocks):
-                p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, 16 * c))])
-                builder.store(builder.load(acc[r][c]), builder.bitcast(p, _V16.as_pointer()),
+            for c, (c0, n) in enumerate(blocks):
+                p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
+                builder.store(builder.load(acc[r][c]), builder.bitcast(p, vty[n].as_pointer()),
                               align=1)
         return context.get_dummy_value()
 
@@ -101,27 +110,35 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
 
 
 @njit(cache=True, inline="always")
+def _tile_rows(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, nb, mr):
+    # Literal dispatch on the width: each nb (8-lane units) is its own unrolled tile of mr rows.
+    if nb == 8:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 8)
+    elif nb == 7:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 7)
+    elif nb == 6:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 6)
+    elif nb == 5:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 5)
+    elif nb == 4:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 4)
+    elif nb == 3:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 3)
+    elif nb == 2:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 2)
+    else:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 1)
+
+
+@njit(cache=True, inline="always")
 def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
-    # Literal dispatch: each (mr, nb) pair is its own fully unrolled register tile.
+    # MR-row tiles; a tail of fewer rows (image width not a multiple of MR) goes row by row.
     if mr == MR:
-        if nb == 4:
-            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 4)
-        elif nb == 3:
-            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 3)
-        elif nb == 2:
-            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 2)
-        else:
-            _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, 1)
+        _tile_rows(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, nb, 4)
     else:
         for r in range(mr):
-            if nb == 4:
-                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 4)
-            elif nb == 3:
-                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 3)
-            elif nb == 2:
-                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 2)
-            else:
-                _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, 1)
+            _tile_rows(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo,
+                       nb, 1)
 
 
 def _ceil(n, m):
@@ -129,10 +146,10 @@ def _ceil(n, m):
 
 
 def pack_b(w):
-    """(K, N) int8 -> (K/4, Np, 4) int8 with K a multiple of 4 and Np = N rounded up to 16
+    """(K, N) int8 -> (K/4, Np, 4) int8 with K a multiple of 4 and Np = N rounded up to 8
     (zero columns): the B operand as ``vpdpbusd`` reads it."""
     k, n = w.shape
-    npad = _ceil(n, 16)
+    npad = _ceil(n, 8)
     b = np.zeros((k // 4, npad, 4), np.int8)
     b[:, :n] = w.reshape(k // 4, 4, n).transpose(0, 2, 1)
     return b
@@ -144,7 +161,7 @@ def pack_b(w):
 def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
     # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
     # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
-    # row per task. When N is not a multiple of 16 the register tiles store a row's npad-wide
+    # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
     # results in a private buffer, copied out without the padding columns, so the caller
     # still gets a contiguous (H, W, N) array.
     h, n = out.shape[0], out.shape[2]
@@ -152,7 +169,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
         if n == npad:
             for x0 in range(0, width, MR):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
-                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 16)
+                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 8)
             if shifted:
                 for xx in range(width):
                     for j in range(n):
@@ -161,7 +178,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
             row = np.empty(width * npad, np.int32)
             for x0 in range(0, width, MR):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
-                          x0 * npad, npad, min(MR, width - x0), npad // 16)
+                          x0 * npad, npad, min(MR, width - x0), npad // 8)
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
@@ -225,7 +242,7 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
         y1 = min(h, y0 + rows)
         _tile_any(a, ci * plane + (tap // 3) * wp2 + tap % 3, plane, segs[y0:y1], k4,
                   bf[y0 * row_bytes:], npad * 4, o, ((ch * 9 + tap) * c4 + ci) * npad, npad,
-                  MR, npad // 16)
+                  MR, npad // 8)
 
 
 @njit(cache=True, parallel=True)
@@ -262,7 +279,7 @@ def wgrad3x3(x, g):
     xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
     xp[c:] = 0
     _pack_chw(x.view(np.uint8), np.uint8(128 if shifted else 0), xp)
-    b = np.zeros((h, wp // 4, _ceil(n, 16), 4), np.int8)
+    b = np.zeros((h, wp // 4, _ceil(n, 8), 4), np.int8)
     _pack_grad(g, b)
     rows = max(1, WGRAD_CHUNK // wp)
     nchunks = -(-h // rows)

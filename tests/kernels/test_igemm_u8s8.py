@@ -78,7 +78,7 @@ def test_kernel_is_vnni():
 
     @njit
     def tile(a, segs, b, out):
-        igemm_u8s8._tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 4)
+        igemm_u8s8._tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 8)
 
     a = np.arange(16, dtype=np.uint8)
     b = np.ones(256, np.int8)
