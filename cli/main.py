@@ -198,6 +198,8 @@ def info(weights):
 @click.option("--config", "configs", multiple=True,
               help="Configurations to run (repeatable; default: all).")
 @click.option("--prune", type=float, default=None, help="Shipped mask ratio for every config.")
+@click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
+              help="Masks .npz to take the --prune ratio from (default: the shipped one).")
 @click.option("--layerwise", type=int, default=None,
               help="Layer-wise baseline (Table 6): freeze the first N layers instead.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None)
@@ -206,8 +208,8 @@ def info(weights):
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
-def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, layerwise, weights, lr, json_path,
-                 md_path, quiet):
+def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, layerwise, weights, lr,
+                 json_path, md_path, quiet):
     """Adapt and score every image of HR_DIR under each kernel (Eq. 1 LR, Y-PSNR)."""
     from intsr.floatpath.evaluate import CONFIGS, detail_table, evaluate, load_hr, summary_table
     from intsr.io import read_kernel
@@ -217,9 +219,12 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, layerwise, weigh
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         raise InputError(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
-    if prune is not None and layerwise is not None:
-        raise InputError("--prune and --layerwise are two kinds of masks; give one")
+    if layerwise is not None and (prune is not None or masks_path is not None):
+        raise InputError("--prune/--masks and --layerwise are two kinds of masks; give one")
     w, masks, default_lr = load_model_files(weights, prune)
+    if masks_path is not None:
+        from intsr.online import select_masks
+        masks = select_masks(0.0 if prune is None else prune, masks_path)
     if layerwise is not None:
         from intsr.pruning import layerwise_masks
         masks = layerwise_masks(layerwise)
@@ -238,7 +243,8 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, layerwise, weigh
     click.echo(table)
     if json_path:
         _write_text(json_path, json.dumps({"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
-                                           "prune": prune, "layerwise": layerwise,
+                                           "prune": prune, "masks": masks_path,
+                                           "layerwise": layerwise,
                                            "records": records}, indent=2))
     if md_path:
         _write_text(md_path, table + "\n")

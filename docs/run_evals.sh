@@ -2,7 +2,7 @@
 # Regenerate every JSON under docs/data/ that docs/make_results.py reads (except the speed
 # benchmarks, which run on an otherwise idle machine: see docs/performance.md).
 # Needs the evaluation data beside the repo: ../shared/data (Set5 and the canonical kernels).
-# One thread, so that the run can share the machine; about 20 minutes on one core.
+# One thread, so that the run can share the machine; about 20 minutes.
 set -e
 cd "$(dirname "$0")/.."
 export NUMBA_NUM_THREADS=1
@@ -17,6 +17,10 @@ intsr eval $D/set5 $K --quiet --weights weights/pretrained_gauss.npz \
   --config bicubic --config fp --config int8-ours --json $O/eval_set5_pretrained_gauss.json
 for r in 0.27 0.5 0.67 0.85; do
   intsr eval $D/set5 $K --quiet --config int8-ours --prune $r --json $O/eval_set5_meta_prune$r.json
+done
+for r in 0.27 0.5 0.67 0.85; do  # the literal Eq. 8 reading, for comparison
+  intsr eval $D/set5 $K --quiet --config int8-ours --prune $r --masks weights/masks_eq8.npz \
+    --json $O/eval_set5_meta_eq8_prune$r.json
 done
 for n in 1 3 4 5; do
   intsr eval $D/set5 $K --quiet --config int8-ours --layerwise $n \

@@ -57,8 +57,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.27, 0.5, 0.67, 0.85])
-    p.add_argument("--objective", choices=["eq8", "kept"], default="eq8",
-                   help="per-layer value: Eq. 8 literally (sum_s I_(s)) or I_(c) (kept share)")
+    p.add_argument("--objective", choices=["eq8", "kept"], default="kept",
+                   help="per-layer value: I_(c), the kept share (default), or Eq. 8 read "
+                        "literally, sum_s I_(s) (intsr.pruning)")
 
     p = sub.add_parser("export", help="checkpoint -> .pt state_dict and/or .npz")
     p.add_argument("--ckpt", required=True)
