@@ -144,7 +144,7 @@ class IntNet:
     def _derive_forward_weights(self):
         """int8 weights for the forward pass: the masters rounded from 32 to 8 bits."""
         if self.mode == "standard":
-            self.w8 = self.weights
+            self.w8 = list(self.weights)  # a snapshot: updates replace entries of self.weights
             return
         self.w8 = []
         for w in self.weights:
@@ -225,10 +225,15 @@ class IntNet:
         total = l1_grad(cache.out, target.reshape(h * w, 3), -8 - e, grad)
         return int(total), e, QTensor(grad.reshape(h, w, 3), 7 - ceil_log2(target.size))
 
-    def backward(self, cache, grad, record=None):
+    def backward(self, cache, grad, record=None, update=None):
         """Masked backward pass (Eq. 6, 9); consumes ``cache`` (each layer's stored input is
         released once used). Returns one weight-gradient QTensor per layer
-        ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept)."""
+        ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept).
+
+        ``update=(lr_mult, lr_shift)``: apply each layer's SGD update to its master weights as
+        soon as its gradient exists (and return nothing), so no more than one weight gradient
+        is alive. The result equals ``apply(backward(...))``: the activation gradients use the
+        int8 forward weights, which are only re-derived by the caller afterwards."""
         bits = 32 if self.mode == "ours" else 8
         h, w, _ = grad.shape
         grads = [None] * NUM_LAYERS
@@ -242,8 +247,12 @@ class IntNet:
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
             grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
+            del dw
             if record is not None:
                 record["wgrad"][l].append(grads[l].scale)
+            if update is not None:
+                self._update_layer(l, grads[l], *update)
+                grads[l] = None
             if l == 0:
                 break
             kin = self.kept[l - 1]
@@ -272,33 +281,36 @@ class IntNet:
     # -- update -------------------------------------------------------------------------------
     def apply(self, grads, lr_mult, lr_shift):
         """SGD step, Eq. 15 ('ours') or Eq. 12-13 ('standard'), on the kept columns only."""
+        for l, gq in enumerate(grads):
+            if gq is not None:
+                self._update_layer(l, gq, lr_mult, lr_shift)
+        self._derive_forward_weights()
+
+    def _update_layer(self, l, gq, lr_mult, lr_shift):
         bits = 32 if self.mode == "ours" else 8
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        for l, gq in enumerate(grads):
-            if gq is None:
-                continue
-            wq = self.weights[l]
-            flat = wq.value.reshape(-1, wq.shape[3])
-            out = np.empty(flat.shape, np.int64)
-            # Eq. 15 line 1 / Eq. 12: the gradient moves from its scale to the weight's.
-            g_shift = gq.scale - wq.scale
-            sgd_update(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
-                       lo, hi, out)
-            scale = wq.scale
-            if bits == 32:
-                # Eq. 15 line 2, Q32(., s_theta): if a master outgrew 32 bits, the scale grows.
-                m = int(np.abs(out).max())
-                if m > _I32_MAX:
-                    extra = m.bit_length() - 31
-                    out = shift_round(out, -extra, "nearest" if self.nearest else "floor")
-                    scale += extra
-            self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
-        self._derive_forward_weights()
+        wq = self.weights[l]
+        flat = wq.value.reshape(-1, wq.shape[3])
+        out = np.empty(flat.shape, np.int64)
+        # Eq. 15 line 1 / Eq. 12: the gradient moves from its scale to the weight's.
+        g_shift = gq.scale - wq.scale
+        sgd_update(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
+                   lo, hi, out)
+        scale = wq.scale
+        if bits == 32:
+            # Eq. 15 line 2, Q32(., s_theta): if a master outgrew 32 bits, the scale grows.
+            m = max(int(out.max()), -int(out.min()))  # no |out| temporary
+            if m > _I32_MAX:
+                extra = m.bit_length() - 31
+                out = shift_round(out, -extra, "nearest" if self.nearest else "floor")
+                scale += extra
+        self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
 
     def step(self, inp, target, lr_mult, lr_shift, record=None):
         """One SGD step on (inp -> target), both (H, W, 3) uint8. Returns (loss_num, loss_exp)."""
         cache = self.forward(inp, record)
         total, e, grad = self.loss_grad(cache, target)
-        self.apply(self.backward(cache, grad, record), lr_mult, lr_shift)
+        self.backward(cache, grad, record, update=(lr_mult, lr_shift))
+        self._derive_forward_weights()
         return total, e
 

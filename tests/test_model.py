@@ -180,3 +180,20 @@ def test_vnni_and_portable_kernels_take_identical_steps(shipped_weights, butterf
     for a, b in zip(vnni.weights, portable.weights):
         assert a.scale == b.scale
         np.testing.assert_array_equal(a.value, b.value)
+
+
+@pytest.mark.parametrize("mode", ["ours", "standard"])
+def test_fused_update_equals_backward_then_apply(shipped_weights, butterfly_pair, mode):
+    """step() updates each layer as soon as its gradient exists (one weight gradient alive);
+    the result is bit-identical to apply(backward(...)), which holds all gradients first."""
+    inp, tgt = butterfly_pair
+    mult, shift = lr_to_fixed(LR, tgt.size)
+    a = IntNet(weights_to_int(shipped_weights, mode), mode=mode)
+    b = IntNet(weights_to_int(shipped_weights, mode), mode=mode)
+    for _ in range(2):
+        a.step(inp, tgt, mult, shift)
+        cache = b.forward(inp)
+        b.apply(b.backward(cache, b.loss_grad(cache, tgt)[2]), mult, shift)
+    for x, y in zip(a.weights, b.weights):
+        assert x.scale == y.scale
+        np.testing.assert_array_equal(x.value, y.value)

@@ -137,6 +137,6 @@ def test_python_glue_handles_no_float_array():
         net.predict(inp)
     finally:
         sys.setprofile(None)
-    assert {"forward", "backward", "apply", "loss_grad", "_requant", "_weight_grad",
+    assert {"forward", "backward", "_update_layer", "loss_grad", "_requant", "_weight_grad",
             "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_s64", "conv3x3_s32"} <= seen
     assert offenders == []
