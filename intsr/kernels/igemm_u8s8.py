@@ -1,10 +1,10 @@
 """Implicit GEMM for 3x3 convolutions on AVX-512 VNNI: uint8 x int8 -> int32, no im2col.
 
 ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four
-products into one of 16 int32 lanes. The micro-kernel ``_tile`` keeps an MR x (16 * NB) block of
-int32 accumulators in registers and streams the reduction dimension as *segments*: runs of
-``4 * k4`` bytes of the A operand at arbitrary offsets, against a B operand packed as
-``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then nine segments (one per
+products into one of 16 int32 lanes (8 for its 256-bit form). The micro-kernel ``_tile`` keeps
+an MR x (8 * nb) block of int32 accumulators in registers and streams the reduction dimension
+as *segments*: runs of ``4 * k4`` bytes of the A operand at arbitrary offsets, against a B
+operand packed as ``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then nine segments (one per
 tap, C_in bytes each) of a zero-padded channels-last image: im2col is fused away. The weight
 gradient is the same kernel with pixels as the reduction: A is the padded layer input in
 channels-first order, one segment per image row.
