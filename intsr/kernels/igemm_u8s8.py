@@ -4,10 +4,10 @@
 products into one of 16 int32 lanes (8 for its 256-bit form). The micro-kernel ``_tile`` keeps
 an MR x (8 * nb) block of int32 accumulators in registers and streams the reduction dimension
 as *segments*: runs of ``4 * k4`` bytes of the A operand at arbitrary offsets, against a B
-operand packed as ``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then nine segments (one per
-tap, C_in bytes each) of a zero-padded channels-last image: im2col is fused away. The weight
-gradient is the same kernel with pixels as the reduction: A is the padded layer input in
-channels-first order, one segment per image row.
+operand packed as ``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then
+nine segments (one per tap, C_in bytes each) of a zero-padded channels-last image: im2col is
+fused away. The weight gradient is the same kernel with pixels as the reduction: A is the
+padded layer input in channels-first order, one segment per image row.
 
 Exactness: a u8 x s8 product is at most 255 * 128 = 32,640 in magnitude and every partial sum
 is a partial sum of the exact result, so a dot product of at most 2**16 products cannot wrap
