@@ -29,8 +29,14 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-AVAILABLE = (bool(llvm.get_host_cpu_features().get("avx512vnni", False))
-             and not os.environ.get("INTSR_NO_VNNI"))
+def _host_has_vnni():
+    try:
+        return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+    except RuntimeError:  # llvmlite cannot read the features on some hosts: stay portable
+        return False
+
+
+AVAILABLE = _host_has_vnni() and not os.environ.get("INTSR_NO_VNNI")
 
 MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
 WGRAD_CHUNK = 1 << 16  # pixels summed in int32 before widening (see the module docstring)
