@@ -1,8 +1,8 @@
 """Float measurement of the device protocol (Algorithm 2 without integers).
 
 Per test image and kernel k: LR = Eq. 1 (8-bit rounded), son = Eq. 1 of the LR (8-bit rounded),
-``n`` plain SGD steps with mean-L1 on (up(son) -> LR), optionally masked per output filter
-(Eq. 6), then SR = up(LR) + net(up(LR)), rounded to 8 bits, Y-PSNR with ``scale`` pixels shaved.
+``n`` plain SGD steps with mean-L1 on (up(son) -> LR), optionally with gradient masks (Eq. 6,
+carried through the backward pass as Eq. 9 and the engine do), then SR = up(LR) + net(up(LR)), rounded to 8 bits, Y-PSNR with ``scale`` pixels shaved.
 """
 import glob
 import json
@@ -49,12 +49,10 @@ def adapt_and_sr(weights, lr_img, kernel, scale, steps, lr, masks=None):
     son = data.quantize8(degrade(lr_c, kernel, scale))
     x_tr, y_tr = _t(bicubic_upsample(son, scale)), _t(lr_c)
     opt = torch.optim.SGD(w, lr=lr)
+    gm = None if masks is None else [torch.from_numpy(m.astype(np.float32)) for m in masks]
     for _ in range(steps):
         opt.zero_grad()
-        F.l1_loss(functional_forward(x_tr, w), y_tr).backward()
-        if masks is not None:
-            for p, m in zip(w, masks):
-                p.grad.mul_(torch.from_numpy(m.astype(np.float32))[:, None, None, None])
+        F.l1_loss(functional_forward(x_tr, w, gm), y_tr).backward()
         opt.step()
     with torch.no_grad():
         sr1 = _np(functional_forward(x_te, w).clamp(0, 1))

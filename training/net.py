@@ -27,12 +27,19 @@ class SRNet(nn.Module):
         return functional_forward(x, [c.weight for c in self.convs])
 
 
-def functional_forward(x, weights):
-    """output = x + net(x) with explicit weights, so MAML can run on adapted copies."""
+def functional_forward(x, weights, grad_masks=None):
+    """output = x + net(x) with explicit weights, so MAML can run on adapted copies.
+
+    ``grad_masks``: per layer, a float tensor [c_out] of 0/1. The backward pass then carries
+    each layer's output gradient over the kept channels only, as the engine does (Eq. 6 and
+    Eq. 9: pruned filters get no weight gradient and pass no activation gradient down)."""
     h = x
     last = len(weights) - 1
     for i, w in enumerate(weights):
         h = F.conv2d(h, w, padding=1)
+        if grad_masks is not None and h.requires_grad:
+            m = grad_masks[i][None, :, None, None]
+            h.register_hook(lambda g, m=m: g * m)
         if i != last:
             h = F.relu(h)
     return x + h

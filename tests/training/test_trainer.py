@@ -158,3 +158,27 @@ def test_ddp_averages_second_order_meta_gradients():
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "rank 0 ok" in p.stdout and "rank 1 ok" in p.stdout
+
+
+def test_masked_float_step_is_the_engines_backward():
+    """The trainer's masked SGD (grad_masks hooks) and intsr's float reference (FloatNet, the
+    engine's Eq. 9 backward: activation gradients over kept channels only) take the same step."""
+    from intsr.floatpath.network import FloatNet
+    from intsr.model import layer_shapes
+    from training.net import functional_forward
+    rng = np.random.default_rng(0)
+    hwio = [rng.normal(0, 0.1, s).astype(np.float32) for s in layer_shapes()]
+    masks = [rng.random(s[3]) < 0.5 for s in layer_shapes()]
+    masks[-1][:] = True
+    x = rng.random((12, 10, 3)).astype(np.float32)
+    y = rng.random((12, 10, 3)).astype(np.float32)
+    ref = FloatNet(hwio, masks)
+    ref.step(x, y, 0.1)
+    w = [torch.tensor(a.transpose(3, 2, 0, 1).copy(), requires_grad=True) for a in hwio]
+    gm = [torch.tensor(m.astype(np.float32)) for m in masks]
+    xt, yt = (torch.tensor(a.transpose(2, 0, 1)[None].copy()) for a in (x, y))
+    torch.nn.functional.l1_loss(functional_forward(xt, w, gm), yt).backward()
+    for a, b, m in zip(w, ref.weights, masks):
+        new = (a - 0.1 * a.grad).detach().numpy().transpose(2, 3, 1, 0)
+        np.testing.assert_allclose(new, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(a.grad.numpy()[~m], 0)
