@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.kernels import igemm_u8s8
 from intsr.model import IntNet, layer_shapes
 from intsr.online import make_training_pair

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import intsr.online as online
 from helpers import DATA, gaussian
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
 from intsr.floatpath.degrade import degrade
