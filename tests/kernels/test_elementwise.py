@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from kernel_data import EXTREMES
-from intsr.kernels.elementwise import (GATE_MASK, GATE_NONE, GATE_RELU, l1_grad, max_abs_gated,
-                                       requant_8bit, requant_8bit_ref, residual_add, to_u8)
+from intsr.kernels.elementwise import (GATE_MASK, GATE_NONE, GATE_RELU, gather_channels, l1_grad,
+                                       max_abs_gated, requant_8bit, requant_8bit_ref, residual_add,
+                                       to_u8)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
@@ -55,3 +56,12 @@ def test_residual_and_l1_exact(fill):
     pix = np.empty((50, 3), np.uint8)
     to_u8(out, -12, pix)
     np.testing.assert_array_equal(pix, np.clip((ref + 2048) >> 12, 0, 255))
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_gather_channels_is_fancy_indexing(fill, dt):
+    x = fill((37, 64), dt, "mixed")
+    idx = np.array([0, 3, 4, 17, 63], np.int64)
+    out = np.empty((37, idx.size), dt)
+    gather_channels(x, idx, out)
+    np.testing.assert_array_equal(out, x[:, idx])
