@@ -15,15 +15,16 @@ import time
 
 import numpy as np
 
-from intsr.floatpath.convert import lr_to_fixed, weights_to_int
-from intsr.floatpath.network import FloatNet
 from numba import njit, prange
 
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
+from intsr.floatpath.network import FloatNet
 from intsr.kernels import igemm_u8s8
-from intsr.kernels.backward import agrad_s32, agrad_weights, wgrad3x3_s64, wgrad3x3_s64_portable
-from intsr.kernels.conv import conv3x3_s32, conv3x3_s32_portable
+from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_u8s8,
+                                    wgrad3x3_u8s8)
+from intsr.kernels.gemm_x8s8 import conv3x3_portable, wgrad3x3_portable
 from intsr.model import IntNet
-from intsr.online import load_model_files
+from intsr.weights import load_model
 
 
 def median_time(fn, repeats):
@@ -46,7 +47,7 @@ def _peak_loop(a, segs, b, out, reps):
 def int8_peak_gops(repeats):
     """One 4 x 64 register tile over K = 576 (9 segments of 64 bytes, B 36 KB: L1-resident),
     repeated on every thread: what vpdpbusd delivers here when memory is not in the way."""
-    if not igemm_u8s8.AVAILABLE:
+    if PATH != "vnni":
         return None
     from numba import get_num_threads
     a = np.ones(4 * 64, np.uint8)
@@ -65,7 +66,7 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    weights = load_model_files()[0]
+    weights = load_model()[0]
     rows = []
     peak = int8_peak_gops(args.repeats)
     print("int8 peak (VNNI register tile, L1-resident, all threads): "
@@ -78,12 +79,12 @@ def main():
         macs = n * n * 576 * 64
         gops = lambda fn: 2 * macs / median_time(fn, args.repeats) / 1e9
         wf = agrad_weights(w, kept, kept)
-        row = dict(size=n, conv_fwd_gops=gops(lambda: conv3x3_s32(x, w)),
-                   agrad_gops=gops(lambda: agrad_s32(g, w, kept, kept)),
-                   wgrad_gops=gops(lambda: wgrad3x3_s64(x, g)),
-                   portable_conv_fwd_gops=gops(lambda: conv3x3_s32_portable(x, w)),
-                   portable_agrad_gops=gops(lambda: conv3x3_s32_portable(g, wf)),
-                   portable_wgrad_gops=gops(lambda: wgrad3x3_s64_portable(x, g)))
+        row = dict(size=n, conv_fwd_gops=gops(lambda: conv3x3_u8s8(x, w)),
+                   agrad_gops=gops(lambda: agrad3x3_s8s8(g, w, kept, kept)),
+                   wgrad_gops=gops(lambda: wgrad3x3_u8s8(x, g)),
+                   portable_conv_fwd_gops=gops(lambda: conv3x3_portable(x, w)),
+                   portable_agrad_gops=gops(lambda: conv3x3_portable(g, wf)),
+                   portable_wgrad_gops=gops(lambda: wgrad3x3_portable(x, g)))
 
         inp = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
         tgt = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)

@@ -21,7 +21,7 @@ from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
-from intsr.online import load_model_files
+from intsr.weights import load_model
 
 
 def traced_peak(fn):
@@ -88,7 +88,7 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     for ratio in args.prune:
-        weights, masks, _ = load_model_files(prune=ratio or None)
+        weights, masks, _ = load_model(prune=ratio or None)
         for n in args.sizes:
             inp = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
             tgt = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)

@@ -13,23 +13,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
-from intsr.floatpath.degrade import degrade
+from intsr.evaluate import load_hr, make_cases, markdown_table
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.metrics import psnr_y
 from intsr.floatpath.network import FloatNet
-from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.io import read_kernel
 from intsr.model import IntNet, calibrate
-from intsr.online import load_model_files, make_training_pair
+from intsr.weights import load_model
 
 CONFIGS = [("ours", "nearest", False), ("ours", "floor", False), ("standard", "nearest", False),
            ("standard", "floor", False), ("ours", "nearest", True), ("standard", "nearest", True),
            ("ours-u8", "nearest", False)]
-
-
-def lr_image(hr, k, s):
-    return np.clip(np.floor(degrade(hr / 255.0, k, s) * 255 + 0.5), 0, 255).astype(np.uint8)
 
 
 def main():
@@ -41,21 +36,15 @@ def main():
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--json")
     args = ap.parse_args()
-    weights, _, default_lr = load_model_files()
+    weights, _, default_lr = load_model()
     lr = args.lr or default_lr
     s = args.scale
-    images = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in
-              sorted(Path(args.data).glob("*.png"))}
+    images = load_hr(args.data, s)
     results = {}
     for kpath in args.kernels:
-        k = np.load(kpath)
-        pairs = {}
-        for name, hr in images.items():
-            hr = hr[:hr.shape[0] - hr.shape[0] % s, :hr.shape[1] - hr.shape[1] % s]
-            lr_img = lr_image(hr, k, s)
-            pairs[name] = (hr, lr_img, make_training_pair(lr_img, kernel_to_fixed(k), s))
-        for name, (hr, lr_img, (inp, tgt)) in pairs.items():
-            up = bicubic_upsample_u8(lr_img, s)
+        cases = make_cases(images, read_kernel(kpath), s)
+        for case in cases:
+            name, hr, up, (inp, tgt) = case.name, case.hr, case.up, case.pair
             fnet = FloatNet(weights)
             f0 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
             lf = [fnet.step(inp / 255.0, tgt / 255.0, lr) for _ in range(args.steps)]
@@ -69,7 +58,7 @@ def main():
                 scales = None
                 if static:  # calibrated on the other images of the set, never on this one
                     cal = IntNet(start, mode=mode, rounding=rounding)
-                    scales = calibrate(cal, [p[2] for n, p in pairs.items() if n != name])
+                    scales = calibrate(cal, [c.pair for c in cases if c is not case])
                 net = IntNet(start, mode=mode, rounding=rounding, static=scales,
                              unsigned=unsigned)
                 p0 = psnr_y(net.predict(up) / 255.0, hr / 255.0, s)
@@ -87,21 +76,20 @@ def main():
             results[f"{Path(kpath).stem}/{name}"] = row
             print(name, Path(kpath).stem, flush=True)
     keys = ["float"] + [f"{m}/{r}/{'static' if st else 'dynamic'}" for m, r, st in CONFIGS]
-    print("\n| config | PSNR 0 steps | PSNR %d steps | update cosine vs float | L1 drop |"
-          % args.steps)
-    print("|---|---|---|---|---|")
     rows = list(results.values())
-    print(f"| bicubic | {np.mean([r['bicubic'] for r in rows]):.2f} | | | |")
+    table = [["bicubic", f"{np.mean([r['bicubic'] for r in rows]):.2f}", "", "", ""]]
     for key in keys:
         if key == "float":
             p = np.mean([r["float"] for r in rows], axis=0)
             drop = np.mean([r["float_loss"][0] - r["float_loss"][1] for r in rows])
-            print(f"| float32 | {p[0]:.2f} | {p[1]:.2f} | 1 | {drop:.5f} |")
+            table.append(["float32", f"{p[0]:.2f}", f"{p[1]:.2f}", "1", f"{drop:.5f}"])
             continue
         p = np.mean([r[key]["psnr"] for r in rows], axis=0)
         cos = np.mean([r[key]["cos"] for r in rows])
         drop = np.mean([r[key]["loss"][0] - r[key]["loss"][1] for r in rows])
-        print(f"| {key} | {p[0]:.2f} | {p[1]:.2f} | {cos:.3f} | {drop:.5f} |")
+        table.append([key, f"{p[0]:.2f}", f"{p[1]:.2f}", f"{cos:.3f}", f"{drop:.5f}"])
+    print("\n" + markdown_table(["config", "PSNR 0 steps", f"PSNR {args.steps} steps",
+                                 "update cosine vs float", "L1 drop"], table))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -9,10 +9,11 @@ import argparse
 import numpy as np
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed
-from intsr.floatpath.evaluate import load_hr, make_lr
+from intsr.evaluate import load_hr
+from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.metrics import psnr_y
 from intsr.kernels.resample import bicubic_upsample_u8
-from intsr.online import SR_TILE, _load_net, make_training_pair
+from intsr.online import SR_TILE, load_net, make_training_pair
 
 
 def main():
@@ -25,8 +26,8 @@ def main():
     k = np.load(args.kernel)
     diffs = []
     for name, hr in load_hr(args.hr_dir, 4):
-        lr = make_lr(hr, k, 4)
-        net, lr_rate = _load_net(None, None)
+        lr = lr_image(hr, k, 4)
+        net, lr_rate = load_net()
         inp, tgt = make_training_pair(lr, kernel_to_fixed(k), 4)
         mult, shift = lr_to_fixed(lr_rate, tgt.size)
         for _ in range(args.steps):

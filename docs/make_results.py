@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from intsr import cost
+from intsr import cost, pruning
+from intsr.evaluate import tables
 
 DOCS = Path(__file__).resolve().parent
 DATA, IMG = DOCS / "data", DOCS / "img"
 KERNELS = " ".join(f"--kernel ../shared/data/kernels/gauss_iso_s{s}_15.npy"
                    for s in ("1.2", "1.6", "2.0", "2.4"))
 EVAL = f"NUMBA_NUM_THREADS=1 intsr eval ../shared/data/set5 {KERNELS}"
-RATIOS = (0.27, 0.5, 0.67, 0.85)
+RATIOS = pruning.RATIOS[1:]  # the pruned ones
 LAYERWISE = (1, 3, 4, 5)
 
 
@@ -28,11 +29,6 @@ def load(name):
 
 def mean(records, config, key):
     return float(np.mean([r[key] for r in records if r["config"] == config]))
-
-
-def eval_tables(records, steps):
-    from intsr.floatpath.evaluate import detail_table, summary_table
-    return summary_table(records, steps) + "\n\n" + detail_table(records, steps)
 
 
 def section_main(out):
@@ -69,7 +65,7 @@ def section_main(out):
             f"{mean(r, 'fp', 'psnr') - i10:.2f} dB below the float path. The meta-learned point "
             "is a starting point for the steps, not an SR network by itself (Init below bicubic, "
             "as the paper's 16.25 dB).", "",
-            eval_tables(r, d["steps"]), ""]
+            tables(r, d["steps"]), ""]
     for name, label in (("pretrained_gauss", "`weights/pretrained_gauss.npz` (Pretrain D_meta)"),
                         ("pretrained_bic", "`weights/pretrained_bic.npz` (Pretrain D_bic)")):
         b = load(f"eval_set5_{name}.json")
@@ -77,7 +73,7 @@ def section_main(out):
             out += [f"## Set5 x4, {label}", "",
                     f"Same command with `--weights weights/{name}.npz --config bicubic "
                     "--config fp --config int8-ours`.", "",
-                    eval_tables(b["records"], b["steps"]), ""]
+                    tables(b["records"], b["steps"]), ""]
 
 
 def section_pruning(out, plt):
@@ -245,8 +241,8 @@ def section_table5(out):
 
 
 def section_tables27(out):
-    from intsr.online import select_masks
     from intsr.pruning import layerwise_masks
+    from intsr.weights import resolve_masks
     paper2 = {0.27: (5.14, 4.43), 0.5: (6.20, 5.25), 0.67: (7.14, 6.08), 0.85: (7.81, 7.12)}
     paper7 = {0.27: (1.26, 1.16), 0.5: (1.52, 1.37), 0.67: (1.79, 1.56), 0.85: (1.95, 1.79)}
     paper7_lw = {1: ("17%", 1.20, 1.17), 3: ("50%", 1.49, 1.42), 4: ("66%", 1.71, 1.58),
@@ -269,7 +265,7 @@ def section_tables27(out):
             "| masks | cost vs FP32 (T2) | paper | memory vs FP32 (T2) | paper | cost (T7) | paper "
             "| memory (T7) | paper |", "|---|---|---|---|---|---|---|---|---|"]
     for r in RATIOS:
-        m = select_masks(r)
+        m = resolve_masks(r)
         c = macs0 / cost.step_macs(32, 32, m)
         out.append(f"| knapsack {r:.0%} | x{4 * c:.2f} | x{paper2[r][0]:.2f} | "
                    f"x{mem(None, 32, 32) / mem(m):.2f} | x{paper2[r][1]:.2f} | x{c:.2f} | "

@@ -10,15 +10,16 @@ D=../shared/data
 K=""
 for s in 1.2 1.6 2.0 2.4; do K="$K --kernel $D/kernels/gauss_iso_s${s}_15.npy"; done
 O=docs/data
+PRUNED=$(python -c "from intsr.pruning import RATIOS; print(*RATIOS[1:])")
 intsr eval $D/set5 $K --quiet --json $O/eval_set5_meta.json
 intsr eval $D/set5 $K --quiet --weights weights/pretrained_bic.npz \
   --config bicubic --config fp --config int8-ours --json $O/eval_set5_pretrained_bic.json
 intsr eval $D/set5 $K --quiet --weights weights/pretrained_gauss.npz \
   --config bicubic --config fp --config int8-ours --json $O/eval_set5_pretrained_gauss.json
-for r in 0.27 0.5 0.67 0.85; do
+for r in $PRUNED; do
   intsr eval $D/set5 $K --quiet --config int8-ours --prune $r --json $O/eval_set5_meta_prune$r.json
 done
-for r in 0.27 0.5 0.67 0.85; do  # the literal Eq. 8 reading, for comparison
+for r in $PRUNED; do  # the literal Eq. 8 reading, for comparison
   intsr eval $D/set5 $K --quiet --config int8-ours --prune $r --masks weights/masks_eq8.npz \
     --json $O/eval_set5_meta_eq8_prune$r.json
 done

@@ -15,7 +15,7 @@ i.e. k^2 on the weight term and on the (im2col) input term. With h = w = 32 and 
 """
 import numpy as np
 
-from intsr.model import CHANNELS, KSIZE, NUM_LAYERS
+from intsr.arch import CHANNELS, KSIZE, NUM_LAYERS
 
 
 def kept_counts(masks=None):

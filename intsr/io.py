@@ -1,4 +1,7 @@
-"""Images and kernels in and out: validation with one-line errors, atomic writes."""
+"""User files in and out: images and blur kernels with validation and one-line errors, and the
+atomic write every output goes through (images, reports, weights, masks).
+
+Weight and mask files are intsr.weights; the torch.save reader is intsr.torchfile."""
 import os
 import tempfile
 import warnings
@@ -103,8 +106,28 @@ def check_output_path(path):
         raise InputError(f"{path}: output is a folder")
 
 
+def atomic_write(path, write, binary=True):
+    """Create or replace ``path`` with what ``write(fileobj)`` writes, all or nothing.
+
+    The data goes to a temporary file in the target folder, renamed over ``path`` once
+    complete: a failure (or a kill) leaves any previous file untouched and no temporary file
+    behind. The new file's mode follows the umask (0666 & ~umask), like any other tool's."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            umask = os.umask(0)  # reading the umask means setting it: put it straight back
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_image(path, pixels, alpha=None):
-    """Write atomically: a temporary file in the target folder, then rename over ``path``."""
+    """Write an (H, W) or (H, W, 3) uint8 image, with an optional alpha plane, atomically."""
     path = Path(path)
     check_output_path(path)
     if alpha is not None:
@@ -112,11 +135,4 @@ def write_image(path, pixels, alpha=None):
                                         alpha]), "RGBA" if pixels.ndim == 3 else "LA")
     else:
         im = Image.fromarray(pixels)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            im.save(f, format=_FORMATS[path.suffix.lower()])
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: im.save(f, format=_FORMATS[path.suffix.lower()]))

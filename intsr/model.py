@@ -1,39 +1,21 @@
-"""The network, once: 8 conv layers 3x3, channels 3-64x7-3, no biases, ReLU between layers,
-output = input + net(input), where input is the bicubic-upsampled image (RGB in [0, 1]).
+"""IntNet: the network of intsr.arch on integers only, forward / backward / SGD step.
 
-Weight layout inside intsr is HWIO, ``(3, 3, c_in, c_out)``: the paper's
-``f_h x f_w x c_in x c_out`` (Section IV-B). Files exchanged with PyTorch hold OIHW; the float
-path converts at the boundary.
+One step, as data: uint8 image -> 8 x [conv3x3_u8s8 into int32 -> ReLU + Eq. 11 scale +
+requantization to 8 bits] -> residual add in int64 -> L1 sign (int8, exact) -> 8 x [masked weight
+gradient (int64, exact) -> Eq. 14 int32 -> Eq. 15 update of the int32 masters; masked activation
+gradient -> Eq. 11 + requantization] -> int8 forward weights from the masters (Eq. 15 -> 8 bits).
+docs/integer-semantics.md states every rounding and accumulator width used here.
 """
-CHANNELS = (3, 64, 64, 64, 64, 64, 64, 64, 3)
-NUM_LAYERS = len(CHANNELS) - 1
-KSIZE = 3
+import numpy as np
 
-
-def layer_shapes():
-    """HWIO shape of every layer's weight, first to last."""
-    return [(KSIZE, KSIZE, CHANNELS[i], CHANNELS[i + 1]) for i in range(NUM_LAYERS)]
-
-
-def num_weights():
-    return sum(KSIZE * KSIZE * CHANNELS[i] * CHANNELS[i + 1] for i in range(NUM_LAYERS))
-
-
-# ---------------------------------------------------------------------------------------------
-# IntNet: forward / backward / step with integers only.
-# ---------------------------------------------------------------------------------------------
-import numpy as np  # noqa: E402
-
-from intsr.kernels.backward import agrad_s32, wgrad3x3_s64  # noqa: E402
-from intsr.kernels.conv import conv3x3_s32  # noqa: E402
-from intsr.kernels.elementwise import (  # noqa: E402
-    GATE_MASK, GATE_NONE, GATE_RELU, gather_channels, l1_grad, max_abs_gated, requant_8bit,
-    residual_add, to_u8)
-from intsr.kernels.update import sgd_update  # noqa: E402
-from intsr.quant import QTensor, ceil_log2, saturate, shift_round  # noqa: E402
+from intsr.arch import HALO, NUM_LAYERS, layer_shapes
+from intsr.kernels.dispatch import agrad3x3_s8s8, conv3x3_u8s8, wgrad3x3_u8s8
+from intsr.kernels.elementwise import gather_x8, l1_grad_s64, pixels_s64, residual_add_u8s32
+from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, requant_s32
+from intsr.kernels.update import sgd_update_s32
+from intsr.quant import QTensor, ceil_log2, saturate, shift_round
 
 MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
-HALO = NUM_LAYERS * (KSIZE // 2)  # pixels one output depends on, in each direction
 _I32_MAX = (1 << 31) - 1
 
 
@@ -47,12 +29,12 @@ def _requant(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
         gate = _no_gate(acc)
     frac, lo, hi, dt = (8, 0, 255, np.uint8) if unsigned else (7, -128, 127, np.int8)
     if static_scale is None:
-        c = ceil_log2(max_abs_gated(acc, gate, mode))
+        c = ceil_log2(max_abs_s32(acc, gate, mode))
         scale, shift = c + exp, frac - c
     else:
         scale, shift = static_scale, exp - (static_scale - frac)
     out = np.empty(acc.shape, dt)
-    requant_8bit(acc, gate, mode, shift, nearest, lo, hi, out)
+    requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
     return QTensor(out, scale)
 
 
@@ -150,7 +132,7 @@ class IntNet:
         for w in self.weights:
             flat = w.value.reshape(-1, w.shape[3])
             out = np.empty(flat.shape, np.int8)
-            requant_8bit(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, -128, 127, out)
+            requant_s32(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, -128, 127, out)
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
@@ -161,7 +143,7 @@ class IntNet:
         acts = [x]
         for l in range(NUM_LAYERS):
             wq = self.w8[l]
-            acc = conv3x3_s32(_as_unsigned(x.value), wq.value)
+            acc = conv3x3_u8s8(_as_unsigned(x.value), wq.value)
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             exp = x.exp + wq.exp
             if l == NUM_LAYERS - 1:
@@ -176,10 +158,10 @@ class IntNet:
             acts.append(x)
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
-        if max(-8, exp) - e > 36:
+        if -8 - e > 54 or exp - e > 31:  # residual_add_u8s32's headroom
             raise ArithmeticError("residual operands too far apart in scale")
         out = np.empty((h * w, 3), np.int64)
-        residual_add(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
+        residual_add_u8s32(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
         return Cache(acts, out, e)
 
     def predict(self, image, tile=None):
@@ -195,7 +177,7 @@ class IntNet:
             cache = self.forward(image)
             pix = np.empty((h * w, 3), np.uint8)
             # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
-            to_u8(cache.out, cache.out_exp + 8, pix)
+            pixels_s64(cache.out, cache.out_exp + 8, pix)
             return pix.reshape(h, w, 3)
         out = np.empty((h, w, 3), np.uint8)
         for y in range(0, h, tile):
@@ -222,7 +204,7 @@ class IntNet:
         if -8 - e > 54:
             raise ArithmeticError("target shift out of range")
         grad = np.empty((h * w, 3), np.int8)
-        total = l1_grad(cache.out, target.reshape(h * w, 3), -8 - e, grad)
+        total = l1_grad_s64(cache.out, target.reshape(h * w, 3), -8 - e, grad)
         return int(total), e, QTensor(grad.reshape(h, w, 3), 7 - ceil_log2(target.size))
 
     def backward(self, cache, grad, record=None, update=None):
@@ -243,7 +225,7 @@ class IntNet:
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
             x = cache.acts[l]
-            dw = wgrad3x3_s64(_as_unsigned(x.value), g.value)
+            dw = wgrad3x3_u8s8(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
             grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
@@ -258,14 +240,14 @@ class IntNet:
             kin = self.kept[l - 1]
             if kin.size == 0:
                 break
-            acc = agrad_s32(g.value, self.w8[l].value, kin, kept)
+            acc = agrad3x3_s8s8(g.value, self.w8[l].value, kin, kept)
             self.macs += h * w * 9 * kept.size * kin.size
             act = cache.acts[l].value.reshape(h * w, -1)
             if kin.size == act.shape[1]:
                 gate = act
             else:
                 gate = np.empty((h * w, kin.size), act.dtype)
-                gather_channels(act, kin, gate)
+                gather_x8(act, kin, gate)
             st = None if self.static is None else self.static["grad"][l - 1]
             gq = _requant(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
                           self.nearest, st)
@@ -294,7 +276,7 @@ class IntNet:
         out = np.empty(flat.shape, np.int64)
         # Eq. 15 line 1 / Eq. 12: the gradient moves from its scale to the weight's.
         g_shift = gq.scale - wq.scale
-        sgd_update(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
+        sgd_update_s32(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
                    lo, hi, out)
         scale = wq.scale
         if bits == 32:

@@ -8,66 +8,27 @@
 The training pair uses I_LR cropped to a multiple of s, so that the upsampled son and the
 target have the same size; the final pass super-resolves the whole image.
 """
-import json
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
-from intsr.io import InputError, validate_kernel
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.io import InputError, validate_kernel
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
 from intsr.model import IntNet
+from intsr.weights import load_model, warn_if_other_scale
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
 TRAIN_MAX = 256  # LR pixels per side the online steps train on (central window beyond that)
 
 
-def defaults():
-    """The shipped configuration: weights file, masks file, learning rate, default pruning."""
-    with open(WEIGHTS_DIR / "default.json") as f:
-        cfg = json.load(f)
-    return cfg
-
-
-def select_masks(ratio, path=None):
-    """The masks of one pruning ratio from a masks file (default: the shipped one); None for
-    ratio 0 (nothing pruned) unless a file is named."""
-    from intsr.floatpath.weights import MASK_RATIOS, load_masks
-
-    if not any(abs(ratio - r) < 1e-9 for r in MASK_RATIOS.values()):
-        raise InputError(f"no shipped mask for pruning ratio {ratio}; choose one of "
-                         f"{sorted(MASK_RATIOS.values())}")
-    if ratio == 0 and path is None:
-        return None
-    table = load_masks(path or WEIGHTS_DIR / defaults()["masks"])
-    match = [r for r in table if abs(r - ratio) < 1e-9]
-    if not match:
-        raise InputError(f"no mask for pruning ratio {ratio}; the file has {sorted(table)}")
-    return table[match[0]]
-
-
-def load_model_files(weights=None, prune=None):
-    """(float HWIO weights, masks or None, default lr) for a weights path (or None: shipped)."""
-    from intsr.floatpath.weights import load_weights
-
-    cfg = defaults()
-    ratio = cfg.get("prune", 0.0) if prune is None else prune
-    masks = select_masks(ratio)
-    w = load_weights(Path(weights) if weights is not None else WEIGHTS_DIR / cfg["weights"])
-    return w, masks, float(cfg["lr"])
-
-
-def _load_net(weights, prune):
-    if weights is None or isinstance(weights, (str, Path)):
-        wf, masks, default_lr = load_model_files(weights, prune)
-    else:
-        wf, masks, default_lr = weights, None, defaults()["lr"]
-        if prune is not None:
-            masks = select_masks(prune)
+def load_net(weights=None, prune=None, adapting=True):
+    """(IntNet with int32 masters, default learning rate) for ``weights`` (a file path, float
+    HWIO arrays, or None: the shipped weights for adapting, or for direct SR) and a shipped
+    pruning ratio (None: default)."""
+    wf, masks, default_lr = load_model(weights, prune, adapting=adapting)
     return IntNet(weights_to_int(wf), masks), default_lr
 
 
@@ -80,10 +41,13 @@ def _finish(net, rgb, gray, scale):
 
 
 def super_resolve(image, *, scale=4, weights=None):
-    """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed)."""
+    """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed), with
+    the shipped weights meant for direct SR unless ``weights`` is given."""
     rgb, gray = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
-    return _finish(_load_net(weights, None)[0], rgb, gray, scale)
+    if weights is None:
+        warn_if_other_scale(scale)
+    return _finish(load_net(weights, adapting=False)[0], rgb, gray, scale)
 
 
 def _as_rgb(image):
@@ -137,7 +101,8 @@ def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
     mask by pruning ratio (None: the shipped default). ``weights``: a weights file path or a list
-    of float HWIO arrays (None: the shipped weights). ``lr``: SGD step (None: the weights'
+    of float HWIO arrays (None: the shipped meta-learned weights, or with ``steps=0`` the shipped
+    weights for direct SR). ``lr``: SGD step (None: the weights'
     default). ``seed`` is accepted for API stability: with round-to-nearest every step is
     deterministic and the seed changes nothing.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
@@ -147,12 +112,14 @@ def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None
     rgb, gray = _as_rgb(image)
     kernel = validate_kernel(kernel)
     check_inputs(rgb.shape, kernel, scale, steps)
+    if weights is None:
+        warn_if_other_scale(scale)
     timings = {}
     trace = bool(report and report.get("trace_memory"))
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
-    net, default_lr = _load_net(weights, prune)
+    net, default_lr = load_net(weights, prune, adapting=steps > 0)
     k_fixed = kernel_to_fixed(kernel)
     timings["load"] = time.perf_counter() - t0
 

@@ -27,9 +27,11 @@ couples c^(l-1) and c^(l), so fronts compose exactly.
 """
 import numpy as np
 
-from intsr.model import CHANNELS
+from intsr.arch import CHANNELS
 
 STEP = 8
+# The pruning ratios shipped masks exist for (weights/masks.npz), nothing pruned first.
+RATIOS = (0.0, 0.27, 0.5, 0.67, 0.85)
 
 
 def candidates(c_out):
@@ -159,8 +161,6 @@ def masks_for_ratio(norms, ratio, channels=CHANNELS, objective="kept"):
     masks.append(np.ones(channels[L], bool))
     return masks, counts, tau
 
-
-RATIOS = (0.0, 0.27, 0.5, 0.67, 0.85)
 
 
 def layerwise_masks(n_front, channels=CHANNELS):

@@ -4,29 +4,28 @@ from PIL import Image
 
 from helpers import DATA, WEIGHTS, gaussian
 from intsr.floatpath.convert import kernel_to_fixed
-from intsr.floatpath.degrade import degrade
-from intsr.online import load_model_files, make_training_pair
-
+from intsr.floatpath.degrade import lr_image
+from intsr.online import make_training_pair
+from intsr.weights import load_model
 
 
 @pytest.fixture(scope="session")
 def shipped_weights():
     """The shipped default weights (float HWIO): meta-learned offline on BSDS500 + T91."""
-    return load_model_files()[0]
+    return load_model()[0]
 
 
 @pytest.fixture(scope="session", params=["meta.npz", "pretrained_gauss.npz"])
 def start_weights(request):
     """Both shipped starting points, as (file name, float HWIO weights): the meta-learned
     default (a poor SR until adapted, large gradients) and the D_meta-pretrained SR net."""
-    return request.param, load_model_files(weights=WEIGHTS / request.param)[0]
+    return request.param, load_model(weights=WEIGHTS / request.param)[0]
 
 
 @pytest.fixture(scope="session")
 def butterfly_lr():
     """Set5 'butterfly' degraded by Eq. 1 (Gaussian sigma 1.6, x4): a 64x64 uint8 LR image."""
-    hr = np.asarray(Image.open(DATA / "butterfly.png").convert("RGB")) / 255.0
-    return np.clip(np.floor(degrade(hr, gaussian(1.6), 4) * 255 + 0.5), 0, 255).astype(np.uint8)
+    return lr_image(np.asarray(Image.open(DATA / "butterfly.png").convert("RGB")), gaussian(1.6), 4)
 
 
 @pytest.fixture(scope="session")

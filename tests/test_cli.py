@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from helpers import gaussian
+from helpers import DATA, WEIGHTS, gaussian
 
 SENTINEL = b"previous contents"
 
@@ -158,7 +158,7 @@ def test_rgba_keeps_alpha_and_sr_and_info(files, tmp_path):
     assert res.exit_code == 0, res.output
     im = Image.open(tmp_path / "o.png")
     assert im.mode == "RGBA" and im.size == (80, 80)
-    res = _run(["info", "weights/" + json.load(open("weights/default.json"))["weights"]])
+    res = _run(["info", WEIGHTS / json.load(open(WEIGHTS / "default.json"))["weights"]])
     assert res.exit_code == 0 and "224,640 weights" in res.output
 
 
@@ -181,7 +181,7 @@ def test_eval_table_and_json(tmp_path):
     integer and float paths within a few hundredths of a dB of each other."""
     np.save(tmp_path / "k.npy", gaussian(1.6))
     js, md = tmp_path / "e.json", tmp_path / "e.md"
-    res = _run(["eval", "tests/data", "--kernel", tmp_path / "k.npy", "--steps", "3",
+    res = _run(["eval", DATA, "--kernel", tmp_path / "k.npy", "--steps", "3",
                 "--config", "bicubic", "--config", "fp", "--config", "int8-ours",
                 "--json", js, "--markdown", md, "--quiet"])
     assert res.exit_code == 0, res.output
@@ -194,23 +194,54 @@ def test_eval_table_and_json(tmp_path):
         print(img, {c: round(by[(img, c)]["psnr"], 3) for c in ("bicubic", "fp", "int8-ours")})
         assert abs(by[(img, "int8-ours")]["psnr"] - by[(img, "fp")]["psnr"]) < 0.1
     assert "| int8-ours |" in md.read_text()
-    bad = _run(["eval", "tests/data", "--kernel", tmp_path / "k.npy", "--config", "nope"])
+    bad = _run(["eval", DATA, "--kernel", tmp_path / "k.npy", "--config", "nope"])
     _assert_clean_failure(bad, None, "unknown config")
 
 
 def test_eval_int8_ours_is_intsr_adapt(tmp_path, butterfly_lr):
     """The evaluation's int8-ours row runs exactly what `intsr adapt` runs."""
-    from intsr.floatpath.evaluate import evaluate
-    from intsr.online import adapt, load_model_files
+    from intsr.evaluate import evaluate
+    from intsr.floatpath.degrade import lr_image
+    from intsr.online import adapt
+    from intsr.weights import load_model
     from PIL import Image as _Image
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
-    hr = np.asarray(_Image.open("tests/data/butterfly.png").convert("RGB"))
+    hr = np.asarray(_Image.open(DATA / "butterfly.png").convert("RGB"))
     _Image.fromarray(hr).save(hr_dir / "b.png")
     k = gaussian(1.6)
-    w, masks, lr = load_model_files()
-    from intsr.floatpath.evaluate import make_lr
+    w, masks, lr = load_model()
     from intsr.floatpath.metrics import psnr_y
     rec = next(evaluate(hr_dir, [("g", k)], weights=w, lr=lr, steps=2, configs=("int8-ours",)))
-    sr = adapt(make_lr(hr, k, 4), k, steps=2)
+    sr = adapt(lr_image(hr, k, 4), k, steps=2)
     assert rec["psnr"] == psnr_y(sr / 255.0, hr / 255.0, 4)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_follow_the_umask(files, tmp_path, umask, mode):
+    """Like any other tool: the atomic rename must not leave the temporary file's 0600."""
+    old = os.umask(umask)
+    try:
+        out, rep = tmp_path / "o.png", tmp_path / "r.json"
+        res = _run(["adapt", files / "lr.png", out, "--kernel", files / "k.npy", "--steps", "1",
+                    "--quiet", "--json", rep])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert (out.stat().st_mode & 0o777, rep.stat().st_mode & 0o777) == (mode, mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "r.json"]  # no temp left
+
+
+def test_help_and_version_compile_nothing():
+    code = ("import sys; from click.testing import CliRunner; from cli.main import main; "
+            "r = CliRunner().invoke(main, ['--help']); v = CliRunner().invoke(main, ['--version']); "
+            "assert r.exit_code == 0 and v.exit_code == 0; "
+            "sys.exit(1 if any(m.startswith(('numba', 'intsr.kernels')) for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_command_summaries_survive_click_cutting():
+    """click cuts a summary at its first period; every command gets a whole sentence."""
+    res = CliRunner().invoke(main, ["--help"])
+    lines = [l.strip() for l in res.output.split("Commands:")[1].strip().splitlines()]
+    assert len(lines) == 5 and all(l.endswith(".") and not l.endswith("...") for l in lines)

@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
-from intsr.model import CHANNELS, IntNet, layer_shapes
+from intsr.arch import CHANNELS, layer_shapes
+from intsr.model import IntNet
 
 
 @pytest.mark.parametrize("bits,paper", [((32, 32), 19371), ((8, 8), 4840), ((8, 32), 5517)])

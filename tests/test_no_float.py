@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
-from intsr.kernels import igemm_u8s8
-from intsr.model import IntNet, layer_shapes
+from intsr.kernels.dispatch import PATH
+from intsr.arch import layer_shapes
+from intsr.model import IntNet
 from intsr.online import make_training_pair
 from intsr.quant import QTensor
 
@@ -73,12 +74,12 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-PORTABLE = ["conv.gemm_s32", "im2col.im2col_3x3", "backward._wgrad_chunks"]
+PORTABLE = ["gemm_x8s8.gemm_x8s8", "im2col.im2col_3x3", "gemm_x8s8._wgrad_chunks"]
 VNNI = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pack_chw"]
 
 
 @pytest.mark.parametrize("path", ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
-    not igemm_u8s8.AVAILABLE, reason="CPU without AVX512-VNNI"))])
+    PATH != "vnni", reason="CPU without AVX512-VNNI"))])
 def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
@@ -91,7 +92,8 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
     data = json.loads(res.stdout.strip().splitlines()[-1])
     # The check means something only if it saw the kernels of one step.
     for k in (PORTABLE if path == "portable" else VNNI) + [
-            "elementwise.requant_8bit", "elementwise.l1_grad", "update.sgd_update",
+            "requant.requant_s32", "requant.max_abs_s32", "elementwise.l1_grad_s64",
+            "elementwise.pixels_s64", "update.sgd_update_s32",
             "resample._degrade_u8", "resample._resample_rows_u8"]:
         assert "intsr.kernels." + k in data["found"], k
     assert data["bad"] == []
@@ -138,5 +140,5 @@ def test_python_glue_handles_no_float_array():
     finally:
         sys.setprofile(None)
     assert {"forward", "backward", "_update_layer", "loss_grad", "_requant", "_weight_grad",
-            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_s64", "conv3x3_s32"} <= seen
+            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8"} <= seen
     assert offenders == []

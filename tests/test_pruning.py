@@ -3,11 +3,11 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from intsr import pruning
-from intsr.model import CHANNELS
+from intsr.arch import CHANNELS
 
 
 def test_eq7_cumulative_importance():
@@ -83,8 +83,7 @@ def test_eq8_on_real_sized_layers_matches_brute_force(seed, objective):
     values = [pruning.layer_values(n, c, objective) for n, c in zip(norms, choices)]
     tau = rng.uniform(0.1, 1.0) * pruning.full_cost(ch)
     want = _brute(values, choices, [3, 64, 64], tau)
-    if want is None:
-        return
+    assume(want is not None)  # a budget below the cheapest choice: covered by the test above
     _, got, _ = pruning.solve(values, choices, [3, 64, 64], tau)
     assert got == pytest.approx(want)
 

@@ -1,4 +1,4 @@
-"""intsr.floatpath.weights: torch-free import of .pt/.npz weights and of gradient masks."""
+"""intsr.weights: torch-free import of .pt/.npz weights and of gradient masks."""
 import io
 import os
 import pickle
@@ -8,8 +8,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from intsr.floatpath import weights as W
-from intsr.model import CHANNELS, NUM_LAYERS, layer_shapes
+from intsr import weights as W
+from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes
 
 torch = pytest.importorskip("torch")
 
@@ -229,6 +229,6 @@ def test_malformed_masks(tmp_path):
 def test_intsr_never_imports_torch():
     import subprocess
     import sys
-    code = ("import sys, intsr.floatpath.weights, intsr.pruning, intsr.floatpath.degrade; "
+    code = ("import sys, intsr.weights, intsr.pruning, intsr.floatpath.degrade; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

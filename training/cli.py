@@ -2,6 +2,8 @@
 import argparse
 import importlib
 
+from intsr.pruning import RATIOS
+
 
 def _common(p):
     p.add_argument("--data", nargs="+", required=False, default=[],
@@ -56,7 +58,8 @@ def build_parser():
     p.add_argument("--steps", type=int, default=1, help="adaptation steps per task")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.27, 0.5, 0.67, 0.85])
+    p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS),
+                   help="pruning ratios (default: intsr.pruning.RATIOS, the shipped ones)")
     p.add_argument("--objective", choices=["eq8", "kept"], default="kept",
                    help="per-layer value: I_(c), the kept share (default), or Eq. 8 read "
                         "literally, sum_s I_(s) (intsr.pruning)")
@@ -66,17 +69,20 @@ def build_parser():
     p.add_argument("--pt", default=None)
     p.add_argument("--npz", default=None)
 
-    p = sub.add_parser("eval", help="float PSNR on a test set with n SGD steps (device protocol)")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--images", default="/work/shared/data/set5")
-    p.add_argument("--kernels", nargs="+", required=True)
+    p = sub.add_parser("eval", help="float PSNR on a test set with n SGD steps (device protocol, "
+                       "through the intsr.evaluate harness)")
+    p.add_argument("--weights", required=True, help=".pt/.npz/checkpoint")
+    p.add_argument("--images", required=True, help="folder of HR test images (e.g. Set5)")
+    p.add_argument("--kernels", nargs="+", required=True, help="kernel files (.npy/.mat)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--sgd-steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--masks", default=None)
-    p.add_argument("--ratio", type=float, default=0.0)
+    p.add_argument("--masks", default=None, help="masks .npz (default with --ratio > 0: the "
+                   "shipped masks)")
+    p.add_argument("--ratio", type=float, default=0.0,
+                   help="pruning ratio of the masks (one of intsr.pruning.RATIOS)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="write the per-image results here")
+    p.add_argument("--json", default=None, help="write the records and the arguments here")
     return ap
 
 

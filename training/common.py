@@ -1,4 +1,5 @@
-"""Run plumbing shared by the stages: threads, DDP, checkpoints, progress lines."""
+"""Run plumbing shared by the stages: threads, DDP, checkpoints, progress lines, and the one
+training loop (``train_loop``) that pretrain and meta both run."""
 import math
 import os
 import signal
@@ -8,6 +9,8 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from intsr.io import atomic_write
 
 
 def setup(threads):
@@ -53,12 +56,18 @@ def cosine_lr(base, step, total, final_frac=0.01):
 
 
 def save_atomic(obj, path):
+    """``torch.save(obj)`` to ``path`` through ``intsr.io.atomic_write``: the new file is written
+    completely (temporary file in the same folder) before anything moves; then the current
+    ``path``, if any, becomes ``path.prev`` and the new file takes its name."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    if os.path.exists(path):
-        os.replace(path, path + ".prev")
-    os.replace(tmp, path)
+
+    def write(f):
+        torch.save(obj, f)
+        f.flush()
+        if os.path.exists(path):  # only once the new one is complete
+            os.replace(path, path + ".prev")
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path):
@@ -157,3 +166,58 @@ class Progress:
               f"{rate:.3f} steps/s ETA {eta / 60:.1f} min {ex} "
               f"{time.strftime('%H:%M:%S')}", flush=True)
         self.acc = []
+
+
+def train_loop(args, model, opt, step, wall, history, *, rank, stage, label, base_lr, lr_name,
+               batch_loss, ckpt_extra=None):
+    """The training loop of the pretrain and meta stages, run to the end of the invocation.
+
+    Per step t (from the resumed ``step`` up to ``args.steps``): the rate (``base_lr``, cosine
+    decay with ``args.cosine``), ``loss, monitors = batch_loss(rng, logged)`` with
+    ``rng = step_rng(args.seed, rank, t)`` (the only source of the step's data, so a resumed
+    run sees exactly the batches an uninterrupted one would), then zero_grad / backward / step
+    of ``opt``. ``logged`` is true on logging steps (every ``args.log_every`` steps and the last
+    one), where ``batch_loss`` also measures its ``monitors`` (a dict of floats, e.g. meta's
+    adaptation gain; ``{}`` for none): the history gets ``(t + 1, mean loss of the window,
+    *monitors.values())`` and the progress line ``lr_name=rate`` plus the monitors.
+
+    Checkpoints (rank 0, ``save_atomic`` to ``args.ckpt``) every ``args.ckpt_every`` seconds and
+    at the end: stage, model, opt, torch RNG, step, wall seconds, history, ``ckpt_extra``, args.
+    Ends with ``teardown()``: under torchrun the process exits there."""
+    stop = StopFlag(args)
+    prog = Progress(args.steps, step, args.log_every, rank, label)
+    t_last_ck = t_seg = time.time()
+
+    def checkpoint():
+        if rank == 0:
+            save_atomic({"stage": stage, "model": model.state_dict(), "opt": opt.state_dict(),
+                         "torch_rng": torch.get_rng_state(), "step": step,
+                         "wall": wall + time.time() - t_seg, "history": history,
+                         **(ckpt_extra or {}), "args": vars(args)}, args.ckpt)
+
+    window = []
+    while step < args.steps and not agreed(stop.stop):
+        lr = cosine_lr(base_lr, step, args.steps) if args.cosine else base_lr
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logged = (step + 1) % args.log_every == 0 or step + 1 == args.steps
+        loss, monitors = batch_loss(step_rng(args.seed, rank, step), logged)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        stop.tick()
+        window.append(loss.item())
+        extra = {lr_name: lr}
+        if logged:
+            history.append((step, float(np.mean(window)), *monitors.values()))
+            extra.update(monitors)
+            window = []
+        prog.update(step, loss.item(), **extra)
+        if time.time() - t_last_ck > args.ckpt_every:
+            checkpoint()
+            t_last_ck = time.time()
+    checkpoint()
+    if rank == 0:
+        print(f"saved {args.ckpt} at step {step}", flush=True)
+    teardown()

@@ -1,7 +1,10 @@
 """Training data, made in NumPy with the project's own Eq. 1 and bicubic upsampler.
 
-Every network input is ``bicubic_upsample(lr, s)``; LR images (and sons) are rounded to 8-bit
-levels like real camera inputs before upsampling.
+Every network input is ``bicubic_upsample(lr, s)`` (float, Pillow-compatible). LR images (and
+sons) are 8-bit like real camera inputs: Eq. 1 ones come from
+``intsr.floatpath.degrade.lr_image``, the one helper that makes 8-bit LR images everywhere
+(rounded half up, as the engine rounds), D_bic ones from Pillow's uint8 downscale; they are
+turned into floats in [0, 1] (``/ 255``) only where the network needs floats.
 """
 import glob
 import os
@@ -9,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from intsr.floatpath.degrade import bicubic_upsample, degrade
+from intsr.floatpath.degrade import bicubic_upsample, lr_image
 
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Test sets must never be trained on; refusing them by name catches a wrong path early.
@@ -32,10 +35,6 @@ def load_images(dirs):
     return imgs
 
 
-def quantize8(x):
-    return np.clip(np.round(x * 255.0), 0, 255) / 255.0
-
-
 def gaussian_kernel(size, sigma):
     r = np.arange(size) - (size - 1) / 2.0
     k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma * sigma))
@@ -48,7 +47,7 @@ def random_kernel(rng, sigma=(0.8, 3.0), sizes=(7, 9, 11, 13, 15)):
 
 
 def bicubic_downsample(hr_u8, scale):
-    """D_bic's LR: Pillow BICUBIC (antialiased) downscale of the uint8 HR crop."""
+    """D_bic's LR: Pillow BICUBIC (antialiased) downscale of the uint8 HR crop, as floats."""
     h, w = hr_u8.shape[:2]
     im = Image.fromarray(hr_u8).resize((w // scale, h // scale), Image.BICUBIC)
     return np.asarray(im, np.float64) / 255.0
@@ -84,17 +83,19 @@ def sr_pair(hr_u8, scale, kernel=None):
     if kernel is None:
         lr = bicubic_downsample(hr_u8, scale)
     else:
-        lr = quantize8(degrade(hr, kernel, scale))
+        lr = lr_image(hr_u8, kernel, scale) / 255.0
     return bicubic_upsample(lr, scale), hr
 
 
 def task(hr_u8, kernel, scale):
     """One meta task: D_tr = (up(son) -> LR), D_te = (up(LR) -> HR).
 
-    The HR crop must be a multiple of scale**2 so the son's upsampling has the LR's size."""
-    hr = hr_u8.astype(np.float64) / 255.0
-    lr = quantize8(degrade(hr, kernel, scale))
-    son = quantize8(degrade(lr, kernel, scale))
+    The HR crop must be a multiple of scale**2 so the son's upsampling has the LR's size. LR
+    and son are 8-bit (``lr_image``: Eq. 1, rounded half up); the son is made from the 8-bit LR
+    image, as the device makes it."""
+    lr_u8 = lr_image(hr_u8, kernel, scale)
+    son_u8 = lr_image(lr_u8, kernel, scale)
+    hr, lr, son = (a.astype(np.float64) / 255.0 for a in (hr_u8, lr_u8, son_u8))
     return bicubic_upsample(son, scale), lr, bicubic_upsample(lr, scale), hr
 
 

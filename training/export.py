@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from intsr.floatpath.weights import load_weights, save_weights_npz
+from intsr.io import atomic_write
+from intsr.weights import load_weights, save_weights_npz
 from training import common
 from training.net import SRNet
 
@@ -13,7 +14,7 @@ def run(args):
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     want = [v.numpy().transpose(2, 3, 1, 0) for v in sd.values()]
     if args.pt:
-        torch.save(sd, args.pt)
+        atomic_write(args.pt, lambda f: torch.save(sd, f))
         got = load_weights(args.pt)  # what the engine will see, read back without torch
         assert all(np.array_equal(a, b) for a, b in zip(got, want))
         print(f"wrote {args.pt}")

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from intsr import pruning
-from intsr.floatpath.weights import save_masks_npz
+from intsr.io import atomic_write
+from intsr.weights import save_masks_npz
 from training import common, data
 from training.net import SRNet, functional_forward
 
@@ -62,6 +63,6 @@ def run(args):
             "alpha": args.alpha, "seed": args.seed, "objective": args.objective,
             "seconds": time.time() - t0, "ratios": report,
             "importance_norms": [n.tolist() for n in norms]}
-    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
-        json.dump(info, f, indent=1)
+    text = json.dumps(info, indent=1)
+    atomic_write(args.out.rsplit(".", 1)[0] + ".json", lambda f: f.write(text), binary=False)
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)", flush=True)

@@ -4,11 +4,8 @@ the adapted weights, averaged over a batch of tasks (each task = one HR patch + 
 Gaussian kernel). Second order by default; ``--first-order`` drops the inner Hessian terms.
 
 The inner loop copies what the device does at test time (plain SGD, mean L1, rate alpha), so the
-alpha used here is the engine's default learning rate.
+alpha used here is the engine's default learning rate. The loop itself is ``common.train_loop``.
 """
-import time
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,54 +68,18 @@ def run(args):
     obj = MetaObjective(model, args.inner_steps, args.alpha, args.first_order)
     net = DDP(obj) if world > 1 else obj
     sampler = data.CropSampler(data.load_images(args.data), None)
-    stop = common.StopFlag(args)
-    label = "maml-" + ("fo" if args.first_order else "so")
-    prog = common.Progress(args.steps, step, args.log_every, rank, label)
-    t_last_ck = t_seg = time.time()
 
-    def checkpoint():
-        if rank == 0:
-            common.save_atomic({"stage": "meta", "model": model.state_dict(),
-                                "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                                "step": step, "wall": wall + time.time() - t_seg,
-                                "history": history, "alpha": args.alpha,
-                                "inner_steps": args.inner_steps,
-                                "first_order": args.first_order, "args": vars(args)}, args.ckpt)
-
-    window, window0 = [], []
-    while step < args.steps and not common.agreed(stop.stop):
-        beta = common.cosine_lr(args.beta, step, args.steps) if args.cosine else args.beta
-        for g in opt.param_groups:
-            g["lr"] = beta
-        x_tr, y_tr, x_te, y_te = [
-            t.contiguous(memory_format=torch.channels_last)
-            for t in make_tasks(sampler, args, common.step_rng(args.seed, rank, step))]
-        # The unadapted D_te loss is only a monitor (adaptation gain = loss0 - loss); it costs a
-        # forward, so it is measured on logging steps only.
-        monitor = (step + 1) % args.log_every == 0
-        if monitor:
-            window0.append(_unadapted_te_loss(model, x_te, y_te))
+    def batch_loss(rng, logged):
+        x_tr, y_tr, x_te, y_te = [t.contiguous(memory_format=torch.channels_last)
+                                  for t in make_tasks(sampler, args, rng)]
+        # Adaptation gain = unadapted minus adapted D_te loss on the same (logged) batch; the
+        # unadapted loss is only a monitor and costs a forward, so only logged steps pay it.
+        loss0 = _unadapted_te_loss(model, x_te, y_te) if logged else None
         loss = net(x_tr, y_tr, x_te, y_te)
-        if monitor:
-            window0.append(-loss.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        stop.tick()
-        window.append(loss.item())
-        extra = {"beta": beta}
-        if step % args.log_every == 0 or step == args.steps:
-            # gain = unadapted minus adapted D_te loss on the same (last) batch
-            gain = window0[0] + window0[1] if len(window0) == 2 else float("nan")
-            history.append((step, float(np.mean(window)), gain))
-            extra["adapt_gain_last"] = gain
-            window, window0 = [], []
-        prog.update(step, loss.item(), **extra)
-        if time.time() - t_last_ck > args.ckpt_every:
-            checkpoint()
-            t_last_ck = time.time()
-    checkpoint()
-    if rank == 0:
-        print(f"saved {args.ckpt} at step {step}", flush=True)
-    common.teardown()
+        return loss, ({"adapt_gain_last": loss0 - loss.item()} if logged else {})
+
+    common.train_loop(args, model, opt, step, wall, history, rank=rank, stage="meta",
+                      label="maml-" + ("fo" if args.first_order else "so"), base_lr=args.beta,
+                      lr_name="beta", batch_loss=batch_loss,
+                      ckpt_extra={"alpha": args.alpha, "inner_steps": args.inner_steps,
+                                  "first_order": args.first_order})

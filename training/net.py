@@ -1,13 +1,14 @@
 """The 8-layer SR network (ZSSR/MZSR body without biases), torch side.
 
-State-dict keys are ``convs.0.weight`` .. ``convs.7.weight`` (OIHW), the format
-``intsr.floatpath.weights`` imports. Convolutions are 3x3 with zero 'same' padding.
+The architecture (channels, kernel size) is ``intsr.arch``'s, declared there once. State-dict
+keys are ``convs.0.weight`` .. ``convs.7.weight`` (OIHW), the format ``intsr.weights`` reads.
+Convolutions are KSIZE x KSIZE (3x3) with zero 'same' padding.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CHANNELS = (3, 64, 64, 64, 64, 64, 64, 64, 3)
+from intsr.arch import CHANNELS, KSIZE
 
 
 class SRNet(nn.Module):
@@ -15,7 +16,7 @@ class SRNet(nn.Module):
         super().__init__()
         self.channels = tuple(channels)
         self.convs = nn.ModuleList(
-            nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=False)
+            nn.Conv2d(channels[i], channels[i + 1], KSIZE, padding=KSIZE // 2, bias=False)
             for i in range(len(channels) - 1))
         for c in self.convs:
             nn.init.kaiming_normal_(c.weight, nonlinearity="relu")
@@ -36,7 +37,7 @@ def functional_forward(x, weights, grad_masks=None):
     h = x
     last = len(weights) - 1
     for i, w in enumerate(weights):
-        h = F.conv2d(h, w, padding=1)
+        h = F.conv2d(h, w, padding=KSIZE // 2)
         if grad_masks is not None and h.requires_grad:
             m = grad_masks[i][None, :, None, None]
             h.register_hook(lambda g, m=m: g * m)

@@ -24,6 +24,15 @@ def degrade(img, kernel, scale):
                      for c in range(img.shape[2])], axis=-1)
 
 
+def lr_image(hr, kernel, scale):
+    """Eq. 1 to 8-bit pixels, the one way test and training LR images are made: ``degrade`` of
+    ``hr`` (uint8, or float in [0, 1]), rounded half up and clipped to uint8 like the output of
+    a real camera."""
+    hr = np.asarray(hr)
+    x = hr / 255.0 if hr.dtype == np.uint8 else hr
+    return np.clip(np.floor(degrade(x, kernel, scale) * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
 def _axis_matrix(in_size, out_size):
     starts, taps = bicubic_coeffs(in_size, out_size)
     m = np.zeros((out_size, in_size))

@@ -3,9 +3,7 @@ back-propagation as the integer engine, Eq. 6 and 9) and SGD. The yardstick for 
 path, and the 'FP' rows of the evaluation."""
 import numpy as np
 
-from intsr.model import NUM_LAYERS
-
-
+from intsr.arch import NUM_LAYERS
 from intsr.kernels.im2col import im2col_3x3_ref as im2col  # plain NumPy, any dtype
 
 

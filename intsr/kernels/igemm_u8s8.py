@@ -17,29 +17,18 @@ on the A side are shifted into uint8 by flipping the sign bit (v + 128) and the 
 ``128 * sum(B column)`` is subtracted afterwards, exactly; the zero padding is shifted too, so
 the correction is the same for every output.
 
-Only used when the CPU has AVX512-VNNI (``AVAILABLE``) and ``INTSR_NO_VNNI`` is unset; the
-portable kernels in conv.py / backward.py compute the same integers everywhere else.
+Chosen by kernels/dispatch.py where the CPU has AVX512-VNNI; the portable kernels in
+gemm_x8s8.py compute the same integers everywhere else.
 """
-import os
-
 import numpy as np
 from llvmlite import ir
-from llvmlite import binding as llvm
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-def _host_has_vnni():
-    try:
-        return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
-    except RuntimeError:  # llvmlite cannot read the features on some hosts: stay portable
-        return False
-
-
-AVAILABLE = _host_has_vnni() and not os.environ.get("INTSR_NO_VNNI")
+from intsr.kernels.fixedpoint import WGRAD_CHUNK
 
 MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
-WGRAD_CHUNK = 1 << 16  # pixels summed in int32 before widening (see the module docstring)
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -47,25 +36,30 @@ _V16 = ir.VectorType(_I32, 16)
 _V8 = ir.VectorType(_I32, 8)
 
 
+def _blocks(nb):
+    """(column offset, lanes) of each register block of an 8 * nb wide tile: 16-lane zmm blocks
+    and, for an odd nb, one 8-lane ymm block, so 8-channel layers (pruned) are not padded."""
+    blocks = [(16 * i, 16) for i in range(nb // 2)]
+    if nb % 2:
+        blocks.append((16 * len(blocks), 8))
+    return blocks
+
+
 @intrinsic
 def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
     """out[o_off + r*ldo + c] = sum_s sum_q sum_t a[a_off + r*lda + segs[s] + 4q + t]
                                               * b[(s*k4 + q)*ldb + 4c + t]
     for r < mr, c < 8*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
-    and ``nb`` compile-time constants). Columns go in 16-lane zmm blocks and, for an odd
-    ``nb``, one 8-lane ymm block, so 8-channel layers (pruned) are not padded to 16.
-    Stores, does not accumulate."""
-    if not (isinstance(mr, types.IntegerLiteral) and isinstance(nb, types.IntegerLiteral)):
+    a compile-time constant, ``nb`` in 1..8). Each width is its own unrolled tile: a literal
+    ``nb`` compiles one, a run-time ``nb`` all eight behind one switch. Stores, does not
+    accumulate."""
+    if not isinstance(mr, types.IntegerLiteral) or not isinstance(nb, types.Integer):
         return None
     n_rows = mr.literal_value
-    # (column offset, lanes) of each register block
-    blocks = [(16 * i, 16) for i in range(nb.literal_value // 2)]
-    if nb.literal_value % 2:
-        blocks.append((16 * len(blocks), 8))
     sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb)
 
     def codegen(context, builder, signature, args):
-        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, _) = args
+        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, nb_v) = args
         arr = [context.make_array(signature.args[i])(context, builder, args[i])
                for i in (0, 3, 5, 7)]
         a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
@@ -76,75 +70,71 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
         fns = {n: cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vty[n], [vty[n]] * 3),
             f"llvm.x86.avx512.vpdpbusd.{32 * n}") for n in (16, 8)}
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None))
-                for _, n in blocks] for _ in range(n_rows)]
         nseg = builder.extract_value(arr[1].shape, 0)
-        bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
-        with cgutils.for_range(builder, nseg) as seg_loop:
-            seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
-            base = builder.add(a_off_v, seg)
-            with cgutils.for_range(builder, k4_v) as q_loop:
-                q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
-                bp = builder.load(bpos)
-                bvecs = []
-                for c0, n in blocks:
-                    p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
-                    bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()), align=1))
-                for r in range(n_rows):
-                    off = builder.add(builder.add(base, q4),
-                                      builder.mul(lda_v, ir.Constant(_I64, r)))
-                    p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
-                    word = builder.load(p, align=1)
-                    vec = builder.insert_element(ir.Constant(_V16, ir.Undefined), word,
-                                                 ir.Constant(_I32, 0))
-                    bcast = {n: builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
-                                                       ir.Constant(vty[n], None))
-                             for n in (16, 8)}
-                    for c, (_, n) in enumerate(blocks):
-                        builder.store(builder.call(fns[n], [builder.load(acc[r][c]), bcast[n],
-                                                            bvecs[c]]), acc[r][c])
-                builder.store(builder.add(bp, ldb_v), bpos)
-        for r in range(n_rows):
-            row = builder.add(o_off_v, builder.mul(ldo_v, ir.Constant(_I64, r)))
-            for c, (c0, n) in enumerate(blocks):
-                p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
-                builder.store(builder.load(acc[r][c]), builder.bitcast(p, vty[n].as_pointer()),
-                              align=1)
+
+        def emit(blocks):
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None))
+                    for _, n in blocks] for _ in range(n_rows)]
+            bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
+            with cgutils.for_range(builder, nseg) as seg_loop:
+                seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
+                base = builder.add(a_off_v, seg)
+                with cgutils.for_range(builder, k4_v) as q_loop:
+                    q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
+                    bp = builder.load(bpos)
+                    bvecs = []
+                    for c0, n in blocks:
+                        p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
+                        bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()),
+                                                  align=1))
+                    for r in range(n_rows):
+                        off = builder.add(builder.add(base, q4),
+                                          builder.mul(lda_v, ir.Constant(_I64, r)))
+                        p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
+                        word = builder.load(p, align=1)
+                        vec = builder.insert_element(ir.Constant(_V16, ir.Undefined), word,
+                                                     ir.Constant(_I32, 0))
+                        bcast = {n: builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
+                                                           ir.Constant(vty[n], None))
+                                 for n in (16, 8)}
+                        for c, (_, n) in enumerate(blocks):
+                            builder.store(builder.call(fns[n], [builder.load(acc[r][c]),
+                                                                bcast[n], bvecs[c]]), acc[r][c])
+                    builder.store(builder.add(bp, ldb_v), bpos)
+            for r in range(n_rows):
+                row = builder.add(o_off_v, builder.mul(ldo_v, ir.Constant(_I64, r)))
+                for c, (c0, n) in enumerate(blocks):
+                    p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
+                    builder.store(builder.load(acc[r][c]),
+                                  builder.bitcast(p, vty[n].as_pointer()), align=1)
+
+        if isinstance(signature.args[11], types.IntegerLiteral):
+            emit(_blocks(signature.args[11].literal_value))
+            return context.get_dummy_value()
+        # Run-time width: one unrolled tile per width behind a switch (anything else: width 1).
+        end = builder.append_basic_block("tile_end")
+        cases = {w: builder.append_basic_block(f"tile_nb{w}") for w in range(1, 9)}
+        switch = builder.switch(nb_v, cases[1])
+        for w, block in cases.items():
+            if w != 1:
+                switch.add_case(ir.Constant(nb_v.type, w), block)
+            builder.position_at_end(block)
+            emit(_blocks(w))
+            builder.branch(end)
+        builder.position_at_end(end)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(cache=True, inline="always")
-def _tile_rows(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, nb, mr):
-    # Literal dispatch on the width: each nb (8-lane units) is its own unrolled tile of mr rows.
-    if nb == 8:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 8)
-    elif nb == 7:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 7)
-    elif nb == 6:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 6)
-    elif nb == 5:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 5)
-    elif nb == 4:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 4)
-    elif nb == 3:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 3)
-    elif nb == 2:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 2)
-    else:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, 1)
-
-
-@njit(cache=True, inline="always")
 def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
     # MR-row tiles; a tail of fewer rows (image width not a multiple of MR) goes row by row.
     if mr == MR:
-        _tile_rows(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, nb, 4)
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, nb)
     else:
         for r in range(mr):
-            _tile_rows(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo,
-                       nb, 1)
+            _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb)
 
 
 def _ceil(n, m):

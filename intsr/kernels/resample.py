@@ -10,6 +10,8 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
+from intsr.kernels.fixedpoint import saturate, shift_round
+
 # Pillow's Resample.c: PRECISION_BITS = 32 - 8 - 2 for 8-bit images.
 BICUBIC_BITS = 22
 _A = Fraction(-1, 2)  # Pillow's bicubic uses a = -0.5 (PyTorch uses -0.75: not interchangeable)
@@ -65,19 +67,17 @@ def bicubic_table(in_size, out_size):
 @njit(cache=True, parallel=True)
 def _resample_rows_u8(src, starts, taps, out):
     # src (H, W, C) uint8 -> out (H, W_out, C) uint8 along axis 1.
-    # Headroom: |sum| <= 255 * sum|tap| ; sum|tap| <= 1.25 * 2**22 for bicubic, so < 2**31.
-    half = np.int32(1 << (BICUBIC_BITS - 1))
+    # Headroom: |sum| <= 255 * sum|tap|; sum|tap| <= 1.25 * 2**22 for bicubic, so < 2**31.
     for y in prange(src.shape[0]):
         for x in range(out.shape[1]):
             s0 = starts[x]
             for c in range(src.shape[2]):
-                acc = half
+                acc = np.int32(0)
                 for j in range(taps.shape[1]):
                     t = taps[x, j]
                     if t != 0:
                         acc += np.int32(src[y, s0 + j, c]) * t
-                v = acc >> BICUBIC_BITS  # floor after adding half: round half up
-                out[y, x, c] = 0 if v < 0 else (255 if v > 255 else v)
+                out[y, x, c] = saturate(shift_round(np.int64(acc), -BICUBIC_BITS, True), 0, 255)
 
 
 def bicubic_upsample_u8(img, scale):
@@ -109,19 +109,17 @@ def _degrade_u8(img, k, kbits, scale, out):
     kh, kw = k.shape
     oy0, ox0 = kh // 2, kw // 2  # scipy's default origin: the tap at k.shape // 2 is centred
     off = scale // 2
-    half = np.int32(1 << (kbits - 1))
     for oy in prange(out.shape[0]):
         y = off + oy * scale
         for ox in range(out.shape[1]):
             x = off + ox * scale
             for ch in range(c):
-                acc = half
+                acc = np.int32(0)
                 for i in range(kh):
                     yy = _reflect(y + i - oy0, h)
                     for j in range(kw):
                         acc += k[i, j] * np.int32(img[yy, _reflect(x + j - ox0, w), ch])
-                v = acc >> kbits
-                out[oy, ox, ch] = 0 if v < 0 else (255 if v > 255 else v)
+                out[oy, ox, ch] = saturate(shift_round(np.int64(acc), -kbits, True), 0, 255)
 
 
 def degrade_u8(img, k_fixed, kbits, scale):
@@ -134,4 +132,25 @@ def degrade_u8(img, k_fixed, kbits, scale):
     out = np.empty(((h - off + scale - 1) // scale, (w - off + scale - 1) // scale, c), np.uint8)
     _degrade_u8(np.ascontiguousarray(img), np.ascontiguousarray(k_fixed, np.int32), kbits, scale,
                 out)
+    return out
+
+
+def degrade_u8_ref(img, k_fixed, kbits, scale):
+    """Plain reference of degrade_u8: every tap of every kept pixel, in Python int64."""
+    h, w, c = img.shape
+    kh, kw = k_fixed.shape
+    off = scale // 2
+
+    def reflect(i, n):
+        i %= 2 * n
+        return i if i < n else 2 * n - 1 - i
+    ys, xs = range(off, h, scale), range(off, w, scale)
+    out = np.empty((len(ys), len(xs), c), np.uint8)
+    for oy, y in enumerate(ys):
+        for ox, x in enumerate(xs):
+            for ch in range(c):
+                acc = sum(int(k_fixed[i, j]) * int(img[reflect(y + i - kh // 2, h),
+                                                       reflect(x + j - kw // 2, w), ch])
+                          for i in range(kh) for j in range(kw))
+                out[oy, ox, ch] = min(255, max(0, (acc + (1 << (kbits - 1))) >> kbits))
     return out

@@ -7,40 +7,33 @@ the gradient has one column per kept output channel (Eq. 6: masked columns are n
 import numpy as np
 from numba import njit, prange
 
+from intsr.kernels.fixedpoint import saturate, shift_round
+
 
 @njit(cache=True, parallel=True)
-def sgd_update(w, grad, kept, g_shift, lr_mult, lr_shift, nearest, lo, hi, out):
-    """out[:, kept[j]] = w[:, kept[j]] - round(sat(round(grad[:, j] * 2**g_shift)) * lr_mult
-    * 2**-lr_shift); other columns copied. out is int64 and not saturated (the caller re-scales
-    32-bit masters or saturates 8-bit weights).
+def sgd_update_s32(w, grad, kept, g_shift, lr_mult, lr_shift, nearest, lo, hi, out):
+    """out[:, kept[j]] = w[:, kept[j]] - shift_round(saturate(shift_round(grad[:, j],
+    g_shift), lo, hi) * lr_mult, -lr_shift); other columns copied. ``w`` and ``grad`` are int32
+    (32-bit masters) or int8 (the standard mode's weights); out is int64 and not saturated (the
+    caller re-scales 32-bit masters or saturates 8-bit weights).
 
-    Line 1 of Eq. 15 / Eq. 12 is the rescale ``sat(round(grad * 2**g_shift))`` into [lo, hi];
-    line 2 is the product with the learning rate. Headroom: |rescaled| <= 2**31 and
-    lr_mult < 2**16, so the product is below 2**47 in int64."""
+    Line 1 of Eq. 15 / Eq. 12 is the rescale of the gradient to the weight's scale, saturated
+    to [lo, hi]; line 2 is the product with the learning rate. Headroom: a left shift beyond 32
+    bits saturates every non-zero gradient anyway, so it is capped at 32 (|grad| < 2**31 stays
+    below 2**63); |rescaled| <= 2**31 and lr_mult < 2**16 keep the product below 2**47."""
     k, n = w.shape
     nk = kept.shape[0]
-    if g_shift < 0:
-        gn = min(-g_shift, 62)
-        ghalf = (np.int64(1) << (gn - 1)) if nearest else np.int64(0)
-    else:
-        gn = 0
-        ghalf = np.int64(0)
-    lhalf = (np.int64(1) << (lr_shift - 1)) if (nearest and lr_shift > 0) else np.int64(0)
+    g_shift = min(g_shift, 32)
     for r in prange(k):
         for c in range(n):
             out[r, c] = w[r, c]
         for j in range(nk):
-            g = np.int64(grad[r, j])
-            if g_shift >= 0:
-                g = g << min(g_shift, 32)
-            else:
-                g = (g + ghalf) >> gn
-            g = hi if g > hi else (lo if g < lo else g)
-            upd = (g * lr_mult + lhalf) >> lr_shift
-            out[r, kept[j]] = np.int64(w[r, kept[j]]) - upd
+            g = saturate(shift_round(np.int64(grad[r, j]), g_shift, nearest), lo, hi)
+            out[r, kept[j]] = np.int64(w[r, kept[j]]) - shift_round(g * lr_mult, -lr_shift,
+                                                                     nearest)
 
 
-def sgd_update_ref(w, grad, kept, g_shift, lr_mult, lr_shift, nearest, lo, hi):
+def sgd_update_s32_ref(w, grad, kept, g_shift, lr_mult, lr_shift, nearest, lo, hi):
     out = w.astype(np.int64).copy()
     g = grad.astype(np.int64)
     if g_shift >= 0:

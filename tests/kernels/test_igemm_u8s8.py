@@ -7,11 +7,11 @@ import pytest
 
 from kernel_data import EXTREMES
 from intsr.kernels import igemm_u8s8
-from intsr.kernels.backward import wgrad_s64_ref
-from intsr.kernels.conv import conv3x3_s32_ref
+from intsr.kernels.dispatch import PATH, conv3x3_ref
+from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
 
-pytestmark = pytest.mark.skipif(not igemm_u8s8.AVAILABLE, reason="CPU without AVX512-VNNI")
+pytestmark = pytest.mark.skipif(not PATH == "vnni", reason="CPU without AVX512-VNNI")
 
 # (H, W, C_in, C_out): the net's layers, widths that are not a multiple of the 4-pixel tile,
 # channel counts that are not multiples of 4 (padding) or 16 (partial register blocks).
@@ -28,7 +28,7 @@ def test_conv3x3_bit_exact(fill, kind, xdtype, shape):
     wt = fill((3, 3, c, n), np.int8, kind)
     got = igemm_u8s8.conv3x3(x, wt)
     assert got.dtype == np.int32 and got.shape == (h, w, n)
-    np.testing.assert_array_equal(got.astype(np.int64), conv3x3_s32_ref(x, wt))
+    np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, wt))
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
@@ -40,7 +40,7 @@ def test_wgrad3x3_bit_exact(fill, kind, xdtype, shape):
     g = fill((h, w, n), np.int8, kind)
     got = igemm_u8s8.wgrad3x3(x, g)
     assert got.dtype == np.int64
-    np.testing.assert_array_equal(got, wgrad_s64_ref(im2col(x), g.reshape(-1, n)))
+    np.testing.assert_array_equal(got, wgrad_x8s8_ref(im2col(x), g.reshape(-1, n)))
 
 
 @pytest.mark.parametrize("xdtype,val", [(np.int8, -128), (np.uint8, 255)])
@@ -55,7 +55,7 @@ def test_wgrad3x3_chunks_past_int32(xdtype, val):
     center = got[4 * 4]  # tap (1, 1): every pixel contributes
     assert abs(h * w * int(val) * -128) > 2 ** 31
     assert (center == h * w * int(val) * -128).all()
-    np.testing.assert_array_equal(got, wgrad_s64_ref(im2col(x), g.reshape(-1, 16)))
+    np.testing.assert_array_equal(got, wgrad_x8s8_ref(im2col(x), g.reshape(-1, 16)))
 
 
 def test_small_chunks_equal_one_chunk(fill, monkeypatch):

@@ -1,6 +1,15 @@
+import os
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
+
+# The trainer is a top-level folder of the repository, not part of the installed package:
+# make it importable whatever the working directory of the test run.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +25,13 @@ def tiny_images(tmp_path_factory):
             img[..., c] = 0.5 + 0.4 * np.sin(f[0] * xx + i) * np.cos(f[1] * yy + c)
         Image.fromarray((img * 255).round().astype(np.uint8)).save(d / f"im{i}.png")
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def kernel_file(tmp_path_factory):
+    """A 7x7 Gaussian (sigma 1) saved as .npy."""
+    r = np.arange(7) - 3.0
+    g = np.exp(-(r[:, None] ** 2 + r[None] ** 2) / 2.0)
+    path = tmp_path_factory.mktemp("k") / "gauss_s1.0_7.npy"
+    np.save(path, g / g.sum())
+    return str(path)

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from training import common  # noqa: E402
 from training.cli import main  # noqa: E402
 from training.meta import inner_adapt  # noqa: E402
-from training.net import SRNet, functional_forward  # noqa: E402
+from training.net import functional_forward  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,6 +67,40 @@ def test_meta_records_alpha_and_order(tiny_images, tmp_path):
     assert c["alpha"] == 0.02 and c["first_order"] is True and c["inner_steps"] == 2
 
 
+CKPT_KEYS = ["stage", "model", "opt", "torch_rng", "step", "wall", "history"]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "meta"])
+def test_train_loop_checkpoint_and_history(tiny_images, tmp_path, capsys, stage):
+    """The one loop (common.train_loop): checkpoint contents, a history entry per logging step
+    (and the last step), the progress lines."""
+    run = _pretrain if stage == "pretrain" else _meta
+    ck = str(tmp_path / "c.pt")
+    run(tiny_images, ck, "--steps", "3", "--log-every", "2")
+    c = common.load_checkpoint(ck)
+    extra = [] if stage == "pretrain" else ["alpha", "inner_steps", "first_order"]
+    assert list(c) == CKPT_KEYS + extra + ["args"]
+    assert c["stage"] == stage and c["step"] == 3 and c["args"]["steps"] == 3
+    assert [h[0] for h in c["history"]] == [2, 3]
+    assert all(len(h) == (2 if stage == "pretrain" else 3) for h in c["history"])
+    assert all(np.isfinite(v) for h in c["history"] for v in h)
+    out = capsys.readouterr().out
+    assert "step 2/3" in out and "step 3/3" in out and f"saved {ck} at step 3" in out
+    assert ("lr=" if stage == "pretrain" else "beta=") in out
+    assert (stage == "meta") == ("adapt_gain_last=" in out)
+
+
+def test_save_atomic_keeps_previous_and_leaves_no_temporaries(tmp_path):
+    path = str(tmp_path / "sub" / "x.pt")
+    common.save_atomic({"v": 1}, path)
+    common.save_atomic({"v": 2}, path)
+    assert torch.load(path)["v"] == 2 and torch.load(path + ".prev")["v"] == 1
+    with pytest.raises(Exception):
+        common.save_atomic({"v": lambda: 3}, path)  # not picklable: nothing may move
+    assert torch.load(path)["v"] == 2 and torch.load(path + ".prev")["v"] == 1
+    assert sorted(os.listdir(tmp_path / "sub")) == ["x.pt", "x.pt.prev"]
+
+
 def test_second_order_inner_loop_matches_finite_differences():
     """Eq. 4: d/dtheta L_te(theta - alpha grad L_tr(theta)) including the Hessian term."""
     torch.manual_seed(0)
@@ -102,19 +136,6 @@ def test_second_order_inner_loop_matches_finite_differences():
     assert not torch.allclose(g_so[0], g_fo[0])
 
 
-def test_eval_protocol_runs(tiny_images, tmp_path):
-    from training.evaluate import evaluate, load_test_images
-    torch.manual_seed(0)
-    w = [c.weight.detach() for c in SRNet().convs]
-    k = tmp_path / "k.npy"
-    r = np.arange(7) - 3.0
-    g = np.exp(-(r[:, None] ** 2 + r[None] ** 2) / 2.0)
-    np.save(k, g / g.sum())
-    summary, rows = evaluate(w, load_test_images(tiny_images, 4)[:1], [str(k)], 4, 2, 0.01,
-                             log=lambda *_: None)
-    assert len(rows) == 1 and np.isfinite(summary["adapted"])
-
-
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 @pytest.mark.parametrize("stage", ["pretrain", "meta"])
 def test_ddp_two_processes(tiny_images, tmp_path, stage):
@@ -133,8 +154,11 @@ def test_ddp_two_processes(tiny_images, tmp_path, stage):
     assert "step 2/2" in p.stdout
 
 
-def test_masks_and_export_stages(tiny_images, tmp_path):
-    from intsr.floatpath.weights import load_masks, load_weights
+def test_masks_and_export_stages(tiny_images, kernel_file, tmp_path):
+    import json
+
+    from intsr.pruning import RATIOS
+    from intsr.weights import load_masks, load_weights
     ck = str(tmp_path / "p.pt")
     _pretrain(tiny_images, ck, "--steps", "1")
     pt, npz, m = str(tmp_path / "w.pt"), str(tmp_path / "w.npz"), str(tmp_path / "masks.npz")
@@ -144,9 +168,19 @@ def test_masks_and_export_stages(tiny_images, tmp_path):
     main(["masks", "--weights", pt, "--data", tiny_images, "--out", m, "--tasks", "2",
           "--crop", "48", "--steps", "2"])
     masks = load_masks(m)
-    assert sorted(masks) == [0.0, 0.27, 0.5, 0.67, 0.85]
+    assert sorted(masks) == sorted(RATIOS)
     assert all(x.all() for x in masks[0.0])
     assert sum(x.sum() for x in masks[0.85]) < sum(x.sum() for x in masks[0.27])
+    # the float evaluation with these masks, through the harness, JSON written atomically
+    out = tmp_path / "eval.json"
+    main(["eval", "--weights", pt, "--images", tiny_images, "--kernels", kernel_file,
+          "--sgd-steps", "1", "--masks", m, "--ratio", "0.5", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["args"]["masks"] == m and res["args"]["ratio"] == 0.5
+    assert {r["config"] for r in res["records"]} == {"bicubic", "fp-torch"}
+    assert len(res["records"]) == 2 * 3 and all(np.isfinite(r["psnr"]) for r in res["records"])
+    assert {r["kernel"] for r in res["records"]} == {"gauss_s1.0_7"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
@@ -163,9 +197,8 @@ def test_ddp_averages_second_order_meta_gradients():
 def test_masked_float_step_is_the_engines_backward():
     """The trainer's masked SGD (grad_masks hooks) and intsr's float reference (FloatNet, the
     engine's Eq. 9 backward: activation gradients over kept channels only) take the same step."""
+    from intsr.arch import layer_shapes
     from intsr.floatpath.network import FloatNet
-    from intsr.model import layer_shapes
-    from training.net import functional_forward
     rng = np.random.default_rng(0)
     hwio = [rng.normal(0, 0.1, s).astype(np.float32) for s in layer_shapes()]
     masks = [rng.random(s[3]) < 0.5 for s in layer_shapes()]

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from kernel_data import EXTREMES
-from intsr.kernels.backward import (WGRAD_CHUNK, agrad_s32, agrad_weights, wgrad3x3_s64,
-                                    wgrad3x3_s64_portable, wgrad_s64, wgrad_s64_ref)
-from intsr.kernels.conv import conv3x3_s32_ref
+from intsr.kernels.dispatch import (agrad3x3_s8s8, agrad_weights, conv3x3_ref, wgrad3x3_ref,
+                                    wgrad3x3_u8s8)
+from intsr.kernels.fixedpoint import WGRAD_CHUNK
+from intsr.kernels.gemm_x8s8 import wgrad3x3_portable, wgrad_x8s8, wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
 
 
@@ -13,9 +14,9 @@ from intsr.kernels.im2col import im2col
 def test_wgrad_bit_exact(fill, kind, cdtype):
     cols = fill((301, 27), cdtype, kind)
     g = fill((301, 5), np.int8, kind)
-    got = wgrad_s64(cols, g)
+    got = wgrad_x8s8(cols, g)
     assert got.dtype == np.int64
-    np.testing.assert_array_equal(got, wgrad_s64_ref(cols, g))
+    np.testing.assert_array_equal(got, wgrad_x8s8_ref(cols, g))
 
 
 @pytest.mark.parametrize("cdtype,val", [(np.int8, -128), (np.uint8, 255)])
@@ -25,7 +26,7 @@ def test_wgrad_no_overflow_past_int32(cdtype, val):
     m = 3 * WGRAD_CHUNK + 5
     cols = np.full((m, 2), val, cdtype)
     g = np.full((m, 2), -128, np.int8)
-    got = wgrad_s64(cols, g)
+    got = wgrad_x8s8(cols, g)
     expect = m * int(val) * -128
     assert abs(expect) > 2 ** 31
     assert (got == expect).all()
@@ -39,7 +40,7 @@ def test_agrad_is_transposed_correlation(fill, kind):
     w = fill((3, 3, 12, 16), np.int8, kind)
     kin = np.array([0, 3, 4, 11])
     kout = np.array([1, 2, 5, 6, 7, 8, 9, 10, 12, 15])
-    got = agrad_s32(g, w, kin, kout)
+    got = agrad3x3_s8s8(g, w, kin, kout)
     h, wd = g.shape[:2]
     ref = np.zeros((h, wd, kin.size), np.int64)
     gp = np.zeros((h + 2, wd + 2, g.shape[2]), np.int64)
@@ -52,16 +53,17 @@ def test_agrad_is_transposed_correlation(fill, kind):
     np.testing.assert_array_equal(got.astype(np.int64), ref)
     assert agrad_weights(w, kin, kout).shape == (3, 3, kout.size, kin.size)
     np.testing.assert_array_equal(got.astype(np.int64),
-                                  conv3x3_s32_ref(g, agrad_weights(w, kin, kout)))
+                                  conv3x3_ref(g, agrad_weights(w, kin, kout)))
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
-@pytest.mark.parametrize("wgrad", [wgrad3x3_s64, wgrad3x3_s64_portable])
+@pytest.mark.parametrize("wgrad", [wgrad3x3_u8s8, wgrad3x3_portable])
 def test_wgrad3x3_from_image(fill, kind, xdtype, wgrad, monkeypatch):
     """From the layer input directly (either kernel), in several im2col bands."""
     import intsr.kernels.im2col as im2col_mod
     monkeypatch.setattr(im2col_mod, "BAND_BYTES", 7 * 9 * 6)  # 1 row a band
     x = fill((5, 7, 6), xdtype, kind)
     g = fill((5, 7, 9), np.int8, kind)
-    np.testing.assert_array_equal(wgrad(x, g), wgrad_s64_ref(im2col(x), g.reshape(-1, 9)))
+    np.testing.assert_array_equal(wgrad(x, g), wgrad_x8s8_ref(im2col(x), g.reshape(-1, 9)))
+    np.testing.assert_array_equal(wgrad(x, g), wgrad3x3_ref(x, g))

@@ -1,0 +1,199 @@
+"""The evaluation harness, above the engine: the paper's tables. For every HR image and kernel,
+the LR image by Eq. 1 (floatpath.degrade.lr_image), then each configuration adapts on the LR
+image alone and super-resolves it; Y-PSNR (BT.601, ``scale`` pixels shaved) and SSIM before
+adaptation ("Init") and after ``steps`` steps.
+
+Configurations (``RUNNERS``):
+  bicubic            Pillow bicubic of the LR image
+  fp                 float32 reference (floatpath.network.FloatNet), same pruned back-prop
+  int8-ours          IntNet, 32-bit masters (Eq. 14-15), dynamic scales: what `intsr adapt` runs
+  int8-ours-static   the same with static scales
+  int8-standard      8-bit weights (Eq. 12-13), dynamic scales
+  int8-standard-static
+Static scales are calibrated leave-one-out on the other images of the evaluated set (the paper
+calibrates on training data, which a device does not have).
+
+A runner is ``fn(case, setup) -> (sr_init, sr, macs)`` with [0, 1] float images; other
+runners plug in through ``evaluate(..., runners=...)`` (the trainer's PyTorch float path does).
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.floatpath.degrade import lr_image
+from intsr.floatpath.metrics import psnr_y, ssim_y
+from intsr.floatpath.network import FloatNet
+from intsr.io import InputError
+from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.model import IntNet, calibrate
+from intsr.online import SR_TILE, make_training_pair
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Case:
+    """One test image under one kernel: HR, its LR (uint8), the online training pair
+    (bicubic_up(son), LR) as adapt() makes it, and bicubic_up(LR), the network's SR input."""
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+    pair: tuple
+    up: np.ndarray
+
+
+@dataclass
+class Setup:
+    """What every runner of one evaluation shares; ``cases`` are all images under the current
+    kernel (static calibration takes the others)."""
+    weights: list
+    masks: list
+    lr: float
+    scale: int
+    steps: int
+    cases: list
+
+
+def run_bicubic(case, setup):
+    return case.up / 255.0, case.up / 255.0, 0
+
+
+def run_fp(case, setup):
+    net = FloatNet(setup.weights, setup.masks)
+    x = case.up / np.float32(255)
+    sr0 = net.predict(x)
+    inp, tgt = case.pair
+    for _ in range(setup.steps):
+        net.step(inp / np.float32(255), tgt / np.float32(255), setup.lr)
+    return sr0, net.predict(x), 0
+
+
+def _int_runner(mode, static):
+    def run(case, setup):
+        # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt`.
+        scales = None
+        if static:
+            others = [c.pair for c in setup.cases if c is not case] or [case.pair]
+            scales = calibrate(IntNet(weights_to_int(setup.weights, mode), setup.masks,
+                                      mode=mode), others)
+        net = IntNet(weights_to_int(setup.weights, mode), setup.masks, mode=mode, static=scales)
+        sr0 = net.predict(case.up, tile=SR_TILE)
+        inp, tgt = case.pair
+        mult, shift = lr_to_fixed(setup.lr, tgt.size)
+        for _ in range(setup.steps):
+            net.step(inp, tgt, mult, shift)
+        return sr0 / 255.0, net.predict(case.up, tile=SR_TILE) / 255.0, net.macs
+    return run
+
+
+RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
+           "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
+           "int8-standard": _int_runner("standard", False),
+           "int8-standard-static": _int_runner("standard", True)}
+CONFIGS = tuple(RUNNERS)
+
+
+def load_hr(folder, scale):
+    """HR images of a folder, RGB uint8, cropped to a multiple of ``scale``: [(stem, image)]."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of images")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(f"no images in {folder}")
+    out = []
+    for p in paths:
+        im = np.asarray(Image.open(p).convert("RGB"))
+        out.append((p.stem, im[:im.shape[0] - im.shape[0] % scale,
+                               :im.shape[1] - im.shape[1] % scale]))
+    return out
+
+
+def make_cases(images, kernel, scale):
+    """[Case] of every (name, HR) image under ``kernel``."""
+    k_fixed = kernel_to_fixed(kernel)
+    cases = []
+    for name, hr in images:
+        lr = lr_image(hr, kernel, scale)
+        cases.append(Case(name, hr, lr, make_training_pair(lr, k_fixed, scale),
+                          bicubic_upsample_u8(lr, scale)))
+    return cases
+
+
+def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10, configs=CONFIGS,
+             runners=None, progress=None):
+    """Yield one record per (kernel, image, configuration):
+    dict(kernel, image, config, psnr_init, psnr, ssim_init, ssim, seconds, macs).
+
+    ``kernels``: [(name, 2-D kernel)]; ``runners``: extra {config: runner};
+    ``progress(done, total)`` after each record."""
+    runners = {**RUNNERS, **(runners or {})}
+    unknown = [c for c in configs if c not in runners]
+    if unknown:
+        raise InputError(f"unknown config {unknown[0]!r}; choose from {', '.join(runners)}")
+    images = load_hr(hr_dir, scale)
+    total, done = len(images) * len(kernels) * len(configs), 0
+    for kname, kernel in kernels:
+        setup = Setup(weights, masks, lr, scale, steps, make_cases(images, kernel, scale))
+        for case in setup.cases:
+            ref = case.hr / 255.0
+            for cfg in configs:
+                t0 = time.perf_counter()
+                sr0, sr, macs = runners[cfg](case, setup)
+                seconds = time.perf_counter() - t0
+                done += 1
+                if progress:
+                    progress(done, total)
+                yield dict(kernel=kname, image=case.name, config=cfg,
+                           psnr_init=psnr_y(sr0, ref, scale), psnr=psnr_y(sr, ref, scale),
+                           ssim_init=ssim_y(sr0, ref, scale), ssim=ssim_y(sr, ref, scale),
+                           seconds=seconds, macs=int(macs))
+
+
+def markdown_table(header, rows):
+    """A Markdown table from a header list and rows of cells (already formatted)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_table(records, steps):
+    """One row per configuration: mean Y-PSNR at Init and after ``steps`` steps, one column per
+    kernel (after ``steps``), mean SSIM after ``steps``, seconds per image."""
+    configs = list(dict.fromkeys(r["config"] for r in records))
+    kernels = list(dict.fromkeys(r["kernel"] for r in records))
+    rows = []
+    for c in configs:
+        rs = [r for r in records if r["config"] == c]
+        per_k = [np.mean([r["psnr"] for r in rs if r["kernel"] == k]) for k in kernels]
+        rows.append([c, f"{np.mean([r['psnr_init'] for r in rs]):.2f}",
+                     f"{np.mean([r['psnr'] for r in rs]):.2f}"] + [f"{v:.2f}" for v in per_k]
+                    + [f"{np.mean([r['ssim'] for r in rs]):.4f}",
+                       f"{np.mean([r['seconds'] for r in rs]):.2f}"])
+    return markdown_table(["config", "Init", f"{steps} steps"] + kernels
+                          + [f"SSIM {steps} steps", "s / image"], rows)
+
+
+def detail_table(records, steps):
+    """Per image and kernel: bicubic, then Init / after ``steps`` / seconds of each config."""
+    configs = [c for c in dict.fromkeys(r["config"] for r in records) if c != "bicubic"]
+    by = {(r["kernel"], r["image"], r["config"]): r for r in records}
+    rows = []
+    for (k, img) in dict.fromkeys((r["kernel"], r["image"]) for r in records):
+        bic = by.get((k, img, "bicubic"))
+        cells = [k, img, f"{bic['psnr']:.2f}" if bic else ""]
+        for c in configs:
+            r = by[(k, img, c)]
+            cells += [f"{r['psnr_init']:.2f}", f"{r['psnr']:.2f}", f"{r['seconds']:.1f}"]
+        rows.append(cells)
+    return markdown_table(["kernel", "image", "bicubic"] + [
+        f"{c} {col}" for c in configs for col in ("Init", str(steps), "s")], rows)
+
+
+def tables(records, steps):
+    """Both tables, as `intsr eval` prints them."""
+    return summary_table(records, steps) + "\n\n" + detail_table(records, steps)

@@ -1,0 +1,90 @@
+"""Requantization of int32 accumulators to 8-bit tensors (Eq. 10-11 on integers), with the
+ReLU forward / backward gates fused in.
+
+``requant_s32`` multiplies an accumulator by ``2**shift`` and rounds as
+``fixedpoint.shift_round`` states (floor, or round half up), then ``fixedpoint.saturate`` clips
+to [-128, 127] (int8) or [0, 255] (uint8 post-ReLU store). ``max_abs_s32`` gives the maximum
+that Eq. 11's scale ``ceil(log2 max|x|)`` is computed from. Gating modes:
+  GATE_NONE  plain requantization;
+  GATE_RELU  ReLU forward: negative accumulators become 0 (before the scale is chosen);
+  GATE_MASK  ReLU backward: zero where the forward activation ``gate`` was not positive.
+"""
+import numpy as np
+from numba import njit, prange
+
+from intsr.kernels.fixedpoint import saturate, shift_round
+
+GATE_NONE, GATE_RELU, GATE_MASK = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def _gated(a, g, mode):
+    if mode == 1 and a < 0:
+        return 0
+    if mode == 2 and g <= 0:
+        return 0
+    return a
+
+
+@njit(cache=True, parallel=True)
+def max_abs_s32(acc, gate, mode):
+    """max |gated(acc)| over a 2-D (rows, C) int32 array, as int64.
+
+    One branch-free loop per gate mode, so that LLVM vectorizes it. Threads own rows; the
+    per-row maxima are combined after the loop (no shared reduction)."""
+    rows, c = acc.shape
+    per_row = np.zeros(rows, np.int64)
+    for r in prange(rows):
+        m = np.int64(0)
+        if mode == 1:  # ReLU forward: negatives count as 0, so the max of the values
+            for j in range(c):
+                m = max(m, np.int64(acc[r, j]))
+        elif mode == 2:  # ReLU backward: only where the forward activation was positive
+            for j in range(c):
+                a = np.int64(acc[r, j]) if gate[r, j] > 0 else np.int64(0)
+                m = max(m, abs(a))
+        else:
+            for j in range(c):
+                m = max(m, abs(np.int64(acc[r, j])))
+        per_row[r] = m
+    best = np.int64(0)
+    for r in range(rows):
+        best = max(best, per_row[r])
+    return best
+
+
+@njit(cache=True, parallel=True)
+def requant_s32(acc, gate, mode, shift, nearest, lo, hi, out):
+    """out = saturate(shift_round(gated(acc), shift, nearest), lo, hi); acc 2-D int32; out
+    int8 with [lo, hi] = [-128, 127], or uint8 with [0, 255] for post-ReLU activations.
+
+    Headroom: a left shift is only requested when max|acc| < 2**8, so the int64 result stays
+    below 2**16."""
+    rows, c = acc.shape
+    for r in prange(rows):
+        for j in range(c):
+            v = shift_round(np.int64(_gated(acc[r, j], gate[r, j], mode)), shift, nearest)
+            out[r, j] = saturate(v, lo, hi)
+
+
+def requant_s32_ref(acc, gate, mode, shift, nearest, lo=-128, hi=127):
+    a = acc.astype(np.int64)
+    if mode == GATE_RELU:
+        a = np.where(a < 0, 0, a)
+    elif mode == GATE_MASK:
+        a = np.where(gate <= 0, 0, a)
+    if shift >= 0:
+        v = a << shift
+    else:
+        n = min(-shift, 62)
+        v = (a + ((1 << (n - 1)) if nearest else 0)) >> n
+    return np.clip(v, lo, hi).astype(np.int8 if lo < 0 else np.uint8)
+
+
+def max_abs_s32_ref(acc, gate, mode):
+    a = acc.astype(np.int64)
+    if mode == GATE_RELU:
+        a = np.maximum(a, 0)
+    elif mode == GATE_MASK:
+        a = np.where(gate > 0, a, 0)
+    return int(np.abs(a).max()) if a.size else 0

@@ -1,0 +1,214 @@
+"""Weight and mask files, and the shipped configuration: the one room that knows their formats.
+
+Weights: ``.npz`` with keys ``conv1`` .. ``conv8`` (float OIHW), or a ``torch.save`` state_dict
+(``.pt``, read by intsr.torchfile without torch; keys ``convs.{i}.weight``, optionally behind a
+``module.`` prefix or inside a checkpoint's ``model``). Inside intsr weights are float32 HWIO
+(intsr.arch). Masks: ``p{pct}_l{l}`` bool ``[c_out]`` and ``p{pct}_tau`` for every shipped
+pruning ratio (intsr.pruning.RATIOS).
+
+The shipped configuration (``weights/default.json``) names the default weights, masks, learning
+rate and pruning ratio; ``load_model`` and ``resolve_masks`` are how every command (adapt, sr,
+eval, cost, info) turns its options into weights and masks.
+"""
+import json
+import os
+import warnings
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from intsr import pruning, torchfile
+from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes
+from intsr.io import InputError, atomic_write
+
+def _shipped_dir():
+    # In a checkout (editable install or not) the repository's weights/ folder; in an installed
+    # wheel the same files as package data intsr.shipped (pyproject.toml maps one to the other).
+    tree = Path(__file__).resolve().parent.parent / "weights"
+    if (tree / "default.json").is_file():
+        return tree
+    return Path(str(resources.files("intsr") / "shipped"))
+
+
+WEIGHTS_DIR = _shipped_dir()
+MASK_RATIOS = {round(100 * r): r for r in pruning.RATIOS}  # file key percent -> ratio
+
+
+def _load_pt(path):
+    obj = torchfile.read(path)
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a trainer checkpoint: take its model
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
+    sd = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
+          for k, v in obj.items()}
+    want = [f"convs.{i}.weight" for i in range(NUM_LAYERS)]
+    if sorted(sd, key=str) != sorted(want):
+        raise ValueError(f"{path}: state_dict keys {sorted(map(str, sd))[:10]} != {want}")
+    return [sd[k] for k in want]
+
+
+def _load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            want = [f"conv{i + 1}" for i in range(NUM_LAYERS)]
+            if keys != set(want):
+                raise ValueError(f"{path}: keys {sorted(keys)} != {want}")
+            return [z[k] for k in want]
+    except ValueError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable .npz ({e})") from None
+
+
+def _to_hwio(path, oihw_list):
+    out = []
+    for l, (w, shp) in enumerate(zip(oihw_list, layer_shapes())):
+        if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
+            raise ValueError(f"{path}: layer {l + 1} is not a float array")
+        want = (shp[3], shp[2], shp[0], shp[1])
+        if w.shape != want:
+            raise ValueError(f"{path}: layer {l + 1} has shape {w.shape}, expected OIHW {want}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{path}: layer {l + 1} contains NaN or inf")
+        out.append(np.ascontiguousarray(w.astype(np.float32).transpose(2, 3, 1, 0)))
+    return out
+
+
+def load_weights(path):
+    """8 float32 HWIO arrays from an ``.npz`` or a ``torch.save`` state_dict (``.pt``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such weights file")
+    if path.endswith(".npz"):
+        return _to_hwio(path, _load_npz(path))
+    return _to_hwio(path, _load_pt(path))
+
+
+def save_weights_npz(path, weights_hwio):
+    """Write HWIO weights as ``conv1`` .. ``conv8`` float32 OIHW."""
+    if len(weights_hwio) != NUM_LAYERS:
+        raise ValueError(f"expected {NUM_LAYERS} layers, got {len(weights_hwio)}")
+    arrays = {}
+    for l, (w, shp) in enumerate(zip(weights_hwio, layer_shapes())):
+        w = np.asarray(w)
+        if w.shape != shp:
+            raise ValueError(f"layer {l + 1}: shape {w.shape}, expected HWIO {shp}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"layer {l + 1} contains NaN or inf")
+        arrays[f"conv{l + 1}"] = np.ascontiguousarray(w.astype(np.float32).transpose(3, 2, 0, 1))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_masks(path):
+    """{ratio: list of 8 bool arrays [c_out]} from ``p{pct}_l{l}`` keys (+ ``p{pct}_tau``)."""
+    return load_masks_with_tau(path)[0]
+
+
+def load_masks_with_tau(path):
+    """(masks as in load_masks, {ratio: tau})."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable masks .npz ({e})") from None
+    want = {f"p{p}_l{l}" for p in MASK_RATIOS for l in range(1, NUM_LAYERS + 1)}
+    want |= {f"p{p}_tau" for p in MASK_RATIOS}
+    if set(files) != want:
+        missing, extra = sorted(want - set(files)), sorted(set(files) - want)
+        raise ValueError(f"{path}: mask keys differ (missing {missing[:4]}, extra {extra[:4]})")
+    masks, taus = {}, {}
+    for pct, ratio in MASK_RATIOS.items():
+        layers = []
+        for l in range(1, NUM_LAYERS + 1):
+            m = files[f"p{pct}_l{l}"]
+            if m.shape != (CHANNELS[l],):
+                raise ValueError(f"{path}: p{pct}_l{l} has shape {m.shape}, "
+                                 f"expected ({CHANNELS[l]},)")
+            if m.dtype != bool and not (m.dtype.kind in "iu" and np.isin(m, (0, 1)).all()):
+                raise ValueError(f"{path}: p{pct}_l{l} is not a 0/1 mask")
+            layers.append(m.astype(bool))
+        if not layers[-1].all():
+            raise ValueError(f"{path}: p{pct}: the last layer must never be pruned")
+        tau = files[f"p{pct}_tau"]
+        if tau.shape != () or tau.dtype.kind not in "iuf" or not np.isfinite(tau):
+            raise ValueError(f"{path}: p{pct}_tau must be a finite scalar")
+        masks[ratio] = layers
+        taus[ratio] = float(tau)
+    return masks, taus
+
+
+def save_masks_npz(path, masks, taus):
+    """Inverse of load_masks_with_tau; ``masks``/``taus`` keyed by the five ratios."""
+    arrays = {}
+    for pct, ratio in MASK_RATIOS.items():
+        if ratio not in masks:
+            raise ValueError(f"missing masks for ratio {ratio}")
+        for l, m in enumerate(masks[ratio], start=1):
+            arrays[f"p{pct}_l{l}"] = np.asarray(m, bool)
+        arrays[f"p{pct}_tau"] = np.float64(taus[ratio])
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    load_masks(path)  # refuse to leave behind a file the loader would reject
+
+
+def shipped_config():
+    """The shipped configuration: the weights to adapt from (``weights``), the weights for SR
+    without adaptation (``sr_weights``), masks file, learning rate, default pruning ratio and
+    the scale the weights were trained for."""
+    with open(WEIGHTS_DIR / "default.json") as f:
+        return json.load(f)
+
+
+def resolve_masks(prune=None, masks_path=None, layerwise=None):
+    """Gradient masks for a run: None (every filter trains) or NUM_LAYERS bool arrays.
+
+    ``prune``: a pruning ratio of intsr.pruning.RATIOS (None: the shipped default), taken from
+    ``masks_path`` or else the shipped masks file; ratio 0 without a file is None.
+    ``layerwise``: the Table 6 baseline instead, the first N layers frozen."""
+    if layerwise is not None:
+        if prune is not None or masks_path is not None:
+            raise InputError("--prune/--masks and --layerwise are two kinds of masks; give one")
+        try:
+            return pruning.layerwise_masks(layerwise)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    cfg = shipped_config()
+    ratio = cfg.get("prune", 0.0) if prune is None else prune
+    if not any(abs(ratio - r) < 1e-9 for r in pruning.RATIOS):
+        raise InputError(f"no shipped mask for pruning ratio {ratio}; choose one of "
+                         f"{sorted(pruning.RATIOS)}")
+    if ratio == 0 and masks_path is None:
+        return None
+    table = load_masks(masks_path or WEIGHTS_DIR / cfg["masks"])
+    match = [r for r in table if abs(r - ratio) < 1e-9]
+    if not match:
+        raise InputError(f"no mask for pruning ratio {ratio}; the file has {sorted(table)}")
+    return table[match[0]]
+
+
+def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapting=True):
+    """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
+    list of float HWIO arrays, or None: the shipped weights for the use, the meta-learned
+    starting point when ``adapting``, else the weights meant for direct SR (the meta-learned
+    point is a poor SR until adapted). Masks as resolve_masks."""
+    cfg = shipped_config()
+    masks = resolve_masks(prune, masks_path, layerwise)
+    if weights is None:
+        weights = WEIGHTS_DIR / cfg["weights" if adapting else "sr_weights"]
+    if isinstance(weights, (str, os.PathLike)):
+        weights = load_weights(weights)
+    return weights, masks, float(cfg["lr"])
+
+
+def warn_if_other_scale(scale):
+    """Warn when the shipped weights run at a scale they were not trained for (they still run:
+    the network is scale-agnostic, but out of its training range; docs/results.md measures it)."""
+    trained = shipped_config().get("scale", 4)
+    if scale != trained:
+        warnings.warn(f"the shipped weights are trained for x{trained}; x{scale} runs them outside "
+                      f"their training (give --weights trained for x{scale} if you have them)",
+                      stacklevel=3)

@@ -1,0 +1,34 @@
+"""requant_s32 and max_abs_s32 against their NumPy references, at the extremes of int32."""
+import numpy as np
+import pytest
+
+from kernel_data import EXTREMES
+from intsr.kernels.requant import (GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, max_abs_s32_ref,
+                                   requant_s32, requant_s32_ref)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("mode", [GATE_NONE, GATE_RELU, GATE_MASK])
+@pytest.mark.parametrize("shift", [-30, -17, -8, -1, 0, 3])
+@pytest.mark.parametrize("nearest", [False, True])
+@pytest.mark.parametrize("lo,hi,dt", [(-128, 127, np.int8), (0, 255, np.uint8)])
+def test_requant_s32_bit_exact(fill, kind, mode, shift, nearest, lo, hi, dt):
+    acc = fill((23, 19), np.int32, kind) >> 4  # keep the left-shift case meaningful
+    gate = fill((23, 19), np.int8, "random")
+    out = np.empty(acc.shape, dt)
+    requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
+    np.testing.assert_array_equal(out, requant_s32_ref(acc, gate, mode, shift, nearest, lo, hi))
+    assert max_abs_s32(acc, gate, mode) == max_abs_s32_ref(acc, gate, mode)
+
+
+def test_requant_rounding_ties_and_saturation():
+    acc = np.array([[-3, -2, -1, 1, 2, 3, 255, -256, 2 ** 30, -(2 ** 31)]], np.int32)
+    g = np.zeros_like(acc, np.int8)
+    out = np.empty(acc.shape, np.int8)
+    requant_s32(acc, g, GATE_NONE, -1, True, -128, 127, out)   # x / 2 rounded half up
+    assert out.tolist() == [[-1, -1, 0, 1, 1, 2, 127, -128, 127, -128]]
+    requant_s32(acc, g, GATE_NONE, -1, False, -128, 127, out)  # floor
+    assert out.tolist() == [[-2, -1, -1, 0, 1, 1, 127, -128, 127, -128]]
+    u = np.empty(acc.shape, np.uint8)
+    requant_s32(acc, g, GATE_RELU, -1, True, 0, 255, u)  # uint8 post-ReLU store
+    assert u.tolist() == [[0, 0, 0, 1, 1, 2, 128, 0, 255, 0]]

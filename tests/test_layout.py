@@ -1,0 +1,77 @@
+"""The one-way import rule of docs/design.md, checked on the source: each room imports only the
+rooms below it; the float path nothing above quant, arch and kernels; nothing in intsr imports
+cli, training or torch; every import stands at the top of its file (module level)."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "intsr"
+
+# room -> the intsr rooms it may import (kernels/* and floatpath/* are one room each)
+ALLOWED = {
+    "arch": set(), "quant": set(), "io": set(), "torchfile": set(),
+    "kernels": {"kernels"},
+    "floatpath": {"floatpath", "quant", "arch", "kernels"},
+    "pruning": {"arch"}, "cost": {"arch"},
+    "weights": {"arch", "io", "pruning", "torchfile"},
+    "model": {"arch", "quant", "kernels"},
+    "online": {"floatpath", "io", "kernels", "model", "weights"},
+    "evaluate": {"floatpath", "io", "kernels", "model", "online"},
+    "jobs": {"arch", "cost", "evaluate", "io", "kernels", "online", "quant", "weights"},
+    "__init__": {"online"},
+}
+
+
+def _room(path):
+    rel = path.relative_to(PKG).with_suffix("")
+    return rel.parts[0]
+
+
+def _imports(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield node, [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            yield node, names
+
+
+SOURCES = sorted(PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
+def test_rooms_import_one_way(path):
+    room = _room(path)
+    assert room in ALLOWED, f"{room}: a new room needs its place in docs/design.md and here"
+    tree = ast.parse(path.read_text())
+    for node, names in _imports(tree):
+        for name in names:
+            top = name.split(".")[0]
+            assert top not in ("cli", "training", "torch"), f"{path.name} imports {name}"
+            if top == "intsr" and name.count(".") >= 1:
+                target = name.split(".")[1]
+                if (PKG / target).is_dir() or (PKG / f"{target}.py").is_file():
+                    assert target == room or target in ALLOWED[room], \
+                        f"{path.relative_to(PKG)} ({room}) imports intsr.{target}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
+def test_module_level_imports_come_first(path):
+    body = ast.parse(path.read_text()).body
+    seen_code = False
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            assert not seen_code, f"{path.name}:{node.lineno}: import after code"
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            seen_code = True
+
+
+def test_light_rooms_stay_light():
+    """The trainer and the cost tools import arch, pruning and cost without Numba or kernels."""
+    code = ("import sys, intsr.arch, intsr.pruning, intsr.cost; "
+            "heavy = [m for m in sys.modules if m.startswith(('numba', 'intsr.kernels', 'torch'))]; "
+            "sys.exit(1 if heavy else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
