@@ -13,7 +13,7 @@ from intsr.evaluate import load_hr
 from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.metrics import psnr_y
 from intsr.kernels.resample import bicubic_upsample_u8
-from intsr.online import SR_TILE, load_net, make_training_pair
+from intsr.online import SR_TILE, Adapter, make_training_pair
 
 
 def main():
@@ -27,7 +27,8 @@ def main():
     diffs = []
     for name, hr in load_hr(args.hr_dir, 4):
         lr = lr_image(hr, k, 4)
-        net, lr_rate = load_net()
+        ad = Adapter()
+        net, lr_rate = ad.net, ad.lr
         inp, tgt = make_training_pair(lr, kernel_to_fixed(k), 4)
         mult, shift = lr_to_fixed(lr_rate, tgt.size)
         for _ in range(args.steps):

@@ -45,49 +45,81 @@ def _say_if_compiling(quiet):
         click.echo("compiling kernels (first run only; about a minute)...", err=True)
 
 
-def _wrote(out, size, quiet):
-    if not quiet:
-        click.echo(f"wrote {out} ({size[0]}x{size[1]})", err=True)
+def _on_image(quiet):
+    def report(i, n, path):
+        if not quiet:
+            click.echo(f"[{i}/{n}] wrote {path}", err=True)
+    return None if quiet else report
+
+
+def _wrote(out, report, quiet):
+    if quiet:
+        return
+    images = report["images"]
+    if len(images) == 1 and report["mode"] in ("single", "sr"):
+        w, h = images[0]["out_size"]
+        click.echo(f"wrote {out} ({w}x{h})", err=True)
+    else:
+        click.echo(f"{len(images)} images in {report['total_seconds']:.1f} s: "
+                   f"{report['images_per_s']:.2f} images/s, "
+                   f"{report['output_mp_per_s']:.2f} output MP/s", err=True)
 
 
 @main.command(short_help="Adapt to an image and its blur kernel, then super-resolve it.")
-@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--kernel", "kernel_path", type=click.Path(dir_okay=False),
               help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel').")
 @click.option("--example", is_flag=True, help="Adapt the bundled sample; PATHS is just OUT.")
 @click.option("--scale", default=4, show_default=True, type=int, help="Upscaling factor.")
-@click.option("--steps", default=10, show_default=True, type=int, help="Integer SGD steps.")
+@click.option("--steps", default=10, show_default=True, type=int,
+              help="Integer SGD steps (per image with --continual).")
 @click.option("--prune", type=float, default=None,
               help="Gradient-pruning ratio of a shipped mask (0, 0.27, 0.5, 0.67, 0.85).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Weights file (.npz or PyTorch .pt); default: the shipped weights.")
+              help="Weights (.npz or PyTorch .pt) or a saved state to continue from; "
+                   "default: the shipped weights.")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the weights').")
+@click.option("--save-state", type=click.Path(dir_okay=False), default=None,
+              help="Save the adapted state (int32 masters, masks, provenance) as .npz.")
+@click.option("--continual", is_flag=True,
+              help="Several inputs: keep learning from image to image, in order.")
+@click.option("--adapt-on", type=click.Path(dir_okay=False), default=None,
+              help="Several inputs: adapt once on this image, then super-resolve all.")
+@click.option("--window", type=int, default=None,
+              help="Several inputs (default mode): LR pixels per side of the central window of "
+                   "each image the steps train on in turn (default 256).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write a report: per-step L1 loss, seconds per phase, MACs, peak memory.")
+              help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
-def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, json_path, quiet):
+def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_state, continual,
+          adapt_on, window, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
+    With several inputs (or folders), OUT is a folder and every image is super-resolved: by
+    default after one adaptation over windows of all of them, or --adapt-on one image, or
+    --continual from image to image.
 
     \b
     intsr adapt IN OUT --kernel K.npy
+    intsr adapt IN1 IN2 ... OUT_DIR --kernel K.npy [--continual]
     intsr adapt --example OUT"""
-    from intsr.jobs import adapt_file, example_paths
+    from intsr.jobs import adapt_paths, example_paths
 
     if example:
         if len(paths) != 1 or kernel_path is not None:
             raise InputError("with --example give only OUT (the sample brings its own kernel)")
         inp, kernel_path = example_paths()
-        out = paths[0]
+        inputs, out = [inp], paths[0]
     else:
-        if len(paths) != 2:
-            raise InputError("usage: intsr adapt IN OUT --kernel K (or: intsr adapt --example OUT)")
-        inp, out = paths
+        if len(paths) < 2:
+            raise InputError("usage: intsr adapt IN... OUT --kernel K (or: intsr adapt --example "
+                             "OUT)")
+        inputs, out = list(paths[:-1]), paths[-1]
         if kernel_path is None:
             raise InputError("--kernel is required (the blur kernel of the input image)")
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=steps, label="adapting", file=sys.stderr) if show and steps \
-        else None
+        and not continual else None
 
     def progress(i, n, loss):
         if bar is not None:
@@ -99,26 +131,38 @@ def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, json_pa
     if bar is not None:
         bar.__enter__()
     try:
-        size = adapt_file(inp, out, kernel_path, scale=scale, steps=steps, prune=prune,
-                          weights=weights, lr=lr, report_path=json_path, progress=progress)
+        report = adapt_paths(inputs, out, kernel_path, scale=scale, steps=steps, prune=prune,
+                             weights=weights, lr=lr, report_path=json_path, save_state=save_state,
+                             continual=continual, adapt_on=adapt_on, window=window,
+                             progress=progress, on_image=_on_image(quiet))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    _wrote(out, size, quiet)
+    _wrote(out, report, quiet)
 
 
 @main.command(short_help="Super-resolve an image without adaptation.")
-@click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
-@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--scale", default=4, show_default=True, type=int)
-@click.option("--weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Weights or a saved state (default: the shipped weights for SR).")
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
-def sr(inp, out, scale, weights, quiet):
-    """Super-resolve IN without adaptation (0 steps; no kernel needed)."""
-    from intsr.jobs import sr_file
+def sr(paths, scale, weights, quiet):
+    """Super-resolve IN without adaptation (0 steps; no kernel needed) and write OUT. With
+    several inputs (or folders), OUT is a folder.
+
+    \b
+    intsr sr IN OUT
+    intsr sr IN1 IN2 ... OUT_DIR"""
+    from intsr.jobs import sr_paths
+
+    if len(paths) < 2:
+        raise InputError("usage: intsr sr IN... OUT")
     _say_if_compiling(quiet)
-    _wrote(out, sr_file(inp, out, scale=scale, weights=weights), quiet)
+    report = sr_paths(list(paths[:-1]), paths[-1], scale=scale, weights=weights,
+                      on_image=_on_image(quiet))
+    _wrote(paths[-1], report, quiet)
 
 
 @main.command(short_help="Show the architecture, weight scales and shipped masks.")

@@ -31,6 +31,8 @@ from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
 from intsr.online import SR_TILE, make_training_pair
+from intsr.quant import QTensor
+from intsr.state import State
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -49,8 +51,9 @@ class Case:
 @dataclass
 class Setup:
     """What every runner of one evaluation shares; ``cases`` are all images under the current
-    kernel (static calibration takes the others)."""
-    weights: list
+    kernel (static calibration takes the others). ``weights``: float HWIO arrays, or a saved
+    State (its int32 masters start the 32-bit-master configurations as they are)."""
+    weights: object
     masks: list
     lr: float
     scale: int
@@ -58,12 +61,26 @@ class Setup:
     cases: list
 
 
+def float_weights(weights):
+    """Float HWIO arrays of ``weights`` (a State is dequantized: Eq. 14 read backwards)."""
+    if isinstance(weights, State):
+        return [w.dequantize().astype(np.float32) for w in weights.weights]
+    return weights
+
+
+def int_weights(weights, mode):
+    """Integer starting weights for ``mode``: a State's masters as they are, else Eq. 14."""
+    if isinstance(weights, State) and mode == "ours":
+        return [QTensor(w.value.copy(), w.scale) for w in weights.weights]
+    return weights_to_int(float_weights(weights), mode)
+
+
 def run_bicubic(case, setup):
     return case.up / 255.0, case.up / 255.0, 0
 
 
 def run_fp(case, setup):
-    net = FloatNet(setup.weights, setup.masks)
+    net = FloatNet(float_weights(setup.weights), setup.masks)
     x = case.up / np.float32(255)
     sr0 = net.predict(x)
     inp, tgt = case.pair
@@ -78,9 +95,9 @@ def _int_runner(mode, static):
         scales = None
         if static:
             others = [c.pair for c in setup.cases if c is not case] or [case.pair]
-            scales = calibrate(IntNet(weights_to_int(setup.weights, mode), setup.masks,
+            scales = calibrate(IntNet(int_weights(setup.weights, mode), setup.masks,
                                       mode=mode), others)
-        net = IntNet(weights_to_int(setup.weights, mode), setup.masks, mode=mode, static=scales)
+        net = IntNet(int_weights(setup.weights, mode), setup.masks, mode=mode, static=scales)
         sr0 = net.predict(case.up, tile=SR_TILE)
         inp, tgt = case.pair
         mult, shift = lr_to_fixed(setup.lr, tgt.size)

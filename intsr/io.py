@@ -13,6 +13,7 @@ from PIL import Image
 # Output formats we can write losslessly, by extension.
 _FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM",
             ".pgm": "PPM", ".webp": "WEBP"}
+LOSSLESS_SUFFIXES = tuple(_FORMATS)
 
 
 class InputError(ValueError):
@@ -135,4 +136,7 @@ def write_image(path, pixels, alpha=None):
                                         alpha]), "RGBA" if pixels.ndim == 3 else "LA")
     else:
         im = Image.fromarray(pixels)
-    atomic_write(path, lambda f: im.save(f, format=_FORMATS[path.suffix.lower()]))
+    fmt = _FORMATS[path.suffix.lower()]
+    # WebP is lossy unless asked: every format we write keeps the pixels exactly.
+    atomic_write(path, lambda f: im.save(f, format=fmt, **({"lossless": True} if fmt == "WEBP"
+                                                           else {})))

@@ -3,6 +3,7 @@ write every output atomically. The CLI (cli/main.py) only parses options, shows 
 turns errors into one line; these functions hold the policy, so scripts get the same behaviour.
 """
 import json
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import numpy as np
 
 from intsr import cost, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
-from intsr.io import (InputError, atomic_write, check_output_path, read_image, read_kernel,
-                      write_image)
+from intsr.io import (LOSSLESS_SUFFIXES, InputError, atomic_write, check_output_path, read_image,
+                      read_kernel, write_image)
+from intsr.kernels import dispatch
 from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.state import is_state_file, load_state, save_state as save_state_file
 
 
 def example_paths():
@@ -37,47 +40,171 @@ def _write_sr(out, result, alpha, scale):
     write_image(out, result, alpha)
 
 
-def adapt_file(inp, out, kernel_path, *, scale=4, steps=10, prune=None, weights=None, lr=None,
-               report_path=None, progress=None):
-    """`intsr adapt`: adapt to the image ``inp`` with its kernel file, write the SR image
-    ``out`` and, if asked, a JSON report. Returns the SR image's (width, height)."""
-    from intsr.online import adapt
+def expand_inputs(paths):
+    """The image files named, or found (sorted) in named folders, and whether that is a batch
+    (more than one path, or a folder)."""
+    from intsr.evaluate import IMAGE_SUFFIXES
 
-    check_output_path(out)
-    if report_path is not None:
-        check_report_path(report_path)
-    pixels, alpha = read_image(inp)
+    files, batch = [], len(paths) > 1
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: no images in the folder")
+            files += found
+            batch = True
+        else:
+            files.append(p)
+    if not files:
+        raise InputError("no input image given")
+    return files, batch
+
+
+def _batch_outputs(inputs, out_dir):
+    """OUT folder (created if missing) and one output path per input: the input's name, as PNG
+    unless its own format can be written losslessly. Checked before any work."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: with several inputs OUT must be a folder")
+    if not out_dir.parent.resolve().is_dir():
+        raise InputError(f"{out_dir}: its parent folder does not exist")
+    out_dir.mkdir(exist_ok=True)
+    outs = []
+    for inp in inputs:
+        name = inp.name if inp.suffix.lower() in LOSSLESS_SUFFIXES else inp.stem + ".png"
+        outs.append(out_dir / name)
+    dup = {o.name for o in outs if outs.count(o) > 1}
+    if dup:
+        raise InputError(f"two inputs would write the same output: {sorted(dup)[0]}")
+    for o in outs:
+        check_output_path(o)
+    return outs
+
+
+def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weights=None,
+                lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
+                window=None, progress=None, on_image=None):
+    """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
+
+    A batch adapts once and super-resolves every image with the result: ``steps`` steps over
+    the central ``window``-pixel windows of all images in turn (default), or on the one image
+    ``adapt_on``; with ``continual`` it adapts ``steps`` steps on each image in order, keeping
+    what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
+    state is saved to ``save_state`` if given. Returns a report dict (sizes, seconds,
+    throughput); ``on_image(i, n, path)`` is called after each image is written."""
+    from intsr.online import TRAIN_MAX, Adapter, adapt
+
+    inputs, batch = expand_inputs(paths)
+    if not batch and (continual or adapt_on is not None):
+        raise InputError("--continual and --adapt-on are for several inputs")
+    if continual and adapt_on is not None:
+        raise InputError("give --continual or --adapt-on, not both")
+    outs = _batch_outputs(inputs, out) if batch else [Path(out)]
+    if not batch:
+        check_output_path(out)
+    for p in (report_path, save_state):
+        if p is not None:
+            check_report_path(p)
     kernel = read_kernel(kernel_path)
-    report = {"trace_memory": True} if report_path else None
-    result = adapt(pixels, kernel, scale=scale, steps=steps, prune=prune, weights=weights, lr=lr,
-                   progress=progress, report=report)
-    _write_sr(out, result, alpha, scale)
+    t_start = time.perf_counter()
+    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0)
+    t_load = time.perf_counter() - t_start
+    report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "images": [],
+              "kernels": dispatch.PATH}
+    if not batch:
+        pixels, alpha = read_image(inputs[0])
+        rep = {"trace_memory": True} if report_path else {}
+        result = adapt(pixels, kernel, scale=scale, steps=steps, adapter=ad, progress=progress,
+                       report=rep)
+        rep.pop("trace_memory", None)
+        rep["seconds"]["load"] = t_load
+        report.update(rep, input=str(inputs[0]), size=[int(pixels.shape[1]),
+                                                        int(pixels.shape[0])])
+        _write_sr(outs[0], result, alpha, scale)
+        report["images"].append(_image_entry(inputs[0], outs[0], pixels, result))
+    else:
+        report["mode"] = "continual" if continual else "once"
+        if not continual:
+            if adapt_on is not None:
+                pairs = [ad.pair(read_image(adapt_on)[0], kernel)]
+                report["adapt_on"] = str(adapt_on)
+            else:
+                side = TRAIN_MAX if window is None else window
+                pairs = [ad.pair(read_image(p)[0], kernel, max_side=side) for p in inputs]
+                report["window"] = side
+            report["losses"] = ad.learn(pairs, steps, progress)
+        for i, (inp, o) in enumerate(zip(inputs, outs)):
+            pixels, alpha = read_image(inp)
+            if continual:
+                ad.learn([ad.pair(pixels, kernel)], steps, progress)
+            result = ad.super_resolve(pixels)
+            _write_sr(o, result, alpha, scale)
+            report["images"].append(_image_entry(inp, o, pixels, result))
+            if on_image:
+                on_image(i + 1, len(inputs), o)
+    _throughput(report, time.perf_counter() - t_start)
+    if save_state is not None:
+        save_state_file(save_state, ad.state())
+        report["state"] = str(save_state)
     if report_path is not None:
-        report.pop("trace_memory", None)
-        report.update(input=str(inp), output=str(out), scale=scale, steps=steps, prune=prune,
-                      size=[int(pixels.shape[1]), int(pixels.shape[0])])
+        report.setdefault("input", [str(p) for p in paths])
+        report["output"] = str(out)
         write_text(report_path, json.dumps(report, indent=2))
-    return result.shape[1], result.shape[0]
+    return report
 
 
-def sr_file(inp, out, *, scale=4, weights=None):
-    """`intsr sr`: super-resolve ``inp`` without adaptation. Returns (width, height)."""
-    from intsr.online import super_resolve
+def sr_paths(paths, out, *, scale=4, weights=None, on_image=None):
+    """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation. Returns a
+    report dict like adapt_paths."""
+    from intsr.online import Adapter
 
-    check_output_path(out)
-    pixels, alpha = read_image(inp)
-    result = super_resolve(pixels, scale=scale, weights=weights)
-    _write_sr(out, result, alpha, scale)
-    return result.shape[1], result.shape[0]
+    inputs, batch = expand_inputs(paths)
+    outs = _batch_outputs(inputs, out) if batch else [Path(out)]
+    if not batch:
+        check_output_path(out)
+    ad = Adapter(weights, scale=scale, adapting=False)
+    report = {"mode": "sr", "scale": scale, "images": [], "kernels": dispatch.PATH}
+    t_start = time.perf_counter()
+    for i, (inp, o) in enumerate(zip(inputs, outs)):
+        pixels, alpha = read_image(inp)
+        result = ad.super_resolve(pixels)
+        _write_sr(o, result, alpha, scale)
+        report["images"].append(_image_entry(inp, o, pixels, result))
+        if on_image and batch:
+            on_image(i + 1, len(inputs), o)
+    _throughput(report, time.perf_counter() - t_start)
+    return report
+
+
+def _image_entry(inp, out, pixels, result):
+    return {"input": str(inp), "output": str(out), "size": [int(pixels.shape[1]),
+                                                            int(pixels.shape[0])],
+            "out_size": [int(result.shape[1]), int(result.shape[0])]}
+
+
+def _throughput(report, seconds):
+    n = len(report["images"])
+    mp_in = sum(e["size"][0] * e["size"][1] for e in report["images"]) / 1e6
+    mp_out = sum(e["out_size"][0] * e["out_size"][1] for e in report["images"]) / 1e6
+    report.update(total_seconds=seconds, images_per_s=n / seconds if seconds else None,
+                  input_mp_per_s=mp_in / seconds if seconds else None,
+                  output_mp_per_s=mp_out / seconds if seconds else None)
 
 
 def info_lines(weights_path):
     """`intsr info`: architecture, per-layer Eq. 11 scales, the shipped masks' kept filters."""
     from intsr.quant import dynamic_scale
 
-    w = wfiles.load_weights(weights_path)
-    lines = [f"architecture: 8 conv 3x3, channels {'-'.join(map(str, CHANNELS))}, no biases, "
-             f"ReLU, global residual; {num_weights():,} weights"]
+    if is_state_file(weights_path):
+        st = load_state(weights_path)
+        w = [q.dequantize() for q in st.weights]
+        lines = [f"adapted state: x{st.scale}, {st.steps} steps from {st.base}, lr {st.lr:g}, "
+                 f"kept filters {[int(m.sum()) for m in st.masks]}"]
+    else:
+        w, lines = wfiles.load_weights(weights_path), []
+    lines.insert(0, f"architecture: 8 conv 3x3, channels {'-'.join(map(str, CHANNELS))}, no "
+                    f"biases, ReLU, global residual; {num_weights():,} weights")
+    lines.insert(1, f"kernels: {dispatch.PATH} (compile target {dispatch.target()[0]})")
     for i, layer in enumerate(w, 1):
         lines.append(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) "
                      f"{dynamic_scale(layer)}  max|w| {float(np.abs(layer).max()):.4g}")
@@ -131,7 +258,14 @@ def eval_dir(hr_dir, kernel_paths, *, scale=4, steps=10, configs=None, prune=Non
     for p in (json_path, md_path):
         if p is not None:
             check_report_path(p)
-    w, masks, default_lr = wfiles.load_model(weights, prune, masks_path, layerwise)
+    if weights is not None and is_state_file(weights):
+        w = load_state(weights)  # continue from its masters, masks and lr unless told otherwise
+        if (prune, masks_path, layerwise) == (None, None, None):
+            masks, default_lr = w.masks, w.lr
+        else:
+            masks, default_lr = wfiles.load_model(None, prune, masks_path, layerwise)[1:]
+    else:
+        w, masks, default_lr = wfiles.load_model(weights, prune, masks_path, layerwise)
     kernels = [(Path(k).stem, read_kernel(k)) for k in kernel_paths]
     records = list(evaluate.evaluate(hr_dir, kernels, weights=w, masks=masks,
                                      lr=lr or default_lr, scale=scale, steps=steps,

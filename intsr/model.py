@@ -158,8 +158,12 @@ class IntNet:
             acts.append(x)
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
-        if -8 - e > 54 or exp - e > 31:  # residual_add_u8s32's headroom
-            raise ArithmeticError("residual operands too far apart in scale")
+        if -8 - e > 54 or exp - e > 31:  # beyond residual_add_u8s32's headroom
+            if acc.any():
+                raise ArithmeticError("residual operands too far apart in scale")
+            # An all-zero output (a flat black tile: every activation 0, so every Eq. 11 scale
+            # fell to the accumulator's exponent) is exact at any exponent: use the image's.
+            exp = e = -8
         out = np.empty((h * w, 3), np.int64)
         residual_add_u8s32(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
         return Cache(acts, out, e)

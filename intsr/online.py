@@ -8,6 +8,7 @@
 The training pair uses I_LR cropped to a multiple of s, so that the upsampled son and the
 target have the same size; the final pass super-resolves the whole image.
 """
+import os
 import time
 import tracemalloc
 
@@ -17,37 +18,98 @@ from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, w
 from intsr.io import InputError, validate_kernel
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
 from intsr.model import IntNet
-from intsr.weights import load_model, warn_if_other_scale
+from intsr.state import State, is_state_file, kernel_digest, load_state
+from intsr.weights import load_model, shipped_config, warn_if_other_scale
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
 TRAIN_MAX = 256  # LR pixels per side the online steps train on (central window beyond that)
 
 
-def load_net(weights=None, prune=None, adapting=True):
-    """(IntNet with int32 masters, default learning rate) for ``weights`` (a file path, float
-    HWIO arrays, or None: the shipped weights for adapting, or for direct SR) and a shipped
-    pruning ratio (None: default)."""
-    wf, masks, default_lr = load_model(weights, prune, adapting=adapting)
-    return IntNet(weights_to_int(wf), masks), default_lr
+class Adapter:
+    """A network adapting on the device: IntNet (int32 masters, masks), its learning rate, its
+    SR factor and the provenance a saved state carries (intsr.state).
 
+    ``weights``: None (the shipped weights: meta-learned when ``adapting``, else the ones for
+    direct SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
+    a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
+    ``lr``: None takes the state's or the shipped default."""
 
-def _finish(net, rgb, gray, scale):
-    out = net.predict(bicubic_upsample_u8(rgb, scale), tile=SR_TILE)
-    if gray:
-        # The three output channels are three estimates of the same grey level: average them.
-        out = ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)
-    return out
+    def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True):
+        if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
+            weights = load_state(weights)
+        if isinstance(weights, State):
+            if prune is not None:
+                raise InputError("a saved state carries its own masks: --prune does not apply")
+            if weights.scale != scale:
+                raise InputError(f"the state was adapted for x{weights.scale}, not x{scale}")
+            self.net = IntNet(weights.weights, weights.masks)
+            self.lr = weights.lr if lr is None else lr
+            self.base, self.kernels, self.steps = weights.base, list(weights.kernel_sha256), \
+                weights.steps
+        else:
+            if weights is None:
+                warn_if_other_scale(scale)
+                self.base = shipped_config()["weights" if adapting else "sr_weights"]
+            else:
+                self.base = "arrays" if isinstance(weights, list) else os.path.basename(weights)
+            wf, masks, default_lr = load_model(weights, prune, adapting=adapting)
+            self.net = IntNet(weights_to_int(wf), masks)
+            self.lr = default_lr if lr is None else lr
+            self.kernels, self.steps = [], 0
+        self.scale = scale
+
+    def pair(self, image, kernel, max_side=TRAIN_MAX):
+        """The online training pair of an HxW(x3) uint8 image and its 2-D float kernel."""
+        rgb, _ = _as_rgb(image)
+        kernel = validate_kernel(kernel)
+        check_inputs(rgb.shape, kernel, self.scale, 0)
+        return self._pair(rgb, kernel_to_fixed(kernel), max_side)
+
+    def _pair(self, rgb, k_fixed, max_side=TRAIN_MAX):
+        digest = kernel_digest(k_fixed)
+        if digest not in self.kernels:
+            self.kernels.append(digest)
+        return make_training_pair(rgb, k_fixed, self.scale, max_side)
+
+    def learn(self, pairs, steps, progress=None):
+        """``steps`` SGD steps, step i on ``pairs[i % len(pairs)]``; returns the L1 losses in the
+        float network's units (pixels / 255), a reporting boundary after each step."""
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise InputError(f"steps must be a non-negative integer, not {steps}")
+        losses = []
+        for i in range(steps):
+            inp, target = pairs[i % len(pairs)]
+            mult, shift = lr_to_fixed(self.lr, target.size)
+            num, exp = self.net.step(inp, target, mult, shift)
+            losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
+            if progress:
+                progress(i + 1, steps, losses[-1])
+        self.steps += steps
+        return losses
+
+    def super_resolve(self, image):
+        """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights."""
+        rgb, gray = _as_rgb(image)
+        check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
+        out = self.net.predict(bicubic_upsample_u8(rgb, self.scale), tile=SR_TILE)
+        if gray:
+            # The three output channels are three estimates of the same grey level: average.
+            out = ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)
+        return out
+
+    def state(self):
+        return State(self.net.weights, [np.isin(np.arange(w.shape[3]), k) for w, k in
+                                        zip(self.net.weights, self.net.kept)],
+                     self.scale, self.lr, self.base, self.kernels, self.steps)
 
 
 def super_resolve(image, *, scale=4, weights=None):
     """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed), with
-    the shipped weights meant for direct SR unless ``weights`` is given."""
-    rgb, gray = _as_rgb(image)
+    the shipped weights meant for direct SR unless ``weights`` is given (a saved state too)."""
+    rgb, _ = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
-    if weights is None:
-        warn_if_other_scale(scale)
-    return _finish(load_net(weights, adapting=False)[0], rgb, gray, scale)
+    return Adapter(weights, scale=scale, adapting=False).super_resolve(image)
 
 
 def _as_rgb(image):
@@ -95,52 +157,42 @@ def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX):
 
 
 def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
-          progress=None, report=None):
+          progress=None, report=None, adapter=None):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
-    mask by pruning ratio (None: the shipped default). ``weights``: a weights file path or a list
-    of float HWIO arrays (None: the shipped meta-learned weights, or with ``steps=0`` the shipped
-    weights for direct SR). ``lr``: SGD step (None: the weights'
-    default). ``seed`` is accepted for API stability: with round-to-nearest every step is
-    deterministic and the seed changes nothing.
+    mask by pruning ratio (None: the shipped default). ``weights``: a weights file path (or a
+    saved state to continue from) or a list of float HWIO arrays (None: the shipped meta-learned
+    weights, or with ``steps=0`` the shipped weights for direct SR). ``lr``: SGD step (None: the
+    weights' default). ``seed`` is accepted for API stability: with round-to-nearest every step
+    is deterministic and the seed changes nothing. ``adapter``: continue an existing Adapter
+    (weights, prune and lr then come from it); after the call it holds the adapted state.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
     per-step losses, per-phase seconds, counted MACs and, if report['trace_memory'] is true,
     the peak traced memory in bytes."""
     del seed
-    rgb, gray = _as_rgb(image)
+    rgb, _ = _as_rgb(image)
     kernel = validate_kernel(kernel)
     check_inputs(rgb.shape, kernel, scale, steps)
-    if weights is None:
-        warn_if_other_scale(scale)
     timings = {}
     trace = bool(report and report.get("trace_memory"))
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
-    net, default_lr = load_net(weights, prune, adapting=steps > 0)
-    k_fixed = kernel_to_fixed(kernel)
+    ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    losses = []
-    if steps:
-        inp, target = make_training_pair(rgb, k_fixed, scale)
-        mult, shift = lr_to_fixed(default_lr if lr is None else lr, target.size)
-        for i in range(steps):
-            num, exp = net.step(inp, target, mult, shift)
-            # Reporting boundary: the loss in the float network's units (pixels / 255).
-            losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
-            if progress:
-                progress(i + 1, steps, losses[-1])
+    pairs = [ad._pair(rgb, kernel_to_fixed(kernel))] if steps else []
+    losses = ad.learn(pairs, steps, progress)
     timings["adapt"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    out = _finish(net, rgb, gray, scale)
+    out = ad.super_resolve(image)
     timings["sr"] = time.perf_counter() - t0
     if report is not None:
-        report.update(losses=losses, seconds=timings, macs=int(net.macs))
+        report.update(losses=losses, seconds=timings, macs=int(ad.net.macs))
         if trace:
             report["peak_bytes"] = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()

@@ -1,8 +1,8 @@
 """Weight and mask files, and the shipped configuration: the one room that knows their formats.
 
 Weights: ``.npz`` with keys ``conv1`` .. ``conv8`` (float OIHW), or a ``torch.save`` state_dict
-(``.pt``, read by intsr.torchfile without torch; keys ``convs.{i}.weight``, optionally behind a
-``module.`` prefix or inside a checkpoint's ``model``). Inside intsr weights are float32 HWIO
+(``.pt``, read by intsr.torchfile without torch) of this architecture saved by any code: the
+eight conv weights are matched by shape, in order (conv_weights_from_state_dict). Inside intsr weights are float32 HWIO
 (intsr.arch). Masks: ``p{pct}_l{l}`` bool ``[c_out]`` and ``p{pct}_tau`` for every shipped
 pruning ratio (intsr.pruning.RATIOS).
 
@@ -12,6 +12,7 @@ eval, cost, info) turns its options into weights and masks.
 """
 import json
 import os
+import re
 import warnings
 import zipfile
 from importlib import resources
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from intsr import pruning, torchfile
-from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes
+from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes, oihw_shapes
 from intsr.io import InputError, atomic_write
 
 def _shipped_dir():
@@ -37,17 +38,42 @@ MASK_RATIOS = {round(100 * r): r for r in pruning.RATIOS}  # file key percent ->
 
 
 def _load_pt(path):
-    obj = torchfile.read(path)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a trainer checkpoint: take its model
+    return conv_weights_from_state_dict(path, torchfile.read(path))
+
+
+def conv_weights_from_state_dict(path, obj):
+    """The eight conv weights (OIHW) of a state_dict saved by any code for this architecture:
+    taken by shape, in order, whatever the key names (``convs.0.weight``, an ``nn.Sequential``'s
+    ``0.weight``, ``2.weight``, ..., a DDP ``module.`` prefix), also inside a checkpoint dict's
+    ``state_dict`` or ``model``. Anything else is refused with one line: biases, another layer
+    kind or architecture, a different number of tensors."""
+    for _ in range(2):  # a checkpoint, possibly holding a wrapper that holds the state_dict
+        if isinstance(obj, dict):
+            inner = [obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)]
+            if inner:
+                obj = inner[0]
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
-    sd = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
-          for k, v in obj.items()}
-    want = [f"convs.{i}.weight" for i in range(NUM_LAYERS)]
-    if sorted(sd, key=str) != sorted(want):
-        raise ValueError(f"{path}: state_dict keys {sorted(map(str, sd))[:10]} != {want}")
-    return [sd[k] for k in want]
+    items = [(str(k), v) for k, v in obj.items()]
+    bias = [k for k, _ in items if k.endswith("bias")]
+    if bias:
+        raise ValueError(f"{path}: has biases ({bias[0]}); this network has none")
+    other = [(k, v) for k, v in items if not (isinstance(v, np.ndarray) and v.ndim == 4)]
+    if other:
+        k, v = other[0]
+        what = f"shape {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
+        raise ValueError(f"{path}: {k} ({what}) is not a 3x3 conv weight of this network")
+    if len(items) != NUM_LAYERS:
+        raise ValueError(f"{path}: {len(items)} conv weights, this network has {NUM_LAYERS}")
+    index = [re.fullmatch(r"(?:module\.)?(.*?)(\d+)\.weight", k) for k, _ in items]
+    if all(index) and len({m.group(1) for m in index}) == 1:
+        # Numbered layers of one container: their numbers give the order.
+        items = [it for _, it in sorted(zip((int(m.group(2)) for m in index), items))]
+    for l, ((k, v), want) in enumerate(zip(items, oihw_shapes()), start=1):
+        if v.shape != want:
+            raise ValueError(f"{path}: tensor {l} ({k}) has shape {v.shape}, layer {l} of this "
+                             f"network is OIHW {want}")
+    return [v for _, v in items]
 
 
 def _load_npz(path):

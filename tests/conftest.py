@@ -1,6 +1,15 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
+
+# The trainer is a top-level folder of the repository, not part of the installed package:
+# make it importable whatever the working directory of the test run.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 from helpers import DATA, WEIGHTS, gaussian
 from intsr.floatpath.convert import kernel_to_fixed

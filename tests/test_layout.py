@@ -18,9 +18,10 @@ ALLOWED = {
     "pruning": {"arch"}, "cost": {"arch"},
     "weights": {"arch", "io", "pruning", "torchfile"},
     "model": {"arch", "quant", "kernels"},
-    "online": {"floatpath", "io", "kernels", "model", "weights"},
-    "evaluate": {"floatpath", "io", "kernels", "model", "online"},
-    "jobs": {"arch", "cost", "evaluate", "io", "kernels", "online", "quant", "weights"},
+    "state": {"arch", "io", "quant"},
+    "online": {"floatpath", "io", "kernels", "model", "state", "weights"},
+    "evaluate": {"floatpath", "io", "kernels", "model", "online", "quant", "state"},
+    "jobs": {"arch", "cost", "evaluate", "io", "kernels", "online", "quant", "state", "weights"},
     "__init__": {"online"},
 }
 

@@ -75,7 +75,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 PORTABLE = ["gemm_x8s8.gemm_x8s8", "im2col.im2col_3x3", "gemm_x8s8._wgrad_chunks"]
-VNNI = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pack_chw"]
+VNNI = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"]
 
 
 @pytest.mark.parametrize("path", ["portable", pytest.param("vnni", marks=pytest.mark.skipif(

@@ -152,9 +152,6 @@ def test_malformed_files_raise_one_line_value_errors(tmp_path):
     raw = (tmp_path / "good.pt").read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a zip at all")
-    bad_keys = OrderedDict(sd)
-    bad_keys["convs.8.weight"] = bad_keys.pop("convs.7.weight")
-    torch.save(bad_keys, tmp_path / "keys.pt")
     bad_shape = OrderedDict(sd)
     bad_shape["convs.0.weight"] = torch.zeros(64, 4, 3, 3)
     torch.save(bad_shape, tmp_path / "shape.pt")
@@ -173,7 +170,7 @@ def test_malformed_files_raise_one_line_value_errors(tmp_path):
     ws[7][0, 0, 0, 0] = np.inf
     np.savez(tmp_path / "inf.npz", **{f"conv{i + 1}": w for i, w in enumerate(ws)})
     (tmp_path / "trunc.npz").write_bytes((tmp_path / "inf.npz").read_bytes()[:100])
-    cases = {"trunc.pt": "not a torch", "junk.pt": "not a torch", "keys.pt": "keys", "shape.pt": "shape",
+    cases = {"trunc.pt": "not a torch", "junk.pt": "not a torch", "shape.pt": "shape",
              "nan.pt": "NaN", "int.pt": "not a float", "keys.npz": "keys",
              "shape.npz": "shape", "inf.npz": "NaN or inf", "trunc.npz": "not a readable",
              "missing.npz": "no such"}
@@ -232,3 +229,50 @@ def test_intsr_never_imports_torch():
     code = ("import sys, intsr.weights, intsr.pruning, intsr.floatpath.degrade; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _sequential(bias=False, ks=3, channels=CHANNELS):
+    layers = []
+    for i in range(len(channels) - 1):
+        layers.append(torch.nn.Conv2d(channels[i], channels[i + 1], ks, padding=ks // 2,
+                                      bias=bias))
+        if i < len(channels) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def test_foreign_state_dicts_of_this_architecture_load_by_shape(tmp_path):
+    """A user's own PyTorch code: nn.Sequential keys 0.weight, 2.weight, ..., a DDP module.
+    prefix, checkpoint dicts holding 'state_dict' or 'model', written by real torch."""
+    seq = _sequential()
+    sd = seq.state_dict()
+    assert list(sd)[:2] == ["0.weight", "2.weight"]
+    want = [v.numpy().transpose(2, 3, 1, 0) for v in sd.values()]
+    layouts = {"seq.pt": sd,
+               "ddp.pt": OrderedDict(("module." + k, v) for k, v in sd.items()),
+               "ck_sd.pt": {"state_dict": sd, "epoch": 7, "optimizer": {"lr": 0.1}},
+               "ck_model.pt": {"model": OrderedDict(("module." + k, v) for k, v in sd.items())},
+               "nested.pt": {"model": {"state_dict": sd}}}
+    for name, obj in layouts.items():
+        torch.save(obj, tmp_path / name)
+        for g, w in zip(W.load_weights(tmp_path / name), want):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda: _sequential(bias=True).state_dict(), "has biases"),
+    (lambda: _sequential(ks=5).state_dict(), "layer 1 of this network is OIHW"),
+    (lambda: _sequential(channels=(3, 32, 32, 32, 32, 32, 32, 32, 3)).state_dict(),
+     "layer 1 of this network"),
+    (lambda: _sequential(channels=CHANNELS + (3,)).state_dict(), "9 conv weights"),
+    (lambda: OrderedDict(list(_sequential().state_dict().items())[:7]), "7 conv weights"),
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, bias=False),
+                                 torch.nn.BatchNorm2d(64, affine=False)).state_dict(),
+     "is not a 3x3 conv weight"),
+    (lambda: [torch.zeros(3)], "expected a state_dict"),
+])
+def test_other_networks_get_one_clear_line(tmp_path, make, needle):
+    torch.save(make(), tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=needle) as e:
+        W.load_weights(tmp_path / "x.pt")
+    assert "\n" not in str(e.value)

@@ -1,7 +1,8 @@
 """The three convolution kernels of a step, and the one place that chooses how they run.
 
-``PATH`` is ``"vnni"`` (kernels/igemm_u8s8.py: AVX-512 VNNI implicit GEMM) where the CPU has
-AVX512-VNNI and ``INTSR_NO_VNNI`` is unset, else ``"portable"`` (kernels/gemm_x8s8.py). Both
+``PATH`` is ``"vnni"`` (kernels/igemm_u8s8.py: AVX-512 VNNI implicit GEMM) where the target
+Numba compiles for has AVX512-VNNI and ``INTSR_NO_VNNI`` is unset, else ``"portable"``
+(kernels/gemm_x8s8.py). Both
 compute the same integers; each public kernel below has a plain int64 reference under it.
 
 Names follow the operand types (CMSIS-NN style): ``conv3x3_u8s8`` takes uint8 activations
@@ -17,14 +18,38 @@ from llvmlite import binding as llvm
 from intsr.kernels import gemm_x8s8, igemm_u8s8
 
 
-def _host_has_vnni():
+# LLVM CPU names whose feature set includes AVX512-VNNI (for a target named without features).
+_VNNI_CPUS = {"cascadelake", "cooperlake", "icelake-client", "icelake-server", "tigerlake",
+              "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+              "graniterapids-d", "diamondrapids", "znver4", "znver5"}
+
+
+def target():
+    """(CPU name, feature string) that Numba compiles for: NUMBA_CPU_NAME / NUMBA_CPU_FEATURES
+    when set (Numba passes the host's features unless NUMBA_CPU_FEATURES is given), else the
+    host's."""
+    from numba.core import config
     try:
-        return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
-    except RuntimeError:  # llvmlite cannot read the features on some hosts: stay portable
-        return False
+        name = config.CPU_NAME or llvm.get_host_cpu_name()
+        features = config.CPU_FEATURES
+        if features is None:
+            features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # llvmlite cannot read the host on some machines: stay portable
+        return "generic", ""
+    return name, features
 
 
-PATH = "vnni" if _host_has_vnni() and not os.environ.get("INTSR_NO_VNNI") else "portable"
+def _target_has_vnni(name, features):
+    # The VNNI tile emits llvm.x86.avx512.vpdpbusd, which LLVM cannot lower for a target
+    # without the feature (it aborts the process): ask the target, never the host alone.
+    flags = {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and len(f) > 1}
+    if "avx512vnni" in flags:
+        return flags["avx512vnni"]
+    return name in _VNNI_CPUS
+
+
+PATH = "vnni" if _target_has_vnni(*target()) and not os.environ.get("INTSR_NO_VNNI") \
+    else "portable"
 _TILE_MAX_N = 64  # output channels of one VNNI register tile
 
 

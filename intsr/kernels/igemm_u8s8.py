@@ -181,14 +181,18 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
 
 
 @njit(cache=True, parallel=True)
-def _pad_hwc(x, flip, xp):
-    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (border and extra channels
-    # preset by the caller); one pass, no temporary.
+def _pad_x8(x, flip, xp, chw):
+    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (HWC) or xp[c, 1 + y, 1 + x]
+    # (CHW, ``chw``); border and extra channels preset by the caller; one pass, no temporary.
+    # Rows outer: reads stream, and in CHW a row's writes touch one cache line per plane.
     h, w, c = x.shape
     for y in prange(h):
         for xx in range(w):
             for ch in range(c):
-                xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
+                if chw:
+                    xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
+                else:
+                    xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
 
 
 def _pad_u8(x, c4):
@@ -198,7 +202,7 @@ def _pad_u8(x, c4):
     shifted = x.dtype == np.int8
     xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
     xp[:, :, c:] = 0  # extra channels meet zero weights either way
-    _pad_hwc(x.view(np.uint8), np.uint8(128 if shifted else 0), xp)
+    _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, False)
     return xp, shifted
 
 
@@ -242,17 +246,6 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
 
 
 @njit(cache=True, parallel=True)
-def _pack_chw(x, flip, xp):
-    # x (H, W, C) viewed as uint8 -> xp[c, 1 + y, 1 + x] (border and extra planes preset).
-    # Rows outer: reads stream, and a row's writes touch one cache line per plane (C lines).
-    h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
-
-
-@njit(cache=True, parallel=True)
 def _pack_grad(g, b):
     # g (H, W, N) int8 -> b[y, x // 4, n, x % 4] (b zeroed beforehand for padding).
     h, w, n = g.shape
@@ -274,7 +267,7 @@ def wgrad3x3(x, g):
     shifted = x.dtype == np.int8
     xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
     xp[c:] = 0
-    _pack_chw(x.view(np.uint8), np.uint8(128 if shifted else 0), xp)
+    _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, True)
     b = np.zeros((h, wp // 4, _ceil(n, 8), 4), np.int8)
     _pack_grad(g, b)
     rows = max(1, WGRAD_CHUNK // wp)

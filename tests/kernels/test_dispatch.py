@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from kernel_data import EXTREMES
-from intsr.kernels.dispatch import (agrad3x3_s8s8, agrad_weights, conv3x3_ref, wgrad3x3_ref,
-                                    wgrad3x3_u8s8)
+from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_ref,
+                                    wgrad3x3_ref, wgrad3x3_u8s8)
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.gemm_x8s8 import wgrad3x3_portable, wgrad_x8s8, wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
@@ -67,3 +67,53 @@ def test_wgrad3x3_from_image(fill, kind, xdtype, wgrad, monkeypatch):
     g = fill((5, 7, 9), np.int8, kind)
     np.testing.assert_array_equal(wgrad(x, g), wgrad_x8s8_ref(im2col(x), g.reshape(-1, 9)))
     np.testing.assert_array_equal(wgrad(x, g), wgrad3x3_ref(x, g))
+
+
+_TARGET_SCRIPT = """
+import hashlib, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_no_float import _random_setup
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.kernels import dispatch
+from intsr.model import IntNet
+from intsr.online import make_training_pair
+weights, masks, lr, k = _random_setup(np.random.default_rng(0))
+net = IntNet(weights_to_int(weights), masks)
+inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
+net.step(inp, target, *lr_to_fixed(0.01, target.size))
+h = hashlib.sha256(b"".join(w.value.tobytes() for w in net.weights) + net.predict(inp).tobytes())
+print(dispatch.PATH, h.hexdigest())
+"""
+
+
+def _step_digest(env_extra, tmp_path):
+    import os
+    import subprocess
+    import sys
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **env_extra)
+    env.pop("INTSR_NO_VNNI", None)
+    res = subprocess.run([sys.executable, "-c", _TARGET_SCRIPT.format(tests=tests)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.split()
+
+
+def test_an_avx2_target_chooses_portable_and_computes_the_same_integers(tmp_path):
+    """Dispatch asks the target Numba compiles for (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES), not
+    the host: an AVX2-only target takes the portable kernels instead of aborting in LLVM, and
+    one masked step gives the same integers as this machine's own path."""
+    path, digest = _step_digest({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""},
+                                tmp_path / "haswell")
+    assert path == "portable"
+    native_path, native = _step_digest({}, tmp_path / "native")
+    assert native_path == PATH and digest == native
+
+
+def test_target_feature_parsing():
+    from intsr.kernels.dispatch import _target_has_vnni
+    assert not _target_has_vnni("haswell", "")
+    assert not _target_has_vnni("skylake-avx512", "")  # AVX-512 without VNNI
+    assert _target_has_vnni("cascadelake", "") and _target_has_vnni("znver4", "")
+    assert not _target_has_vnni("sapphirerapids", "+avx2,-avx512vnni")
+    assert _target_has_vnni("generic", "+avx512f,+avx512vnni")

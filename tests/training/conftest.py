@@ -1,16 +1,6 @@
-import os
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
-
-# The trainer is a top-level folder of the repository, not part of the installed package:
-# make it importable whatever the working directory of the test run.
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory):
