@@ -88,12 +88,16 @@ def _wrote(out, report, quiet):
 @click.option("--window", type=int, default=None,
               help="Several inputs (default mode): LR pixels per side of the central window of "
                    "each image the steps train on in turn (default 256).")
+@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
+              show_default=True,
+              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
+                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
 def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_state, continual,
-          adapt_on, window, json_path, quiet):
+          adapt_on, window, grid, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
     default after one adaptation over windows of all of them, or --adapt-on one image, or
@@ -134,7 +138,7 @@ def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_st
         report = adapt_paths(inputs, out, kernel_path, scale=scale, steps=steps, prune=prune,
                              weights=weights, lr=lr, report_path=json_path, save_state=save_state,
                              continual=continual, adapt_on=adapt_on, window=window,
-                             progress=progress, on_image=_on_image(quiet))
+                             progress=progress, on_image=_on_image(quiet), grid=grid)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -146,9 +150,13 @@ def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_st
 @click.option("--scale", default=4, show_default=True, type=int)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights or a saved state (default: the shipped weights for SR).")
+@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
+              show_default=True,
+              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
+                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
-def sr(paths, scale, weights, quiet):
+def sr(paths, scale, weights, grid, quiet):
     """Super-resolve IN without adaptation (0 steps; no kernel needed) and write OUT. With
     several inputs (or folders), OUT is a folder.
 
@@ -161,7 +169,7 @@ def sr(paths, scale, weights, quiet):
         raise InputError("usage: intsr sr IN... OUT")
     _say_if_compiling(quiet)
     report = sr_paths(list(paths[:-1]), paths[-1], scale=scale, weights=weights,
-                      on_image=_on_image(quiet))
+                      on_image=_on_image(quiet), grid=grid)
     _wrote(paths[-1], report, quiet)
 
 
@@ -192,10 +200,14 @@ def info(weights):
 @click.option("--lr", type=float, default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
+              show_default=True,
+              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
+                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
 def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, layerwise, weights, lr,
-                 json_path, md_path, quiet):
+                 json_path, md_path, grid, quiet):
     """Adapt and score every image of HR_DIR under each kernel (Eq. 1 LR, Y-PSNR)."""
     from intsr.jobs import eval_dir
 
@@ -215,7 +227,7 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, laye
     try:
         table = eval_dir(hr_dir, kernels, scale=scale, steps=steps, configs=configs, prune=prune,
                          masks_path=masks_path, layerwise=layerwise, weights=weights, lr=lr,
-                         json_path=json_path, md_path=md_path, progress=progress)
+                         json_path=json_path, md_path=md_path, progress=progress, grid=grid)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

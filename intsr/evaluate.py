@@ -130,23 +130,24 @@ def load_hr(folder, scale):
     return out
 
 
-def make_cases(images, kernel, scale):
-    """[Case] of every (name, HR) image under ``kernel``."""
+def make_cases(images, kernel, scale, grid="centre"):
+    """[Case] of every (name, HR) image under ``kernel``, LR images and sons on ``grid``."""
     k_fixed = kernel_to_fixed(kernel)
     cases = []
     for name, hr in images:
-        lr = lr_image(hr, kernel, scale)
-        cases.append(Case(name, hr, lr, make_training_pair(lr, k_fixed, scale),
-                          bicubic_upsample_u8(lr, scale)))
+        lr = lr_image(hr, kernel, scale, grid)
+        cases.append(Case(name, hr, lr, make_training_pair(lr, k_fixed, scale, grid=grid),
+                          bicubic_upsample_u8(lr, scale, grid)))
     return cases
 
 
 def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10, configs=CONFIGS,
-             runners=None, progress=None):
+             runners=None, progress=None, grid="centre"):
     """Yield one record per (kernel, image, configuration):
     dict(kernel, image, config, psnr_init, psnr, ssim_init, ssim, seconds, macs).
 
-    ``kernels``: [(name, 2-D kernel)]; ``runners``: extra {config: runner};
+    ``kernels``: [(name, 2-D kernel)]; ``runners``: extra {config: runner}; ``grid``: the
+    sampling grid of Eq. 1 for the LR images and the sons (intsr.kernels.resample);
     ``progress(done, total)`` after each record."""
     runners = {**RUNNERS, **(runners or {})}
     unknown = [c for c in configs if c not in runners]
@@ -155,7 +156,7 @@ def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10, con
     images = load_hr(hr_dir, scale)
     total, done = len(images) * len(kernels) * len(configs), 0
     for kname, kernel in kernels:
-        setup = Setup(weights, masks, lr, scale, steps, make_cases(images, kernel, scale))
+        setup = Setup(weights, masks, lr, scale, steps, make_cases(images, kernel, scale, grid))
         for case in setup.cases:
             ref = case.hr / 255.0
             for cfg in configs:

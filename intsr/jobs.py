@@ -83,7 +83,7 @@ def _batch_outputs(inputs, out_dir):
 
 def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
-                window=None, progress=None, on_image=None):
+                window=None, progress=None, on_image=None, grid="centre"):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
 
     A batch adapts once and super-resolves every image with the result: ``steps`` steps over
@@ -107,10 +107,10 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
             check_report_path(p)
     kernel = read_kernel(kernel_path)
     t_start = time.perf_counter()
-    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0)
+    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid)
     t_load = time.perf_counter() - t_start
-    report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "images": [],
-              "kernels": dispatch.PATH}
+    report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
+              "images": [], "kernels": dispatch.PATH}
     if not batch:
         pixels, alpha = read_image(inputs[0])
         rep = {"trace_memory": True} if report_path else {}
@@ -153,7 +153,7 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
     return report
 
 
-def sr_paths(paths, out, *, scale=4, weights=None, on_image=None):
+def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre"):
     """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation. Returns a
     report dict like adapt_paths."""
     from intsr.online import Adapter
@@ -162,7 +162,7 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None):
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
         check_output_path(out)
-    ad = Adapter(weights, scale=scale, adapting=False)
+    ad = Adapter(weights, scale=scale, adapting=False, grid=grid)
     report = {"mode": "sr", "scale": scale, "images": [], "kernels": dispatch.PATH}
     t_start = time.perf_counter()
     for i, (inp, o) in enumerate(zip(inputs, outs)):
@@ -250,7 +250,7 @@ def cost_lines(data):
 
 def eval_dir(hr_dir, kernel_paths, *, scale=4, steps=10, configs=None, prune=None,
              masks_path=None, layerwise=None, weights=None, lr=None, json_path=None,
-             md_path=None, progress=None):
+             md_path=None, progress=None, grid="centre"):
     """`intsr eval`: every configuration on every image of ``hr_dir`` under each kernel file;
     writes the JSON records and the Markdown tables if asked. Returns the tables (text)."""
     from intsr import evaluate
@@ -269,10 +269,12 @@ def eval_dir(hr_dir, kernel_paths, *, scale=4, steps=10, configs=None, prune=Non
     kernels = [(Path(k).stem, read_kernel(k)) for k in kernel_paths]
     records = list(evaluate.evaluate(hr_dir, kernels, weights=w, masks=masks,
                                      lr=lr or default_lr, scale=scale, steps=steps,
-                                     configs=configs or evaluate.CONFIGS, progress=progress))
+                                     configs=configs or evaluate.CONFIGS, progress=progress,
+                                     grid=grid))
     table = evaluate.tables(records, steps)
     if json_path:
-        write_text(json_path, json.dumps({"hr_dir": str(hr_dir), "scale": scale, "steps": steps,
+        write_text(json_path, json.dumps({"hr_dir": str(hr_dir), "scale": scale, "grid": grid,
+                                          "steps": steps,
                                           "prune": prune, "masks": masks_path,
                                           "layerwise": layerwise, "records": records},
                                          indent=2))

@@ -16,7 +16,7 @@ import numpy as np
 
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.io import InputError, validate_kernel
-from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
+from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
 from intsr.state import State, is_state_file, kernel_digest, load_state
 from intsr.weights import load_model, shipped_config, warn_if_other_scale
@@ -35,7 +35,8 @@ class Adapter:
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
     ``lr``: None takes the state's or the shipped default."""
 
-    def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True):
+    def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
+                 grid="centre"):
         if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
             weights = load_state(weights)
         if isinstance(weights, State):
@@ -57,7 +58,8 @@ class Adapter:
             self.net = IntNet(weights_to_int(wf), masks)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
-        self.scale = scale
+        self.scale, self.grid = scale, grid
+        grid_offset(grid, scale)  # refuses an unknown grid before any work
 
     def pair(self, image, kernel, max_side=TRAIN_MAX):
         """The online training pair of an HxW(x3) uint8 image and its 2-D float kernel."""
@@ -70,7 +72,7 @@ class Adapter:
         digest = kernel_digest(k_fixed)
         if digest not in self.kernels:
             self.kernels.append(digest)
-        return make_training_pair(rgb, k_fixed, self.scale, max_side)
+        return make_training_pair(rgb, k_fixed, self.scale, max_side, self.grid)
 
     def learn(self, pairs, steps, progress=None):
         """``steps`` SGD steps, step i on ``pairs[i % len(pairs)]``; returns the L1 losses in the
@@ -92,7 +94,7 @@ class Adapter:
         """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights."""
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
-        out = self.net.predict(bicubic_upsample_u8(rgb, self.scale), tile=SR_TILE)
+        out = self.net.predict(bicubic_upsample_u8(rgb, self.scale, self.grid), tile=SR_TILE)
         if gray:
             # The three output channels are three estimates of the same grey level: average.
             out = ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)
@@ -104,12 +106,12 @@ class Adapter:
                      self.scale, self.lr, self.base, self.kernels, self.steps)
 
 
-def super_resolve(image, *, scale=4, weights=None):
+def super_resolve(image, *, scale=4, weights=None, grid="centre"):
     """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed), with
     the shipped weights meant for direct SR unless ``weights`` is given (a saved state too)."""
     rgb, _ = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
-    return Adapter(weights, scale=scale, adapting=False).super_resolve(image)
+    return Adapter(weights, scale=scale, adapting=False, grid=grid).super_resolve(image)
 
 
 def _as_rgb(image):
@@ -138,26 +140,28 @@ def check_inputs(shape, kernel, scale, steps):
                          f"image {w}x{h}")
 
 
-def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX):
+def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre"):
     """(network input, target) for the online steps: bicubic_up(son) and I_LR cropped to a
-    multiple of ``scale``; both (H', W', 3) uint8.
+    multiple of ``scale``; both (H', W', 3) uint8. The son is made, and upsampled, on ``grid``
+    (the sampling grid the input image was made on: intsr.kernels.resample).
 
     Images wider or taller than ``max_side`` train on their central ``max_side`` window (the
     son is still made from the whole image), which bounds a step's time and memory; Set5-sized
     inputs (LR up to 128 px) are never cropped."""
     h, w, _ = lr_rgb.shape
     h, w = h - h % scale, w - w % scale
-    son = degrade_u8(np.ascontiguousarray(lr_rgb[:h, :w]), k_fixed, KERNEL_BITS, scale)
+    son = degrade_u8(np.ascontiguousarray(lr_rgb[:h, :w]), k_fixed, KERNEL_BITS, scale, grid)
     side = max_side - max_side % scale
     y0 = (h - side) // 2 // scale * scale if h > side else 0
     x0 = (w - side) // 2 // scale * scale if w > side else 0
     th, tw = min(h, side), min(w, side)
     son = np.ascontiguousarray(son[y0 // scale:(y0 + th) // scale, x0 // scale:(x0 + tw) // scale])
-    return bicubic_upsample_u8(son, scale), np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw])
+    return (bicubic_upsample_u8(son, scale, grid),
+            np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw]))
 
 
 def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
-          progress=None, report=None, adapter=None):
+          progress=None, report=None, adapter=None, grid="centre"):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1).
@@ -166,7 +170,8 @@ def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None
     saved state to continue from) or a list of float HWIO arrays (None: the shipped meta-learned
     weights, or with ``steps=0`` the shipped weights for direct SR). ``lr``: SGD step (None: the
     weights' default). ``seed`` is accepted for API stability: with round-to-nearest every step
-    is deterministic and the seed changes nothing. ``adapter``: continue an existing Adapter
+    is deterministic and the seed changes nothing. ``grid``: the sampling grid the image was
+    made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
     (weights, prune and lr then come from it); after the call it holds the adapted state.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
     per-step losses, per-phase seconds, counted MACs and, if report['trace_memory'] is true,
@@ -180,7 +185,8 @@ def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
-    ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0)
+    ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
+                            grid=grid)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

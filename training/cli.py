@@ -23,6 +23,8 @@ def _common(p):
                    help="end this invocation after this wall time (checkpointed)")
     p.add_argument("--sigma-min", type=float, default=0.8)
     p.add_argument("--sigma-max", type=float, default=3.0)
+    p.add_argument("--grid", choices=["centre", "corner"], default="centre",
+                   help="sampling grid of Eq. 1 for LR images and sons (intsr.kernels.resample)")
 
 
 def build_parser():
@@ -60,6 +62,8 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS),
                    help="pruning ratios (default: intsr.pruning.RATIOS, the shipped ones)")
+    p.add_argument("--grid", choices=["centre", "corner"], default="centre",
+                   help="sampling grid of Eq. 1 for LR images and sons (intsr.kernels.resample)")
     p.add_argument("--objective", choices=["eq8", "kept"], default="kept",
                    help="per-layer value: I_(c), the kept share (default), or Eq. 8 read "
                         "literally, sum_s I_(s) (intsr.pruning)")
@@ -82,6 +86,8 @@ def build_parser():
     p.add_argument("--ratio", type=float, default=0.0,
                    help="pruning ratio of the masks (one of intsr.pruning.RATIOS)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grid", choices=["centre", "corner"], default="centre",
+                   help="sampling grid of Eq. 1 for the LR images and sons")
     p.add_argument("--json", default=None, help="write the records and the arguments here")
     return ap
 

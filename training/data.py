@@ -77,26 +77,28 @@ class CropSampler:
         return np.ascontiguousarray(c)
 
 
-def sr_pair(hr_u8, scale, kernel=None):
-    """(network input, target) for one HR crop: D_bic if ``kernel`` is None, else Eq. 1."""
+def sr_pair(hr_u8, scale, kernel=None, grid="centre"):
+    """(network input, target) for one HR crop: D_bic if ``kernel`` is None, else Eq. 1 on
+    ``grid`` (intsr.kernels.resample; D_bic is Pillow's downscale, always centred)."""
     hr = hr_u8.astype(np.float64) / 255.0
     if kernel is None:
         lr = bicubic_downsample(hr_u8, scale)
     else:
-        lr = lr_image(hr_u8, kernel, scale) / 255.0
-    return bicubic_upsample(lr, scale), hr
+        lr = lr_image(hr_u8, kernel, scale, grid) / 255.0
+    return bicubic_upsample(lr, scale, grid=grid if kernel is not None else "centre"), hr
 
 
-def task(hr_u8, kernel, scale):
+def task(hr_u8, kernel, scale, grid="centre"):
     """One meta task: D_tr = (up(son) -> LR), D_te = (up(LR) -> HR).
 
     The HR crop must be a multiple of scale**2 so the son's upsampling has the LR's size. LR
     and son are 8-bit (``lr_image``: Eq. 1, rounded half up); the son is made from the 8-bit LR
-    image, as the device makes it."""
-    lr_u8 = lr_image(hr_u8, kernel, scale)
-    son_u8 = lr_image(lr_u8, kernel, scale)
+    image, as the device makes it; both on ``grid``."""
+    lr_u8 = lr_image(hr_u8, kernel, scale, grid)
+    son_u8 = lr_image(lr_u8, kernel, scale, grid)
     hr, lr, son = (a.astype(np.float64) / 255.0 for a in (hr_u8, lr_u8, son_u8))
-    return bicubic_upsample(son, scale), lr, bicubic_upsample(lr, scale), hr
+    return (bicubic_upsample(son, scale, grid=grid), lr, bicubic_upsample(lr, scale, grid=grid),
+            hr)
 
 
 def to_nchw(batch):

@@ -90,7 +90,8 @@ def run(args):
         records = []
         for r in harness.evaluate(args.images, kernels, weights=weights, masks=masks,
                                   lr=args.lr, scale=args.scale, steps=args.sgd_steps,
-                                  configs=CONFIGS, runners={"fp-torch": torch_fp_runner}):
+                                  configs=CONFIGS, runners={"fp-torch": torch_fp_runner},
+                                  grid=args.grid):
             records.append(r)
             print(f"  {r['kernel']:20s} {r['image']:12s} {r['config']:9s} "
                   f"init {r['psnr_init']:.2f} after {args.sgd_steps} steps {r['psnr']:.2f} "

@@ -46,7 +46,7 @@ def run(args):
     tasks = []
     for _ in range(args.tasks):
         k = data.random_kernel(rng)
-        x_tr, y_tr, _, _ = data.task(sampler.crop(args.crop), k, args.scale)
+        x_tr, y_tr, _, _ = data.task(sampler.crop(args.crop), k, args.scale, args.grid)
         tasks.append((torch.from_numpy(data.to_nchw([x_tr])),
                       torch.from_numpy(data.to_nchw([y_tr]))))
     norms = gradient_norms(weights, tasks, args.steps, args.alpha)

@@ -50,7 +50,7 @@ def make_tasks(sampler, args, rng):
     cols = ([], [], [], [])
     for _ in range(args.tasks):
         k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
-        for c, a in zip(cols, data.task(sampler.crop(args.crop), k, args.scale)):
+        for c, a in zip(cols, data.task(sampler.crop(args.crop), k, args.scale, args.grid)):
             c.append(a)
     return [torch.from_numpy(data.to_nchw(c)) for c in cols]
 

@@ -14,7 +14,7 @@ def make_batch(sampler, args, rng):
         hr = sampler.crop(args.crop)
         k = None if args.degradation == "bic" else data.random_kernel(
             rng, (args.sigma_min, args.sigma_max))
-        i, t = data.sr_pair(hr, args.scale, k)
+        i, t = data.sr_pair(hr, args.scale, k, args.grid)
         inps.append(i)
         tgts.append(t)
     return (torch.from_numpy(data.to_nchw(inps)), torch.from_numpy(data.to_nchw(tgts)))

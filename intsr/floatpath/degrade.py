@@ -2,54 +2,59 @@
 upsampler. The offline trainer uses these so that training data and the device agree.
 
 Eq. 1 convention: ``I_LR = (I_HR * k) downsampled by s`` where ``*`` is a 'same' correlation with
-reflect padding (scipy.ndimage 'reflect': d c b a | a b c d) and the subsampling keeps pixels
-``s//2, s//2 + s, ...`` along each axis.
+reflect padding (scipy.ndimage 'reflect': d c b a | a b c d) and the subsampling keeps the
+pixels of a sampling grid along each axis: ``s//2, s//2 + s, ...`` ("centre", the default) or
+``0, s, 2s, ...`` ("corner", MZSR's; see intsr.kernels.resample).
 """
 import numpy as np
 from scipy import ndimage
 
-from intsr.kernels.resample import bicubic_coeffs
+from intsr.kernels.resample import bicubic_coeffs, bicubic_shift, grid_offset
 
 
-def degrade(img, kernel, scale):
-    """Eq. 1 in float64: correlate each channel with ``kernel`` (reflect), keep ``s//2::s``.
+def degrade(img, kernel, scale, grid="centre"):
+    """Eq. 1 in float64: correlate each channel with ``kernel`` (reflect), keep ``off::s`` with
+    ``off`` the grid's first pixel.
 
-    ``img`` is (H, W) or (H, W, C) float; the result has ``ceil((H - s//2) / s)`` rows."""
+    ``img`` is (H, W) or (H, W, C) float; the result has ``ceil((H - off) / s)`` rows."""
     img = np.asarray(img, np.float64)
     k = np.asarray(kernel, np.float64)
-    off = scale // 2
+    off = grid_offset(grid, scale)
     if img.ndim == 2:
         return ndimage.correlate(img, k, mode="reflect")[off::scale, off::scale]
     return np.stack([ndimage.correlate(img[..., c], k, mode="reflect")[off::scale, off::scale]
                      for c in range(img.shape[2])], axis=-1)
 
 
-def lr_image(hr, kernel, scale):
+def lr_image(hr, kernel, scale, grid="centre"):
     """Eq. 1 to 8-bit pixels, the one way test and training LR images are made: ``degrade`` of
     ``hr`` (uint8, or float in [0, 1]), rounded half up and clipped to uint8 like the output of
     a real camera."""
     hr = np.asarray(hr)
     x = hr / 255.0 if hr.dtype == np.uint8 else hr
-    return np.clip(np.floor(degrade(x, kernel, scale) * 255 + 0.5), 0, 255).astype(np.uint8)
+    return np.clip(np.floor(degrade(x, kernel, scale, grid) * 255 + 0.5), 0,
+                   255).astype(np.uint8)
 
 
-def _axis_matrix(in_size, out_size):
-    starts, taps = bicubic_coeffs(in_size, out_size)
+def _axis_matrix(in_size, out_size, shift):
+    starts, taps = bicubic_coeffs(in_size, out_size, shift)
     m = np.zeros((out_size, in_size))
     for i, (s0, row) in enumerate(zip(starts, taps)):
         m[i, s0:s0 + len(row)] = [float(t) for t in row]
     return m
 
 
-def bicubic_upsample(img, scale, clip=True):
-    """Pillow-compatible bicubic upsampling (a = -0.5) of an (H, W[, C]) float image in [0, 1].
+def bicubic_upsample(img, scale, clip=True, grid="centre"):
+    """Pillow-compatible bicubic upsampling (a = -0.5) of an (H, W[, C]) float image in [0, 1],
+    on ``grid`` like intsr.kernels.resample.bicubic_upsample_u8.
 
     Horizontal pass then vertical, each clipped to [0, 1] like Pillow's 8-bit path (without its
     rounding to 1/255)."""
     img = np.asarray(img, np.float64)
     h, w = img.shape[:2]
-    mx = _axis_matrix(w, w * scale)
-    my = _axis_matrix(h, h * scale)
+    shift = bicubic_shift(scale, grid)
+    mx = _axis_matrix(w, w * scale, shift)
+    my = _axis_matrix(h, h * scale, shift)
     tmp = np.einsum("ow,hw...->ho...", mx, img)
     if clip:
         tmp = np.clip(tmp, 0.0, 1.0)

@@ -1,4 +1,14 @@
-"""Integer resampling: Pillow-compatible bicubic upsampling and the Eq. 1 degradation.
+"""Integer resampling: Pillow-compatible bicubic upsampling and the Eq. 1 degradation, on a
+sampling grid.
+
+The grid says which HR pixels an LR pixel is (Eq. 1's "downsampled by s"): ``"centre"`` keeps
+pixels ``s//2, s//2 + s, ...`` (this project's convention since session 1), ``"corner"`` keeps
+``0, s, 2s, ...`` (MZSR, ZSSR and KernelGAN: ``correlate(HR, k)[::s, ::s]``). The bicubic
+upsampler follows the grid: on the centre grid it is Pillow's ``Image.resize(BICUBIC)``, on the
+corner grid the same filter sampled ``s//2`` output pixels later. Either way the upsampled LR
+pixel lands at the same place relative to the HR pixel Eq. 1 kept (for even s, Pillow's half
+an HR pixel before it), so the network input has the geometry the weights were trained on
+and one set of weights serves both grids.
 
 Bicubic taps are derived once per (size, scale) with exact rationals (fractions.Fraction), then
 rounded the way Pillow rounds them (22 fractional bits, half away from zero), so the integer
@@ -16,6 +26,14 @@ from intsr.kernels.fixedpoint import saturate, shift_round
 BICUBIC_BITS = 22
 _A = Fraction(-1, 2)  # Pillow's bicubic uses a = -0.5 (PyTorch uses -0.75: not interchangeable)
 _SUPPORT = 2
+GRIDS = ("centre", "corner")
+
+
+def grid_offset(grid, scale):
+    """Index of the first HR pixel Eq. 1 keeps on ``grid``."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, not {grid!r}")
+    return scale // 2 if grid == "centre" else 0
 
 
 def _cubic(x):
@@ -28,9 +46,10 @@ def _cubic(x):
 
 
 @lru_cache(maxsize=64)
-def bicubic_coeffs(in_size, out_size):
+def bicubic_coeffs(in_size, out_size, shift=0):
     """Exact normalised taps of Pillow's bicubic for one axis: (starts, taps), taps a list of
-    Fraction lists, one per output pixel (Pillow's precompute_coeffs, in exact arithmetic)."""
+    Fraction lists, one per output pixel (Pillow's precompute_coeffs, in exact arithmetic);
+    ``shift`` samples output pixel xx where Pillow samples xx + shift (0: Pillow itself)."""
     if in_size < 1 or out_size < 1:
         raise ValueError("resample sizes must be positive")
     scale = Fraction(in_size, out_size)
@@ -38,7 +57,7 @@ def bicubic_coeffs(in_size, out_size):
     support = _SUPPORT * filterscale
     starts, taps = [], []
     for xx in range(out_size):
-        center = (xx + Fraction(1, 2)) * scale
+        center = (xx + shift + Fraction(1, 2)) * scale
         xmin = max(int(center - support + Fraction(1, 2)), 0)  # int() truncates like C's cast
         xmax = min(int(center + support + Fraction(1, 2)), in_size) - xmin
         w = [_cubic((x + xmin - center + Fraction(1, 2)) / filterscale) for x in range(xmax)]
@@ -49,11 +68,11 @@ def bicubic_coeffs(in_size, out_size):
 
 
 @lru_cache(maxsize=64)
-def bicubic_table(in_size, out_size):
+def bicubic_table(in_size, out_size, shift=0):
     """Integer tap table for one axis: (starts int64[out], taps int32[out, width]).
 
     Each tap is rounded half away from zero to BICUBIC_BITS fractional bits, as Pillow does."""
-    starts, taps = bicubic_coeffs(in_size, out_size)
+    starts, taps = bicubic_coeffs(in_size, out_size, shift)
     width = max(len(t) for t in taps)
     table = np.zeros((out_size, width), np.int32)
     one = 1 << BICUBIC_BITS
@@ -80,13 +99,20 @@ def _resample_rows_u8(src, starts, taps, out):
                 out[y, x, c] = saturate(shift_round(np.int64(acc), -BICUBIC_BITS, True), 0, 255)
 
 
-def bicubic_upsample_u8(img, scale):
-    """Upsample an (H, W, C) uint8 image by an integer factor with Pillow's BICUBIC, integer only.
+def bicubic_shift(scale, grid):
+    """Output pixels by which the upsampler's samples move on ``grid`` (0 on the centre grid)."""
+    return scale // 2 - grid_offset(grid, scale)
+
+
+def bicubic_upsample_u8(img, scale, grid="centre"):
+    """Upsample an (H, W, C) uint8 image by an integer factor with Pillow's BICUBIC, integer
+    only, on ``grid`` (see the module docstring).
 
     Horizontal pass first, then vertical, each rounded and clipped to uint8 like Pillow."""
     h, w, c = img.shape
-    starts_x, taps_x = bicubic_table(w, w * scale)
-    starts_y, taps_y = bicubic_table(h, h * scale)
+    shift = bicubic_shift(scale, grid)
+    starts_x, taps_x = bicubic_table(w, w * scale, shift)
+    starts_y, taps_y = bicubic_table(h, h * scale, shift)
     tmp = np.empty((h, w * scale, c), np.uint8)
     _resample_rows_u8(np.ascontiguousarray(img), starts_x, taps_x, tmp)
     out_t = np.empty((w * scale, h * scale, c), np.uint8)
@@ -103,12 +129,11 @@ def _reflect(i, n):
 
 
 @njit(cache=True, parallel=True)
-def _degrade_u8(img, k, kbits, scale, out):
+def _degrade_u8(img, k, kbits, scale, off, out):
     # Headroom: |acc| <= 255 * sum|k|, and kernel_to_fixed caps sum|k| at (2**31 - 1) // 255.
     h, w, c = img.shape
     kh, kw = k.shape
     oy0, ox0 = kh // 2, kw // 2  # scipy's default origin: the tap at k.shape // 2 is centred
-    off = scale // 2
     for oy in prange(out.shape[0]):
         y = off + oy * scale
         for ox in range(out.shape[1]):
@@ -122,24 +147,24 @@ def _degrade_u8(img, k, kbits, scale, out):
                 out[oy, ox, ch] = saturate(shift_round(np.int64(acc), -kbits, True), 0, 255)
 
 
-def degrade_u8(img, k_fixed, kbits, scale):
+def degrade_u8(img, k_fixed, kbits, scale, grid="centre"):
     """Eq. 1 on integers: 'same' correlation of an (H, W, C) uint8 image with fixed-point taps
     (``kbits`` fractional bits; see floatpath.convert.kernel_to_fixed), reflect padding, keeping
-    pixels s//2, s//2 + s, ... only (the others are never computed). Rounded half up, clipped
-    to uint8: the son of the input image."""
+    the pixels of ``grid`` only (the others are never computed). Rounded half up, clipped to
+    uint8: the son of the input image."""
     h, w, c = img.shape
-    off = scale // 2
+    off = grid_offset(grid, scale)
     out = np.empty(((h - off + scale - 1) // scale, (w - off + scale - 1) // scale, c), np.uint8)
     _degrade_u8(np.ascontiguousarray(img), np.ascontiguousarray(k_fixed, np.int32), kbits, scale,
-                out)
+                off, out)
     return out
 
 
-def degrade_u8_ref(img, k_fixed, kbits, scale):
+def degrade_u8_ref(img, k_fixed, kbits, scale, grid="centre"):
     """Plain reference of degrade_u8: every tap of every kept pixel, in Python int64."""
     h, w, c = img.shape
     kh, kw = k_fixed.shape
-    off = scale // 2
+    off = grid_offset(grid, scale)
 
     def reflect(i, n):
         i %= 2 * n

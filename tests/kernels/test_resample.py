@@ -33,3 +33,43 @@ def test_degrade_u8_saturates_both_ways():
     got = degrade_u8(img, kq, KERNEL_BITS, 2)
     np.testing.assert_array_equal(got, degrade_u8_ref(img, kq, KERNEL_BITS, 2))
     assert got.max() == 255 and got.min() == 0
+
+
+@pytest.mark.parametrize("grid", ["centre", "corner"])
+def test_degrade_u8_on_both_grids(grid):
+    from intsr.floatpath.degrade import lr_image
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (17, 19, 3), dtype=np.uint8)
+    k = rng.random((5, 5))
+    kq = kernel_to_fixed(k)
+    got = degrade_u8(img, kq, KERNEL_BITS, 4, grid)
+    np.testing.assert_array_equal(got, degrade_u8_ref(img, kq, KERNEL_BITS, 4, grid))
+    ref = lr_image(img, k / k.sum(), 4, grid)  # the float Eq. 1 on the same grid
+    assert got.shape == ref.shape and np.abs(got.astype(int) - ref).max() <= 1
+    # corner keeps rows 0, 4, ...; centre keeps 2, 6, ...: the same kernel, other pixels
+    delta = np.zeros((5, 5))
+    delta[2, 2] = 1
+    keep = degrade_u8(img, kernel_to_fixed(delta), KERNEL_BITS, 4, grid)
+    off = 0 if grid == "corner" else 2
+    np.testing.assert_array_equal(keep, img[off::4, off::4])
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("grid", ["centre", "corner"])
+def test_bicubic_follows_the_grid(scale, grid):
+    """A linear ramp is reproduced exactly by Keys' cubic (a = -0.5), so inside the image the
+    upsampled value of HR pixel j shows where the upsampler puts the LR pixels. On both grids
+    it is the same place relative to the HR pixel Eq. 1 kept (``off + s*i``): Pillow's own,
+    which for even s sits half an HR pixel before it (what the weights were trained on)."""
+    from intsr.floatpath.degrade import bicubic_upsample
+    from intsr.kernels.resample import bicubic_upsample_u8, grid_offset
+    n = 12
+    ramp = (np.arange(n) / (4.0 * n))[None, :] * np.ones((n, 1))
+    up = bicubic_upsample(ramp, scale, grid=grid)
+    j = np.arange(2 * scale, (n - 3) * scale)
+    lr_pos = (j - grid_offset(grid, scale)) / scale + (0.5 / scale if scale % 2 == 0 else 0.0)
+    np.testing.assert_allclose(up[5 * scale, j], lr_pos / (4.0 * n), atol=1e-12)
+    img = np.random.default_rng(scale).integers(0, 256, (9, 10, 3), dtype=np.uint8)
+    ours = bicubic_upsample_u8(img, scale, grid)
+    flt = bicubic_upsample(img / 255.0, scale, grid=grid) * 255
+    assert np.abs(ours - flt).max() <= 1.5  # two 8-bit roundings, like Pillow's own path

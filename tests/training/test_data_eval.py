@@ -132,3 +132,19 @@ def test_no_machine_specific_paths():
         with open(path) as f:
             for i, line in enumerate(f, 1):
                 assert not pattern.search(line), f"{path}:{i}: {line.strip()}"
+
+
+def test_training_data_follows_the_grid():
+    """--grid corner: LR images, sons and network inputs on MZSR's grid, as the device makes
+    them with intsr adapt --grid corner."""
+    from intsr.floatpath.degrade import bicubic_upsample, lr_image
+    from training import data
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    k = data.gaussian_kernel(7, 1.3)
+    x, y = data.sr_pair(hr, 2, k, "corner")
+    lr = lr_image(hr, k, 2, "corner")
+    np.testing.assert_array_equal(x, bicubic_upsample(lr / 255.0, 2, grid="corner"))
+    x_tr, y_tr, x_te, _ = data.task(hr, k, 4, "corner")
+    np.testing.assert_array_equal(y_tr * 255, lr_image(hr, k, 4, "corner"))
+    assert not np.array_equal(x_te, data.task(hr, k, 4)[2])
