@@ -28,6 +28,12 @@ def _fail_cleanly(fn):
     return wrapper
 
 
+_grid_option = click.option(
+    "--grid", type=click.Choice(["centre", "corner"]), default="centre", show_default=True,
+    help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, KernelGAN: "
+         "LR = blur(HR)[::s, ::s]).")
+
+
 def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
     click.echo(f"Warning: {message}", err=True)
 
@@ -88,10 +94,7 @@ def _wrote(out, report, quiet):
 @click.option("--window", type=int, default=None,
               help="Several inputs (default mode): LR pixels per side of the central window of "
                    "each image the steps train on in turn (default 256).")
-@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
-              show_default=True,
-              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
-                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
+@_grid_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -150,10 +153,7 @@ def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_st
 @click.option("--scale", default=4, show_default=True, type=int)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights or a saved state (default: the shipped weights for SR).")
-@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
-              show_default=True,
-              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
-                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
+@_grid_option
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
 def sr(paths, scale, weights, grid, quiet):
@@ -200,10 +200,7 @@ def info(weights):
 @click.option("--lr", type=float, default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
-              show_default=True,
-              help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, "
-                   "KernelGAN: LR = blur(HR)[::s, ::s]).")
+@_grid_option
 @click.option("--quiet", is_flag=True)
 @_fail_cleanly
 def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, layerwise, weights, lr,

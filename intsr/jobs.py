@@ -33,10 +33,10 @@ def write_text(path, text):
     atomic_write(path, lambda f: f.write(text), binary=False)
 
 
-def _write_sr(out, result, alpha, scale):
+def _write_sr(out, result, alpha, scale, grid):
     # An alpha plane is not super-resolved, only resized with the image (bicubic).
     if alpha is not None:
-        alpha = bicubic_upsample_u8(alpha[:, :, None], scale)[:, :, 0]
+        alpha = bicubic_upsample_u8(alpha[:, :, None], scale, grid)[:, :, 0]
     write_image(out, result, alpha)
 
 
@@ -68,7 +68,6 @@ def _batch_outputs(inputs, out_dir):
         raise InputError(f"{out_dir}: with several inputs OUT must be a folder")
     if not out_dir.parent.resolve().is_dir():
         raise InputError(f"{out_dir}: its parent folder does not exist")
-    out_dir.mkdir(exist_ok=True)
     outs = []
     for inp in inputs:
         name = inp.name if inp.suffix.lower() in LOSSLESS_SUFFIXES else inp.stem + ".png"
@@ -76,6 +75,10 @@ def _batch_outputs(inputs, out_dir):
     dup = {o.name for o in outs if outs.count(o) > 1}
     if dup:
         raise InputError(f"two inputs would write the same output: {sorted(dup)[0]}")
+    clobber = {o.resolve() for o in outs} & {i.resolve() for i in inputs}
+    if clobber:
+        raise InputError(f"{sorted(clobber)[0]}: an output would overwrite an input")
+    out_dir.mkdir(exist_ok=True)
     for o in outs:
         check_output_path(o)
     return outs
@@ -92,9 +95,11 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
     what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
     state is saved to ``save_state`` if given. Returns a report dict (sizes, seconds,
     throughput); ``on_image(i, n, path)`` is called after each image is written."""
-    from intsr.online import TRAIN_MAX, Adapter, adapt
+    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
 
     inputs, batch = expand_inputs(paths)
+    if window is not None and window < MIN_SON * scale:
+        raise InputError(f"--window must be at least {MIN_SON * scale} LR pixels at x{scale}")
     if not batch and (continual or adapt_on is not None):
         raise InputError("--continual and --adapt-on are for several inputs")
     if continual and adapt_on is not None:
@@ -120,7 +125,7 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
         rep["seconds"]["load"] = t_load
         report.update(rep, input=str(inputs[0]), size=[int(pixels.shape[1]),
                                                         int(pixels.shape[0])])
-        _write_sr(outs[0], result, alpha, scale)
+        _write_sr(outs[0], result, alpha, scale, grid)
         report["images"].append(_image_entry(inputs[0], outs[0], pixels, result))
     else:
         report["mode"] = "continual" if continual else "once"
@@ -138,7 +143,7 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
             if continual:
                 ad.learn([ad.pair(pixels, kernel)], steps, progress)
             result = ad.super_resolve(pixels)
-            _write_sr(o, result, alpha, scale)
+            _write_sr(o, result, alpha, scale, grid)
             report["images"].append(_image_entry(inp, o, pixels, result))
             if on_image:
                 on_image(i + 1, len(inputs), o)
@@ -168,7 +173,7 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre")
     for i, (inp, o) in enumerate(zip(inputs, outs)):
         pixels, alpha = read_image(inp)
         result = ad.super_resolve(pixels)
-        _write_sr(o, result, alpha, scale)
+        _write_sr(o, result, alpha, scale, grid)
         report["images"].append(_image_entry(inp, o, pixels, result))
         if on_image and batch:
             on_image(i + 1, len(inputs), o)

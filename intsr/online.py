@@ -37,6 +37,8 @@ class Adapter:
 
     def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
                  grid="centre"):
+        check_scale(scale)
+        grid_offset(grid, scale)  # refuses an unknown grid before any work
         if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
             weights = load_state(weights)
         if isinstance(weights, State):
@@ -59,7 +61,6 @@ class Adapter:
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
         self.scale, self.grid = scale, grid
-        grid_offset(grid, scale)  # refuses an unknown grid before any work
 
     def pair(self, image, kernel, max_side=TRAIN_MAX):
         """The online training pair of an HxW(x3) uint8 image and its 2-D float kernel."""
@@ -125,10 +126,14 @@ def _as_rgb(image):
     raise InputError(f"image must be HxW or HxWx3, not shape {image.shape}")
 
 
-def check_inputs(shape, kernel, scale, steps):
-    """Validate sizes and hyper-parameters; raise InputError (a ValueError) with one line."""
+def check_scale(scale):
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
         raise InputError(f"scale must be an integer >= 2, not {scale}")
+
+
+def check_inputs(shape, kernel, scale, steps):
+    """Validate sizes and hyper-parameters; raise InputError (a ValueError) with one line."""
+    check_scale(scale)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise InputError(f"steps must be a non-negative integer, not {steps}")
     h, w = shape[:2]

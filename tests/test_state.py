@@ -116,9 +116,11 @@ def test_batch_refuses_before_any_work(folder, tmp_path):
                          ([folder / "im0.png", folder / "im0.png", tmp_path / "d"],
                           "same output"),
                          ([folder / "im0.png", tmp_path / "o.png", "--continual"],
-                          "several inputs")]:
+                          "several inputs"),
+                         ([folder, folder], "overwrite an input")]:
         res = CliRunner().invoke(main, ["adapt"] + [str(a) for a in args] + ["--kernel", str(k)])
         assert res.exit_code == 1 and needle in res.stderr, res.output
+    assert not (tmp_path / "d").exists()  # refused before making anything
 
 
 def test_eval_and_info_accept_a_state(folder, tmp_path):
