@@ -6,6 +6,7 @@ failure never leaves a partial or clobbered OUT."""
 import functools
 import json
 import sys
+import traceback
 import warnings
 
 import click
@@ -13,18 +14,39 @@ import click
 from intsr.io import InputError
 
 
+# Failures a user can cause (a bad file, option or path): shown as their message alone.
+_EXPECTED = (InputError, ValueError, TypeError, OSError, KeyError, ArithmeticError)
+
+
+def _debugging():
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def _guarded(fn, *args, **kwargs):
+    """Call ``fn``; any exception becomes `Error: <one line>` and exit status 1 (click's): an
+    expected one its message, MemoryError "out of memory", anything else "internal error:
+    <type>: <message>". With --debug (or INTSR_DEBUG=1) the traceback is printed first."""
+    try:
+        return fn(*args, **kwargs)
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as e:
+        if _debugging():
+            traceback.print_exc()
+        text = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, MemoryError):
+            text = "out of memory"
+        elif not isinstance(e, _EXPECTED):
+            text = f"internal error: {type(e).__name__}: {text}"
+        raise click.ClickException(text) from None
+
+
 def _fail_cleanly(fn):
-    """Turn every expected failure into `Error: <one line>` and exit status 1 (click's)."""
+    """Turn every failure of a command into one line and exit status 1 (_guarded)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (InputError, ValueError, TypeError, OSError, KeyError, ArithmeticError) as e:
-            raise click.ClickException(" ".join(str(e).split()) or type(e).__name__) from None
-        except MemoryError:
-            raise click.ClickException("out of memory") from None
+        return _guarded(fn, *args, **kwargs)
     return wrapper
 
 
@@ -38,9 +60,18 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
     click.echo(f"Warning: {message}", err=True)
 
 
-@click.group()
+class _GuardedGroup(click.Group):
+    """The top-level guard: whatever a command lets through is still one line (_guarded)."""
+
+    def invoke(self, ctx):
+        return _guarded(super().invoke, ctx)
+
+
+@click.group(cls=_GuardedGroup)
 @click.version_option(package_name="intsr")
-def main():
+@click.option("--debug", is_flag=True, envvar="INTSR_DEBUG",
+              help="Show the traceback of an error (also: INTSR_DEBUG=1).")
+def main(debug):
     """Integer-only on-device adaptation of a super-resolution network."""
     warnings.showwarning = _warn_to_stderr
 

@@ -3,8 +3,10 @@ atomic write every output goes through (images, reports, weights, masks).
 
 Weight and mask files are intsr.weights; the torch.save reader is intsr.torchfile."""
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,60 +22,272 @@ class InputError(ValueError):
     """A user-facing input problem; str() is the one-line message."""
 
 
+# Decompression-bomb limit of read_image: 16.8 MP (4096 x 4096). The LR input of a device SR
+# engine; its x4 output is already 268 MP (805 MB as RGB). Reading an image at the limit peaks
+# at about 200 MB (Pillow's 4-byte pixels, the conversion, the array), so a 10 MB file that
+# declares more is refused from its header, before anything is decoded.
+MAX_IMAGE_PIXELS = 1 << 24
+# The formats read_image opens: what cameras and SR datasets use. Pillow's other plugins (EPS
+# through Ghostscript, PSD, FITS, ...) are parsers a user image never needs to reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "PPM", "WEBP", "GIF")
+# What Pillow's decoders raise on a damaged file (fuzzed: tests/test_fuzz.py).
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError,
+                 struct.error, zlib.error, ZeroDivisionError, OverflowError,
+                 Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+# Blur kernels are small: MZSR's are 15 x 15, KernelGAN's 13 x 13 or 25 x 25. A side over this
+# is a damaged or wrong file, refused before its data is read.
+MAX_KERNEL_SIDE = 64
+
+
+def _one_line(e):
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def read_image(path):
     """-> (pixels, alpha): pixels (H, W) or (H, W, 3) uint8; alpha (H, W) uint8 or None.
 
-    16-bit and float images are refused (the engine works on 8-bit pixels)."""
+    16-bit and float images are refused (the engine works on 8-bit pixels), so are images over
+    MAX_IMAGE_PIXELS and formats outside IMAGE_FORMATS; every failure is one InputError line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):
-                raise InputError(f"{path}: {mode} images (16-bit or float) are not supported; "
-                                 f"convert to 8 bits per channel")
-            if mode in ("1", "L"):
-                return np.asarray(im.convert("L")), None
-            if mode == "LA":
-                a = np.asarray(im)
-                return np.ascontiguousarray(a[:, :, 0]), np.ascontiguousarray(a[:, :, 1])
-            if mode == "RGBA" or (mode == "P" and "transparency" in im.info):
-                a = np.asarray(im.convert("RGBA"))
-                return np.ascontiguousarray(a[:, :, :3]), np.ascontiguousarray(a[:, :, 3])
-            return np.asarray(im.convert("RGB")), None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise InputError(f"{path}: {w}x{h} is over the {MAX_IMAGE_PIXELS} pixels "
+                                     f"this engine reads")
+                im.load()
+                return _image_planes(path, im)
     except InputError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
+    except _IMAGE_ERRORS as e:
+        raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
+
+
+def _image_planes(path, im):
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):
+        raise InputError(f"{path}: {mode} images (16-bit or float) are not supported; "
+                         f"convert to 8 bits per channel")
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L")), None
+    if mode == "LA":
+        a = np.asarray(im)
+        return np.ascontiguousarray(a[:, :, 0]), np.ascontiguousarray(a[:, :, 1])
+    if mode == "RGBA" or (mode == "P" and "transparency" in im.info):
+        a = np.asarray(im.convert("RGBA"))
+        return np.ascontiguousarray(a[:, :, :3]), np.ascontiguousarray(a[:, :, 3])
+    return np.asarray(im.convert("RGB")), None
 
 
 def read_kernel(path):
     """Blur kernel from .npy or .mat (MZSR's 'kernel', ZSSR/KernelGAN's 'Kernel').
 
-    Returns a float64 2-D array normalised to sum 1 (a warning is issued when it was not)."""
+    Returns a float64 2-D array normalised to sum 1 (a warning is issued when it was not).
+    Both formats are read by this module (no native parser sees the bytes), sizes checked
+    against MAX_KERNEL_SIDE and the file length before anything is allocated."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"kernel file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".mat"):
+        raise InputError(f"{path}: kernel must be a .npy or .mat file")
     try:
-        if suffix == ".npy":
-            k = np.load(path, allow_pickle=False)
-        elif suffix == ".mat":
-            from scipy.io import loadmat
-            mat = loadmat(path)
-            keys = [key for key in ("kernel", "Kernel") if key in mat]
-            if not keys:
-                raise InputError(f"{path}: no 'kernel' or 'Kernel' variable in the .mat file")
-            k = mat[keys[0]]
-        else:
-            raise InputError(f"{path}: kernel must be a .npy or .mat file")
-    except InputError:
-        raise
-    except Exception as e:  # numpy/scipy raise many types for corrupt files
+        with open(path, "rb") as f:
+            k = _read_npy_kernel(f) if suffix == ".npy" else _read_mat_kernel(f)
+    except _Bad as e:
         raise InputError(f"{path}: not a valid {suffix} kernel ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the kernel ({_one_line(e)})") from None
     return validate_kernel(k, str(path))
+
+
+class _Bad(Exception):
+    """Why a kernel file is refused (becomes one InputError line naming the file)."""
+
+
+def _check_kernel_dtype(dt):
+    if dt.hasobject or dt.kind not in "iuf" or dt.itemsize > 8:
+        raise _Bad(f"kernel must be a real numeric array, not {dt}")
+
+
+def _check_kernel_shape(shape):
+    if len(shape) != 2 or min(shape) < 1:
+        raise _Bad(f"kernel must be a non-empty 2-D array, not shape {tuple(shape)}")
+    if max(shape) > MAX_KERNEL_SIDE:
+        raise _Bad(f"kernel of {shape[0]}x{shape[1]} is over the {MAX_KERNEL_SIDE}x"
+                   f"{MAX_KERNEL_SIDE} this engine takes")
+
+
+def _read_npy_kernel(f):
+    size = os.fstat(f.fileno()).st_size
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dt = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dt = fmt.read_array_header_2_0(f)
+        else:
+            raise _Bad(f"unsupported .npy version {version}")
+    # numpy parses the header dict in Python; a damaged one fails in any of these ways.
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
+            SyntaxError, RecursionError, MemoryError, UnicodeError) as e:
+        raise _Bad(_one_line(e)) from None
+    _check_kernel_dtype(dt)
+    _check_kernel_shape(shape)
+    nbytes = shape[0] * shape[1] * dt.itemsize
+    if size - f.tell() != nbytes:
+        raise _Bad(f"the header declares {nbytes} bytes of data, the file holds "
+                   f"{size - f.tell()}")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise _Bad("file shorter than its header declares")
+    return np.frombuffer(data, dt).reshape(shape, order="F" if fortran else "C")
+
+
+# MAT v5 (MATLAB's -v6/-v7 files, scipy.io.savemat's): the subset a kernel file uses, read
+# here rather than by scipy.io.loadmat, whose compiled reader segfaults on damaged files
+# (docs/fuzzing.md). A file is a 128-byte header, then data elements: a tag (type, byte count)
+# and the data, or the "small element" form (count in the tag's upper half, data in its last
+# 4 bytes). A variable is a miMATRIX element, possibly inside a zlib miCOMPRESSED one.
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
+_MI_NUMERIC = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8",
+               12: "i8", 13: "u8"}
+_MX_NUMERIC = set(range(6, 16))  # double, single, int8 .. uint64
+_MX_NAMES = {1: "cell array", 2: "struct", 3: "object", 4: "char array", 5: "sparse matrix"}
+_MAT_NAMES = ("kernel", "Kernel")
+_MAT_MAX_ELEMENTS = 1024  # variables scanned for the kernel before giving up
+# Enough of a variable to see its name, and the whole of any kernel within the size limit.
+_MAT_HEAD = 512
+_MAT_MAX_VAR = _MAT_HEAD + MAX_KERNEL_SIDE ** 2 * 8
+
+
+def _read_mat_kernel(f):
+    head = f.read(128)
+    if len(head) < 128:
+        raise _Bad("shorter than a MAT-file header")
+    if head[126:128] not in (b"IM", b"MI"):
+        raise _Bad("not a MAT v5 file (MAT v4 and others are not supported: save with -v7)")
+    e = "<" if head[126:128] == b"IM" else ">"
+    version = struct.unpack(e + "H", head[124:126])[0]
+    if version == 0x0200:
+        raise _Bad("MAT v7.3 (HDF5) is not supported: save the kernel with -v7 or as .npy")
+    if version != 0x0100:
+        raise _Bad(f"unknown MAT-file version {version:#06x}")
+    size = os.fstat(f.fileno()).st_size
+    found = {}
+    for _ in range(_MAT_MAX_ELEMENTS):
+        tag = f.read(8)
+        if len(tag) < 8:
+            break
+        mtype, nbytes = struct.unpack(e + "II", tag)
+        if mtype >> 16 or nbytes > size - f.tell():
+            raise _Bad("damaged data element")
+        end = f.tell() + nbytes
+        if mtype == _MI_MATRIX:
+            body, complete = f.read(min(nbytes, _MAT_MAX_VAR)), nbytes <= _MAT_MAX_VAR
+        elif mtype == _MI_COMPRESSED:
+            body, complete = _inflate(f, nbytes, e)
+            if body is None:
+                f.seek(end)
+                continue
+        else:
+            raise _Bad(f"unexpected data element type {mtype}")
+        name, value = _mat_variable(body, complete, e)
+        if name in _MAT_NAMES and name not in found:
+            found[name] = value
+            if name == _MAT_NAMES[0]:
+                break
+        f.seek(end)
+    else:
+        if not found:
+            raise _Bad(f"no kernel among the first {_MAT_MAX_ELEMENTS} variables")
+    for name in _MAT_NAMES:
+        if name in found:
+            return found[name]
+    raise _Bad("no 'kernel' or 'Kernel' variable in the .mat file")
+
+
+def _inflate(f, nbytes, e):
+    """The decompressed miMATRIX of a miCOMPRESSED element, at most _MAT_MAX_VAR bytes, and
+    whether that is all of it; (None, None) for an element that is not a matrix."""
+    z = zlib.decompressobj()
+    out, left, cap = b"", nbytes, _MAT_MAX_VAR + 8
+    try:
+        while left and not z.eof and len(out) < cap:
+            chunk = f.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
+            # max_length bounds what a zip bomb can make us hold.
+            out += z.decompress(chunk, cap - len(out))
+    except zlib.error as err:
+        raise _Bad(f"damaged compressed variable ({_one_line(err)})") from None
+    if len(out) < 8:
+        raise _Bad("damaged compressed variable")
+    mtype, inner = struct.unpack(e + "II", out[:8])
+    if mtype != _MI_MATRIX:
+        return None, None
+    body = out[8:8 + inner]
+    if len(body) < inner and len(out) < cap:
+        raise _Bad("truncated compressed variable")
+    return body, len(body) == inner
+
+
+def _mat_sub(body, pos, e):
+    """(type, data, next position) of the sub-element at ``pos``."""
+    if pos + 8 > len(body):
+        raise _Bad("truncated variable")
+    mtype, nbytes = struct.unpack(e + "II", body[pos:pos + 8])
+    if mtype >> 16:  # small element: the count is in the upper half, the data in the tag
+        nbytes, mtype = mtype >> 16, mtype & 0xFFFF
+        if nbytes > 4:
+            raise _Bad("damaged small data element")
+        return mtype, body[pos + 4:pos + 4 + nbytes], pos + 8
+    if nbytes > len(body) - pos - 8:
+        raise _Bad("truncated variable")
+    return mtype, body[pos + 8:pos + 8 + nbytes], pos + 8 + (-(-nbytes // 8) * 8)
+
+
+def _mat_variable(body, complete, e):
+    """(name, 2-D array or None) of a miMATRIX body; the array only for a kernel name."""
+    mtype, flags, pos = _mat_sub(body, 0, e)
+    if mtype != _MI_UINT32 or len(flags) != 8:
+        raise _Bad("damaged array flags")
+    mtype, dims, pos = _mat_sub(body, pos, e)
+    if mtype != _MI_INT32 or len(dims) % 4 or not dims:
+        raise _Bad("damaged array dimensions")
+    mtype, name, pos = _mat_sub(body, pos, e)
+    if mtype != _MI_INT8:
+        raise _Bad("damaged array name")
+    name = name.decode("latin-1")
+    if name not in _MAT_NAMES:
+        return name, None
+    word = struct.unpack(e + "I", flags[:4])[0]
+    mx = word & 0xFF
+    if mx not in _MX_NUMERIC:
+        raise _Bad(f"'{name}' is a {_MX_NAMES.get(mx, 'non-numeric array')}, not a matrix")
+    if word & 0x0800:
+        raise _Bad(f"'{name}' is complex")
+    if word & 0x0200:
+        raise _Bad(f"'{name}' is logical")
+    shape = struct.unpack(f"{e}{len(dims) // 4}i", dims)
+    _check_kernel_shape(shape)
+    if not complete:
+        raise _Bad(f"'{name}' is larger than its dimensions allow")
+    mtype, data, pos = _mat_sub(body, pos, e)
+    if mtype not in _MI_NUMERIC:
+        raise _Bad(f"'{name}' has data of type {mtype}")
+    dt = np.dtype(_MI_NUMERIC[mtype]).newbyteorder(e)
+    if len(data) != shape[0] * shape[1] * dt.itemsize:
+        raise _Bad(f"'{name}' holds {len(data)} bytes for a {shape[0]}x{shape[1]} matrix")
+    return name, np.frombuffer(data, dt).reshape(shape, order="F")
 
 
 def validate_kernel(k, name="kernel"):

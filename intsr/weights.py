@@ -14,7 +14,6 @@ import json
 import os
 import re
 import warnings
-import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -38,7 +37,11 @@ MASK_RATIOS = {round(100 * r): r for r in pruning.RATIOS}  # file key percent ->
 
 
 def _load_pt(path):
-    return conv_weights_from_state_dict(path, torchfile.read(path))
+    obj = torchfile.read(path)
+    try:
+        return conv_weights_from_state_dict(path, obj)
+    except RecursionError:  # str() of a pickled key nested thousands deep
+        raise ValueError(f"{path}: not a state_dict of this network (nested too deep)") from None
 
 
 def conv_weights_from_state_dict(path, obj):
@@ -76,18 +79,66 @@ def conv_weights_from_state_dict(path, obj):
     return [v for _, v in items]
 
 
+# Room for a member's .npy header (numpy pads its own to 64 or 128 bytes).
+_NPY_HEADER_MAX = 4096
+
+
+def read_npz(path, spec, what):
+    """{key: array} of an ``.npz`` whose members are exactly ``spec``'s keys, each ``spec[key]``
+    = (shape, dtype kinds) checked from the member's .npy header before its data is read;
+    ValueError with one line (``what`` names the file kind) for anything else. Nothing a member
+    declares beyond its expected size is read, so a damaged or hostile archive costs at most
+    the expected arrays."""
+    zf = torchfile.open_archive(path, f"readable {what}")
+    with zf:
+        keys = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
+        if set(keys) != set(spec):
+            missing, extra = sorted(set(spec) - set(keys)), sorted(set(keys) - set(spec))
+            raise ValueError(torchfile.one_line(f"{path}: {what} keys differ (missing "
+                                                f"{missing[:4]}, extra {extra[:4]})"))
+        out = {}
+        try:
+            for key, (shape, kinds) in spec.items():
+                out[key] = _npz_member(zf, keys[key], key, shape, kinds)
+        except torchfile.Refused as e:
+            raise ValueError(f"{path}: {torchfile.one_line(e)}") from None
+        except torchfile.ZIP_ERRORS as e:
+            raise ValueError(f"{path}: not a readable {what} ({torchfile.one_line(e)})") from None
+    return out
+
+
+def _npz_member(zf, name, key, shape, kinds):
+    fmt = np.lib.format
+    itemsize = 8
+    info = torchfile.check_member(zf, name, _NPY_HEADER_MAX + int(np.prod(shape)) * itemsize)
+    with zf.open(info) as f:
+        try:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise torchfile.Refused(f"{key}: unsupported .npy version {version}")
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            got, fortran, dt = read_header(f)
+        # numpy parses the header dict in Python; a damaged one fails in any of these ways.
+        except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
+                SyntaxError, RecursionError, MemoryError) as e:
+            raise torchfile.Refused(f"{key}: damaged .npy header "
+                                    f"({torchfile.one_line(e)})") from None
+        if dt.hasobject or dt.kind not in kinds or dt.itemsize > itemsize:
+            raise torchfile.Refused(f"{key} has dtype {dt}, expected kind {kinds!r}")
+        if tuple(got) != tuple(shape):
+            raise torchfile.Refused(f"{key} has shape {tuple(got)}, expected {tuple(shape)}")
+        nbytes = int(np.prod(shape)) * dt.itemsize
+        data = f.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise torchfile.Refused(f"{key}: {len(data)} bytes of data for shape {tuple(shape)}")
+    return np.frombuffer(data, dt).reshape(shape, order="F" if fortran else "C").copy()
+
+
 def _load_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            want = [f"conv{i + 1}" for i in range(NUM_LAYERS)]
-            if keys != set(want):
-                raise ValueError(f"{path}: keys {sorted(keys)} != {want}")
-            return [z[k] for k in want]
-    except ValueError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise ValueError(f"{path}: not a readable .npz ({e})") from None
+    want = [f"conv{i + 1}" for i in range(NUM_LAYERS)]
+    arrays = read_npz(path, {k: (s, "f") for k, s in zip(want, oihw_shapes())}, ".npz")
+    return [arrays[k] for k in want]
 
 
 def _to_hwio(path, oihw_list):
@@ -105,13 +156,19 @@ def _to_hwio(path, oihw_list):
 
 
 def load_weights(path):
-    """8 float32 HWIO arrays from an ``.npz`` or a ``torch.save`` state_dict (``.pt``)."""
+    """8 float32 HWIO arrays from an ``.npz`` or a ``torch.save`` state_dict (``.pt``);
+    ValueError with one line for any other file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such weights file")
-    if path.endswith(".npz"):
-        return _to_hwio(path, _load_npz(path))
-    return _to_hwio(path, _load_pt(path))
+    try:
+        return _to_hwio(path, _load_npz(path) if path.endswith(".npz") else _load_pt(path))
+    except ValueError as e:
+        # The messages quote names from the file: keep them one bounded line.
+        msg = " ".join(str(e).split())
+        if len(msg) > 300 or msg != str(e):
+            raise type(e)(msg[:297] + "..." if len(msg) > 300 else msg) from None
+        raise
 
 
 def save_weights_npz(path, weights_hwio):
@@ -137,16 +194,10 @@ def load_masks(path):
 def load_masks_with_tau(path):
     """(masks as in load_masks, {ratio: tau})."""
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a readable masks .npz ({e})") from None
-    want = {f"p{p}_l{l}" for p in MASK_RATIOS for l in range(1, NUM_LAYERS + 1)}
-    want |= {f"p{p}_tau" for p in MASK_RATIOS}
-    if set(files) != want:
-        missing, extra = sorted(want - set(files)), sorted(set(files) - want)
-        raise ValueError(f"{path}: mask keys differ (missing {missing[:4]}, extra {extra[:4]})")
+    spec = {f"p{p}_l{l}": ((CHANNELS[l],), "biu") for p in MASK_RATIOS
+            for l in range(1, NUM_LAYERS + 1)}
+    spec.update({f"p{p}_tau": ((), "iuf") for p in MASK_RATIOS})
+    files = read_npz(path, spec, "masks .npz")
     masks, taus = {}, {}
     for pct, ratio in MASK_RATIOS.items():
         layers = []
