@@ -2,15 +2,17 @@
 atomic write every output goes through (images, reports, weights, masks).
 
 Weight and mask files are intsr.weights; the torch.save reader is intsr.torchfile."""
+import io
 import os
 import struct
 import tempfile
+import tokenize
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # Output formats we can write losslessly, by extension.
 _FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM",
@@ -24,16 +26,28 @@ class InputError(ValueError):
 
 # Decompression-bomb limit of read_image: 16.8 MP (4096 x 4096). The LR input of a device SR
 # engine; its x4 output is already 268 MP (805 MB as RGB). Reading an image at the limit peaks
-# at about 200 MB (Pillow's 4-byte pixels, the conversion, the array), so a 10 MB file that
-# declares more is refused from its header, before anything is decoded.
+# at about 300 MB (the file, Pillow's 4-byte pixels, the conversion, the array: 320 MB for a
+# 4096 x 4096 RGBA BMP), so a 10 MB file that declares more is refused from its header.
 MAX_IMAGE_PIXELS = 1 << 24
-# The formats read_image opens: what cameras and SR datasets use. Pillow's other plugins (EPS
-# through Ghostscript, PSD, FITS, ...) are parsers a user image never needs to reach.
-IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "PPM", "WEBP", "GIF")
+# No image within that needs more bytes than 4 a pixel (8-bit RGBA or CMYK, uncompressed), plus
+# room for metadata. The file is read whole (so a damaged length field cannot make a decoder
+# allocate gigabytes for a read that will come up short).
+MAX_IMAGE_FILE = 4 * MAX_IMAGE_PIXELS + (16 << 20)
+# The formats read_image opens: what cameras and SR datasets use (a camera's MPO opens as
+# JPEG). Pillow's other plugins (EPS through Ghostscript, PSD, FITS, ...) are parsers a user
+# image never needs to reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "PPM", "WEBP", "GIF")
+# libjpeg decodes every scan of a progressive JPEG over the whole image: 2,000 repeated scans
+# in a 214 KB file take 32 s at 16 MP. Encoders write about 10 (Pillow's progressive: 10).
+MAX_JPEG_SCANS = 100
 # What Pillow's decoders raise on a damaged file (fuzzed: tests/test_fuzz.py).
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError,
-                 struct.error, zlib.error, ZeroDivisionError, OverflowError,
-                 Image.DecompressionBombError, Image.DecompressionBombWarning)
+                 struct.error, zlib.error, ZeroDivisionError, OverflowError)
+
+# What numpy's .npy header parser (Python: a tokenizer, then literal_eval of a dict) raises on
+# a damaged header.
+NPY_HEADER_ERRORS = (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
+                     SyntaxError, RecursionError, tokenize.TokenError)
 
 # Blur kernels are small: MZSR's are 15 x 15, KernelGAN's 13 x 13 or 25 x 25. A side over this
 # is a damaged or wrong file, refused before its data is read.
@@ -53,18 +67,33 @@ def read_image(path):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input image not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_FILE:
+        raise InputError(f"{path}: {size} bytes is more than an image of at most "
+                         f"{MAX_IMAGE_PIXELS} pixels needs")
     try:
+        raw = path.read_bytes()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=IMAGE_FORMATS) as im:
+            with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise InputError(f"{path}: {w}x{h} is over the {MAX_IMAGE_PIXELS} pixels "
                                      f"this engine reads")
+                # An SOS marker cannot occur inside entropy-coded data (0xFF is stuffed there).
+                if im.format == "JPEG" and raw.count(b"\xff\xda") > MAX_JPEG_SCANS:
+                    raise InputError(f"{path}: a JPEG of over {MAX_JPEG_SCANS} scans")
                 im.load()
                 return _image_planes(path, im)
     except InputError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Pillow's own, larger, limit: caught at open like ours.
+        raise InputError(f"{path}: over the {MAX_IMAGE_PIXELS} pixels this engine reads "
+                         f"({_one_line(e)})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image (not one of {', '.join(IMAGE_FORMATS)})"
+                         ) from None
     except _IMAGE_ERRORS as e:
         raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
 
@@ -127,6 +156,13 @@ def _check_kernel_shape(shape):
 def _read_npy_kernel(f):
     size = os.fstat(f.fileno()).st_size
     fmt = np.lib.format
+    # numpy reads a 2.0 header's declared length (up to 4 GB) in one buffered read, which
+    # allocates all of it first: refuse a length the file cannot hold.
+    head = f.read(12)
+    if len(head) == 12 and head[6:7] >= b"\x02" and \
+            struct.unpack("<I", head[8:12])[0] > min(size, 1 << 16):
+        raise _Bad("header length beyond the file")
+    f.seek(0)
     try:
         version = fmt.read_magic(f)
         if version == (1, 0):
@@ -135,9 +171,7 @@ def _read_npy_kernel(f):
             shape, fortran, dt = fmt.read_array_header_2_0(f)
         else:
             raise _Bad(f"unsupported .npy version {version}")
-    # numpy parses the header dict in Python; a damaged one fails in any of these ways.
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
-            SyntaxError, RecursionError, MemoryError, UnicodeError) as e:
+    except NPY_HEADER_ERRORS as e:
         raise _Bad(_one_line(e)) from None
     _check_kernel_dtype(dt)
     _check_kernel_shape(shape)
@@ -300,7 +334,10 @@ def validate_kernel(k, name="kernel"):
     k = k.astype(np.float64)
     if not np.all(np.isfinite(k)):
         raise InputError(f"{name}: kernel contains NaN or inf")
-    total = k.sum()
+    with np.errstate(over="ignore"):
+        total = k.sum()
+    if not np.isfinite(total):
+        raise InputError(f"{name}: kernel values too large (their sum overflows)")
     if not np.any(k):
         raise InputError(f"{name}: kernel is all zero")
     if total <= 0:

@@ -19,6 +19,7 @@ import numpy as np
 from intsr.arch import NUM_LAYERS, layer_shapes
 from intsr.io import InputError, atomic_write
 from intsr.quant import QTensor
+from intsr.torchfile import read_npz
 
 FORMAT = "intsr-state-1"
 _MAX_SCALE = 1 << 10  # Eq. 14 scales are small integers; anything beyond is a damaged file
@@ -64,15 +65,16 @@ def save_state(path, state):
 
 def load_state(path):
     """State from a file written by save_state; InputError with one line for anything else."""
+    spec = {"format": ((), "U", 4 * 32), "scales": ((NUM_LAYERS,), "i"), "scale": ((), "i"),
+            "lr": ((), "f"), "base": ((), "U", 4 * 4096), "steps": ((), "i"),
+            "kernel_sha256": ((None,), "U", 4 * 64)}
+    for l, shp in enumerate(layer_shapes(), start=1):
+        spec[f"w{l}"] = (shp, "i", 4)
+        spec[f"m{l}"] = ((shp[3],), "b", 1)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
-        raise InputError(f"{path}: not a readable state file ({e})") from None
-    want = {"format", "scales", "scale", "lr", "base", "steps", "kernel_sha256"}
-    want |= {f"{p}{l}" for p in "wm" for l in range(1, NUM_LAYERS + 1)}
-    if set(files) != want:
-        raise InputError(f"{path}: not an intsr state (keys differ from {FORMAT})")
+        files = read_npz(path, spec, "state file")
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if files["format"].shape != () or str(files["format"]) != FORMAT:
         raise InputError(f"{path}: unknown state format {str(files['format'])[:40]!r}")
     scales = files["scales"]

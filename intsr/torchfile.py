@@ -6,8 +6,9 @@ are resolved, each to a local function that builds NumPy arrays; every other glo
 (``os.system``, ``builtins.eval``, ...) is refused before anything is called. Storages are
 bounds-checked against their byte size, so a crafted stride or offset cannot read past the data.
 
-The archive itself is read through ``open_archive``/``read_member``, shared with the ``.npz``
-loaders of intsr.weights: every exception zipfile raises becomes one ValueError line, and each
+The archive itself is read through ``open_archive``/``read_member``, shared with ``read_npz``
+(the ``.npz`` files of intsr.weights and intsr.state, whose .npy headers are checked before
+any data is read): every exception zipfile raises becomes one ValueError line, and each
 member's declared size is checked against what the format can hold before it is read, so a
 damaged or hostile archive can neither crash the caller nor make it allocate more than the caps.
 """
@@ -20,6 +21,8 @@ import zipfile
 import zlib
 
 import numpy as np
+
+from intsr.io import NPY_HEADER_ERRORS
 
 # torch storage class name -> dtype of its raw little/big-endian data
 _STORAGE_DTYPES = {
@@ -82,9 +85,11 @@ def check_member(zf, name, cap):
         raise Refused(f"{name}: compression method {info.compress_type} is not supported")
     if info.file_size > cap:
         raise Refused(f"{name} declares {info.file_size} bytes, at most {cap} expected")
-    # Deflate cannot shrink data more than 1032 times; a stored member is its own size.
+    # Deflate shrinks data at most 1032 times and grows it by under 0.1 %; a stored member is
+    # its own size. zipfile reads up to the compressed size in one call: it must be bounded too.
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size or \
-            info.file_size > 1032 * info.compress_size + 64:
+            info.file_size > 1032 * info.compress_size + 64 or \
+            info.compress_size > info.file_size + info.file_size // 1000 + 1024:
         raise Refused(f"{name}: declared sizes {info.compress_size} -> {info.file_size} are "
                       f"impossible (a zip bomb or damage)")
     return info
@@ -197,7 +202,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(f"forbidden global {module:.60}.{name:.60}") from None
         if fn is _rebuild_tensor:
-            return lambda *args: _rebuild_tensor(self._budget, *args)
+            # Not a closure over self: pickle memoizes the global, and the C unpickler's
+            # memo is invisible to the garbage collector, so that cycle would never be freed.
+            budget = self._budget
+            return lambda *args: _rebuild_tensor(budget, *args)
         return fn
 
     def persistent_load(self, pid):
@@ -233,7 +241,7 @@ def read(path):
     """The object a ``torch.save`` zip archive holds, built from NumPy arrays (tensors become
     arrays, ``OrderedDict`` a dict), or ValueError with one line for anything else: a damaged
     archive, a global outside the allow-list, a storage that does not match its tensors, sizes
-    beyond the caps (data.pkl 16 MB, MAX_TENSOR_BYTES of tensors)."""
+    beyond the caps (data.pkl 4 MB, MAX_TENSOR_BYTES of tensors)."""
     zf = open_archive(path, "torch.save zip archive")
     with zf:
         pkls = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -256,3 +264,59 @@ def read(path):
         except (pickle.UnpicklingError, AttributeError, RecursionError, *ZIP_ERRORS) as e:
             raise ValueError(f"{path}: refused or malformed torch file: {one_line(e)}") from None
     return obj
+
+
+_NPY_HEADER_MAX = 4096
+
+
+def read_npz(path, spec, what):
+    """{key: array} of an ``.npz`` whose members are exactly ``spec``'s keys; ``spec[key]`` is
+    (shape, dtype kinds) or (shape, dtype kinds, largest itemsize, default 8), a shape entry
+    None for any length up to 4096. Each member's .npy header is checked against it before its
+    data is read, and nothing a member declares beyond that size is read, so a damaged or
+    hostile archive costs at most the expected arrays. ValueError with one line (``what`` names
+    the file kind) for anything else."""
+    zf = open_archive(path, f"readable {what}")
+    with zf:
+        keys = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
+        if set(keys) != set(spec):
+            missing, extra = sorted(set(spec) - set(keys)), sorted(set(keys) - set(spec))
+            raise ValueError(one_line(f"{path}: {what} keys differ (missing "
+                                                f"{missing[:4]}, extra {extra[:4]})"))
+        out = {}
+        try:
+            for key, rule in spec.items():
+                out[key] = _npz_member(zf, keys[key], key, *rule)
+        except Refused as e:
+            raise ValueError(f"{path}: {one_line(e)}") from None
+        except ZIP_ERRORS as e:
+            raise ValueError(f"{path}: not a readable {what} ({one_line(e)})") from None
+    return out
+
+
+def _npz_member(zf, name, key, shape, kinds, itemsize=8):
+    fmt = np.lib.format
+    most = int(np.prod([4096 if n is None else n for n in shape]))
+    info = check_member(zf, name, _NPY_HEADER_MAX + most * itemsize)
+    with zf.open(info) as f:
+        try:
+            version = fmt.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise Refused(f"{key}: unsupported .npy version {version}")
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            got, fortran, dt = read_header(f)
+        except NPY_HEADER_ERRORS as e:
+            raise Refused(f"{key}: damaged .npy header "
+                                    f"({one_line(e)})") from None
+        if dt.hasobject or dt.kind not in kinds or dt.itemsize > itemsize:
+            raise Refused(f"{key} has dtype {dt}, expected kind {kinds!r}")
+        if len(got) != len(shape) or any(n is not None and g != n or n is None and g > 4096
+                                         for g, n in zip(got, shape)):
+            want = tuple("N" if n is None else n for n in shape)
+            raise Refused(f"{key} has shape {tuple(got)}, expected {want}")
+        nbytes = int(np.prod(got)) * dt.itemsize
+        data = f.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise Refused(f"{key}: {len(data)} bytes of data for shape {tuple(got)}")
+    return np.frombuffer(data, dt).reshape(got, order="F" if fortran else "C").copy()

@@ -40,8 +40,9 @@ def _load_pt(path):
     obj = torchfile.read(path)
     try:
         return conv_weights_from_state_dict(path, obj)
-    except RecursionError:  # str() of a pickled key nested thousands deep
-        raise ValueError(f"{path}: not a state_dict of this network (nested too deep)") from None
+    except (RecursionError, TypeError) as e:  # e.g. str() of a key nested thousands deep
+        raise ValueError(f"{path}: not a state_dict of this network "
+                         f"({type(e).__name__})") from None
 
 
 def conv_weights_from_state_dict(path, obj):
@@ -80,64 +81,9 @@ def conv_weights_from_state_dict(path, obj):
 
 
 # Room for a member's .npy header (numpy pads its own to 64 or 128 bytes).
-_NPY_HEADER_MAX = 4096
-
-
-def read_npz(path, spec, what):
-    """{key: array} of an ``.npz`` whose members are exactly ``spec``'s keys, each ``spec[key]``
-    = (shape, dtype kinds) checked from the member's .npy header before its data is read;
-    ValueError with one line (``what`` names the file kind) for anything else. Nothing a member
-    declares beyond its expected size is read, so a damaged or hostile archive costs at most
-    the expected arrays."""
-    zf = torchfile.open_archive(path, f"readable {what}")
-    with zf:
-        keys = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
-        if set(keys) != set(spec):
-            missing, extra = sorted(set(spec) - set(keys)), sorted(set(keys) - set(spec))
-            raise ValueError(torchfile.one_line(f"{path}: {what} keys differ (missing "
-                                                f"{missing[:4]}, extra {extra[:4]})"))
-        out = {}
-        try:
-            for key, (shape, kinds) in spec.items():
-                out[key] = _npz_member(zf, keys[key], key, shape, kinds)
-        except torchfile.Refused as e:
-            raise ValueError(f"{path}: {torchfile.one_line(e)}") from None
-        except torchfile.ZIP_ERRORS as e:
-            raise ValueError(f"{path}: not a readable {what} ({torchfile.one_line(e)})") from None
-    return out
-
-
-def _npz_member(zf, name, key, shape, kinds):
-    fmt = np.lib.format
-    itemsize = 8
-    info = torchfile.check_member(zf, name, _NPY_HEADER_MAX + int(np.prod(shape)) * itemsize)
-    with zf.open(info) as f:
-        try:
-            version = fmt.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise torchfile.Refused(f"{key}: unsupported .npy version {version}")
-            read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
-                fmt.read_array_header_2_0
-            got, fortran, dt = read_header(f)
-        # numpy parses the header dict in Python; a damaged one fails in any of these ways.
-        except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
-                SyntaxError, RecursionError, MemoryError) as e:
-            raise torchfile.Refused(f"{key}: damaged .npy header "
-                                    f"({torchfile.one_line(e)})") from None
-        if dt.hasobject or dt.kind not in kinds or dt.itemsize > itemsize:
-            raise torchfile.Refused(f"{key} has dtype {dt}, expected kind {kinds!r}")
-        if tuple(got) != tuple(shape):
-            raise torchfile.Refused(f"{key} has shape {tuple(got)}, expected {tuple(shape)}")
-        nbytes = int(np.prod(shape)) * dt.itemsize
-        data = f.read(nbytes + 1)
-    if len(data) != nbytes:
-        raise torchfile.Refused(f"{key}: {len(data)} bytes of data for shape {tuple(shape)}")
-    return np.frombuffer(data, dt).reshape(shape, order="F" if fortran else "C").copy()
-
-
 def _load_npz(path):
     want = [f"conv{i + 1}" for i in range(NUM_LAYERS)]
-    arrays = read_npz(path, {k: (s, "f") for k, s in zip(want, oihw_shapes())}, ".npz")
+    arrays = torchfile.read_npz(path, {k: (s, "f") for k, s in zip(want, oihw_shapes())}, ".npz")
     return [arrays[k] for k in want]
 
 
@@ -164,10 +110,13 @@ def load_weights(path):
     try:
         return _to_hwio(path, _load_npz(path) if path.endswith(".npz") else _load_pt(path))
     except ValueError as e:
-        # The messages quote names from the file: keep them one bounded line.
+        # The messages quote names from the file: keep them one bounded line naming it.
         msg = " ".join(str(e).split())
-        if len(msg) > 300 or msg != str(e):
-            raise type(e)(msg[:297] + "..." if len(msg) > 300 else msg) from None
+        if not msg.startswith(path):
+            msg = f"{path}: {msg}"
+        if msg != str(e) or len(msg) > 300:
+            msg = msg if len(msg) <= 300 else msg[:297] + "..."
+            raise (InputError if isinstance(e, InputError) else ValueError)(msg) from None
         raise
 
 
@@ -197,7 +146,7 @@ def load_masks_with_tau(path):
     spec = {f"p{p}_l{l}": ((CHANNELS[l],), "biu") for p in MASK_RATIOS
             for l in range(1, NUM_LAYERS + 1)}
     spec.update({f"p{p}_tau": ((), "iuf") for p in MASK_RATIOS})
-    files = read_npz(path, spec, "masks .npz")
+    files = torchfile.read_npz(path, spec, "masks .npz")
     masks, taus = {}, {}
     for pct, ratio in MASK_RATIOS.items():
         layers = []

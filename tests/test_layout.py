@@ -12,13 +12,13 @@ PKG = Path(__file__).resolve().parent.parent / "intsr"
 
 # room -> the intsr rooms it may import (kernels/* and floatpath/* are one room each)
 ALLOWED = {
-    "arch": set(), "quant": set(), "io": set(), "torchfile": set(),
+    "arch": set(), "quant": set(), "io": set(), "torchfile": {"io"},
     "kernels": {"kernels"},
     "floatpath": {"floatpath", "quant", "arch", "kernels"},
     "pruning": {"arch"}, "cost": {"arch"},
     "weights": {"arch", "io", "pruning", "torchfile"},
     "model": {"arch", "quant", "kernels"},
-    "state": {"arch", "io", "quant"},
+    "state": {"arch", "io", "quant", "torchfile"},
     "online": {"floatpath", "io", "kernels", "model", "state", "weights"},
     "evaluate": {"floatpath", "io", "kernels", "model", "online", "quant", "state"},
     "jobs": {"arch", "cost", "evaluate", "io", "kernels", "online", "quant", "state", "weights"},

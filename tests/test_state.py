@@ -61,7 +61,7 @@ def test_state_file_is_plain_arrays_and_checked(folder, tmp_path):
         files = {k: z[k] for k in z.files}
     bad = dict(files, w3=files["w3"].astype(np.int64))
     np.savez(tmp_path / "bad.npz", **bad)
-    with pytest.raises(ValueError, match="w3 must be int32"):
+    with pytest.raises(ValueError, match="w3"):
         load_state(tmp_path / "bad.npz")
     short = {k: v for k, v in files.items() if k != "m8"}
     np.savez(tmp_path / "short.npz", **short)
