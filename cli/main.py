@@ -104,8 +104,12 @@ def _wrote(out, report, quiet):
 
 @main.command(short_help="Adapt to an image and its blur kernel, then super-resolve it.")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--kernel", "kernel_path", type=click.Path(dir_okay=False),
-              help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel').")
+@click.option("--kernel", "kernel_path", type=click.Path(dir_okay=False), default="auto",
+              show_default=True,
+              help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel'); auto: "
+                   "estimate it on the device (blind mode).")
+@click.option("--save-kernel", type=click.Path(dir_okay=False), default=None,
+              help="Blind mode: write the estimated kernel (.npy) for reuse with --kernel.")
 @click.option("--example", is_flag=True, help="Adapt the bundled sample; PATHS is just OUT.")
 @click.option("--scale", default=4, show_default=True, type=int, help="Upscaling factor.")
 @click.option("--steps", default=10, show_default=True, type=int,
@@ -130,49 +134,61 @@ def _wrote(out, report, quiet):
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
-def adapt(paths, kernel_path, example, scale, steps, prune, weights, lr, save_state, continual,
-          adapt_on, window, grid, json_path, quiet):
+def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
+          continual, adapt_on, window, grid, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
+    Without --kernel (or with --kernel auto) the kernel is estimated on the device first.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
     default after one adaptation over windows of all of them, or --adapt-on one image, or
     --continual from image to image.
 
     \b
     intsr adapt IN OUT --kernel K.npy
+    intsr adapt IN OUT [--save-kernel K.npy]          (blind)
     intsr adapt IN1 IN2 ... OUT_DIR --kernel K.npy [--continual]
     intsr adapt --example OUT"""
     from intsr.jobs import adapt_paths, example_paths
 
     if example:
-        if len(paths) != 1 or kernel_path is not None:
+        if len(paths) != 1 or kernel_path != "auto":
             raise InputError("with --example give only OUT (the sample brings its own kernel)")
         inp, kernel_path = example_paths()
         inputs, out = [inp], paths[0]
     else:
         if len(paths) < 2:
-            raise InputError("usage: intsr adapt IN... OUT --kernel K (or: intsr adapt --example "
-                             "OUT)")
+            raise InputError("usage: intsr adapt IN... OUT [--kernel K] (or: intsr adapt "
+                             "--example OUT)")
         inputs, out = list(paths[:-1]), paths[-1]
-        if kernel_path is None:
-            raise InputError("--kernel is required (the blur kernel of the input image)")
-    show = not quiet and sys.stderr.isatty()
-    bar = click.progressbar(length=steps, label="adapting", file=sys.stderr) if show and steps \
-        and not continual else None
+    show = not quiet and sys.stderr.isatty() and steps and not continual
+    bar = None  # entered at the first step, after any kernel estimate has been reported
 
     def progress(i, n, loss):
-        if bar is not None:
+        nonlocal bar
+        if show:
+            if bar is None:
+                bar = click.progressbar(length=n, label="adapting", file=sys.stderr)
+                bar.__enter__()
             bar.update(1)
         elif not quiet:
             click.echo(f"step {i}/{n}  L1 {loss:.5f}", err=True)
 
+    def on_estimate(desc):
+        if quiet:
+            return
+        if desc is None:
+            click.echo("estimating the blur kernel (blind mode)...", err=True)
+        else:
+            click.echo(f"kernel: Gaussian sigma {desc['sigma1']:.2f} x {desc['sigma2']:.2f} at "
+                       f"{desc['theta_deg']:.1f} deg, {desc['size']}x{desc['size']} "
+                       f"({desc['seconds']:.2f} s)", err=True)
+
     _say_if_compiling(quiet)
-    if bar is not None:
-        bar.__enter__()
     try:
         report = adapt_paths(inputs, out, kernel_path, scale=scale, steps=steps, prune=prune,
                              weights=weights, lr=lr, report_path=json_path, save_state=save_state,
                              continual=continual, adapt_on=adapt_on, window=window,
-                             progress=progress, on_image=_on_image(quiet), grid=grid)
+                             progress=progress, on_image=_on_image(quiet), grid=grid,
+                             save_kernel=save_kernel, on_estimate=on_estimate)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -221,7 +237,7 @@ def info(weights):
 @click.option("--scale", default=4, show_default=True, type=int)
 @click.option("--steps", default=10, show_default=True, type=int)
 @click.option("--config", "configs", multiple=True,
-              help="Configurations to run (repeatable; default: all).")
+              help="Configurations to run (repeatable; default: all but int8-blind).")
 @click.option("--prune", type=float, default=None, help="Shipped mask ratio for every config.")
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
               help="Masks .npz to take the --prune ratio from (default: the shipped one).")

@@ -10,11 +10,14 @@ Configurations (``RUNNERS``):
   int8-ours-static   the same with static scales
   int8-standard      8-bit weights (Eq. 12-13), dynamic scales
   int8-standard-static
+  int8-blind         int8-ours on a kernel the device estimated from the LR image alone
+                     (intsr.blind): `intsr adapt` without --kernel
 Static scales are calibrated leave-one-out on the other images of the evaluated set (the paper
 calibrates on training data, which a device does not have).
 
-A runner is ``fn(case, setup) -> (sr_init, sr, macs)`` with [0, 1] float images; other
-runners plug in through ``evaluate(..., runners=...)`` (the trainer's PyTorch float path does).
+A runner is ``fn(case, setup) -> (sr_init, sr, macs[, extra])`` with [0, 1] float images and
+``extra`` a dict of fields for the record; other runners plug in through
+``evaluate(..., runners=...)`` (the trainer's PyTorch float path does).
 """
 import time
 from dataclasses import dataclass
@@ -25,12 +28,13 @@ from PIL import Image
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.floatpath.degrade import lr_image
+from intsr.floatpath.gaussian import from_log_cov, kernel_distance, log_cov_of
 from intsr.floatpath.metrics import psnr_y, ssim_y
 from intsr.floatpath.network import FloatNet
 from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
-from intsr.online import SR_TILE, make_training_pair
+from intsr.online import SR_TILE, estimate_kernel, make_training_pair
 from intsr.quant import QTensor
 from intsr.state import State
 
@@ -59,6 +63,8 @@ class Setup:
     scale: int
     steps: int
     cases: list
+    kernel: np.ndarray = None
+    grid: str = "centre"
 
 
 def float_weights(weights):
@@ -107,11 +113,33 @@ def _int_runner(mode, static):
     return run
 
 
+def run_blind(case, setup):
+    """int8-ours on the kernel estimated from ``case.lr`` (intsr.blind), with the estimate's
+    error against the true kernel: size as the geometric-mean sigma, log-covariance distance,
+    L2 distance of the kernels."""
+    t0 = time.perf_counter()
+    est = estimate_kernel(case.lr, scale=setup.scale)
+    seconds = time.perf_counter() - t0
+    case = Case(case.name, case.hr, case.lr,
+                make_training_pair(case.lr, est.k_fixed, setup.scale, grid=setup.grid), case.up)
+    sr0, sr, macs = RUNNERS["int8-ours"](case, setup)
+    got = est.describe()
+    u, v, w = log_cov_of(setup.kernel)
+    eu, ev, ew = log_cov_of(est.kernel())
+    true_s1, true_s2, _ = from_log_cov(u, v, w)
+    return sr0, sr, macs, {
+        "estimate": got, "estimate_seconds": seconds,
+        "true_sigma1": true_s1, "true_sigma2": true_s2,
+        "sigma_error": float(np.exp(eu / 2) - np.exp(u / 2)),
+        "logcov_error": float(np.sqrt((eu - u) ** 2 + (ev - v) ** 2 + (ew - w) ** 2)),
+        "kernel_l2": kernel_distance(est.kernel(), setup.kernel)}
+
+
 RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
            "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
            "int8-standard": _int_runner("standard", False),
-           "int8-standard-static": _int_runner("standard", True)}
-CONFIGS = tuple(RUNNERS)
+           "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind}
+CONFIGS = tuple(c for c in RUNNERS if c != "int8-blind")  # the default: blind is asked for
 
 
 def load_hr(folder, scale):
@@ -156,12 +184,13 @@ def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10, con
     images = load_hr(hr_dir, scale)
     total, done = len(images) * len(kernels) * len(configs), 0
     for kname, kernel in kernels:
-        setup = Setup(weights, masks, lr, scale, steps, make_cases(images, kernel, scale, grid))
+        setup = Setup(weights, masks, lr, scale, steps, make_cases(images, kernel, scale, grid),
+                      np.asarray(kernel), grid)
         for case in setup.cases:
             ref = case.hr / 255.0
             for cfg in configs:
                 t0 = time.perf_counter()
-                sr0, sr, macs = runners[cfg](case, setup)
+                sr0, sr, macs, *extra = runners[cfg](case, setup)
                 seconds = time.perf_counter() - t0
                 done += 1
                 if progress:
@@ -169,7 +198,7 @@ def evaluate(hr_dir, kernels, *, weights, masks=None, lr, scale=4, steps=10, con
                 yield dict(kernel=kname, image=case.name, config=cfg,
                            psnr_init=psnr_y(sr0, ref, scale), psnr=psnr_y(sr, ref, scale),
                            ssim_init=ssim_y(sr0, ref, scale), ssim=ssim_y(sr, ref, scale),
-                           seconds=seconds, macs=int(macs))
+                           seconds=seconds, macs=int(macs), **(extra[0] if extra else {}))
 
 
 def markdown_table(header, rows):

@@ -84,10 +84,20 @@ def _batch_outputs(inputs, out_dir):
     return outs
 
 
-def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weights=None,
+BLIND_IMAGES = 8  # a blind batch estimates its one kernel from its first images
+
+
+def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
-                window=None, progress=None, on_image=None, grid="centre"):
+                window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
+                on_estimate=None):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
+
+    ``kernel_path`` None or "auto": blind mode, the kernel is estimated on the device
+    (intsr.blind) from the image (a batch: from the mean prediction over its first
+    BLIND_IMAGES images, or the ``adapt_on`` image) and written to ``save_kernel`` if given
+    (a .npy that ``--kernel`` reproduces the run with, bit for bit); ``on_estimate(None)``
+    before and ``on_estimate(description)`` after the estimate.
 
     A batch adapts once and super-resolves every image with the result: ``steps`` steps over
     the central ``window``-pixel windows of all images in turn (default), or on the one image
@@ -107,15 +117,24 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
         check_output_path(out)
-    for p in (report_path, save_state):
+    blind_mode = kernel_path is None or str(kernel_path) == "auto"
+    if save_kernel is not None and not blind_mode:
+        raise InputError("--save-kernel writes an estimated kernel: use it without --kernel")
+    for p in (report_path, save_state, save_kernel):
         if p is not None:
             check_report_path(p)
-    kernel = read_kernel(kernel_path)
+    if save_kernel is not None and (Path(save_kernel).suffix.lower() != ".npy"
+                                    or Path(save_kernel).is_dir()):
+        raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
+    kernel = None if blind_mode else read_kernel(kernel_path)
     t_start = time.perf_counter()
     ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid)
     t_load = time.perf_counter() - t_start
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "images": [], "kernels": dispatch.PATH}
+    if blind_mode:
+        kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
+                           save_kernel, on_estimate)
     if not batch:
         pixels, alpha = read_image(inputs[0])
         rep = {"trace_memory": True} if report_path else {}
@@ -123,6 +142,8 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
                        report=rep)
         rep.pop("trace_memory", None)
         rep["seconds"]["load"] = t_load
+        if blind_mode:
+            rep["seconds"]["estimate"] = report["kernel_estimate"]["seconds"]
         report.update(rep, input=str(inputs[0]), size=[int(pixels.shape[1]),
                                                         int(pixels.shape[0])])
         _write_sr(outs[0], result, alpha, scale, grid)
@@ -156,6 +177,25 @@ def adapt_paths(paths, out, kernel_path, *, scale=4, steps=10, prune=None, weigh
         report["output"] = str(out)
         write_text(report_path, json.dumps(report, indent=2))
     return report
+
+
+def _estimate(inputs, scale, report, save_kernel, on_estimate):
+    """Blind mode's estimate for adapt_paths: a blind.Estimate, described in the report."""
+    from intsr.online import estimate_kernel
+
+    if on_estimate:
+        on_estimate(None)
+    t0 = time.perf_counter()
+    est = estimate_kernel([read_image(p)[0] for p in inputs[:BLIND_IMAGES]], scale=scale)
+    desc = {**est.describe(), "images": len(inputs[:BLIND_IMAGES]),
+            "seconds": time.perf_counter() - t0}
+    report["kernel_estimate"] = desc
+    if save_kernel is not None:
+        atomic_write(save_kernel, lambda f: np.save(f, est.kernel()))
+        desc["saved"] = str(save_kernel)
+    if on_estimate:
+        on_estimate(desc)
+    return est
 
 
 def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre"):
@@ -213,13 +253,11 @@ def info_lines(weights_path):
     for i, layer in enumerate(w, 1):
         lines.append(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) "
                      f"{dynamic_scale(layer)}  max|w| {float(np.abs(layer).max()):.4g}")
-    masks_file = wfiles.WEIGHTS_DIR / wfiles.shipped_config()["masks"]
-    if masks_file.is_file():
+    for scale in wfiles.shipped_scales():
+        masks_file = wfiles.WEIGHTS_DIR / wfiles.shipped_config(scale)["masks"]
         for ratio, masks in sorted(wfiles.load_masks(masks_file).items()):
-            lines.append(f"  masks {ratio:.2f}: kept filters per layer "
+            lines.append(f"  x{scale} masks {ratio:.2f}: kept filters per layer "
                          f"{[int(m.sum()) for m in masks]}")
-    else:
-        lines.append("  no shipped masks")
     return lines
 
 
@@ -268,9 +306,11 @@ def eval_dir(hr_dir, kernel_paths, *, scale=4, steps=10, configs=None, prune=Non
         if (prune, masks_path, layerwise) == (None, None, None):
             masks, default_lr = w.masks, w.lr
         else:
-            masks, default_lr = wfiles.load_model(None, prune, masks_path, layerwise)[1:]
+            masks, default_lr = wfiles.load_model(None, prune, masks_path, layerwise,
+                                                  scale=scale)[1:]
     else:
-        w, masks, default_lr = wfiles.load_model(weights, prune, masks_path, layerwise)
+        w, masks, default_lr = wfiles.load_model(weights, prune, masks_path, layerwise,
+                                                 scale=scale)
     kernels = [(Path(k).stem, read_kernel(k)) for k in kernel_paths]
     records = list(evaluate.evaluate(hr_dir, kernels, weights=w, masks=masks,
                                      lr=lr or default_lr, scale=scale, steps=steps,

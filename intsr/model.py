@@ -19,7 +19,7 @@ MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weigh
 _I32_MAX = (1 << 31) - 1
 
 
-def _requant(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
+def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
     """int32/int64 accumulator (real = acc * 2**exp), 2-D -> 8-bit QTensor: int8, or uint8
     (real = v * 2**(s - 8)) for a post-ReLU activation when ``unsigned``.
 
@@ -150,7 +150,7 @@ class IntNet:
                 break
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
-            x = _requant(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned)
+            x = requantize(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned)
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][l].append(x.scale)
@@ -253,7 +253,7 @@ class IntNet:
                 gate = np.empty((h * w, kin.size), act.dtype)
                 gather_x8(act, kin, gate)
             st = None if self.static is None else self.static["grad"][l - 1]
-            gq = _requant(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
+            gq = requantize(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
                           self.nearest, st)
             if record is not None:
                 record["grad"][l - 1].append(gq.scale)

@@ -14,12 +14,13 @@ import tracemalloc
 
 import numpy as np
 
+from intsr import blind
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.io import InputError, validate_kernel
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
 from intsr.state import State, is_state_file, kernel_digest, load_state
-from intsr.weights import load_model, shipped_config, warn_if_other_scale
+from intsr.weights import load_model, shipped_config
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -52,19 +53,22 @@ class Adapter:
                 weights.steps
         else:
             if weights is None:
-                warn_if_other_scale(scale)
-                self.base = shipped_config()["weights" if adapting else "sr_weights"]
+                self.base = shipped_config(scale)["weights" if adapting else "sr_weights"]
             else:
                 self.base = "arrays" if isinstance(weights, list) else os.path.basename(weights)
-            wf, masks, default_lr = load_model(weights, prune, adapting=adapting)
+            wf, masks, default_lr = load_model(weights, prune, adapting=adapting, scale=scale)
             self.net = IntNet(weights_to_int(wf), masks)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
         self.scale, self.grid = scale, grid
 
     def pair(self, image, kernel, max_side=TRAIN_MAX):
-        """The online training pair of an HxW(x3) uint8 image and its 2-D float kernel."""
+        """The online training pair of an HxW(x3) uint8 image and its kernel: a 2-D float
+        array, or a blind.Estimate (its fixed-point taps)."""
         rgb, _ = _as_rgb(image)
+        if isinstance(kernel, blind.Estimate):
+            check_inputs(rgb.shape, kernel.k_fixed, self.scale, 0)
+            return self._pair(rgb, kernel.k_fixed, max_side)
         kernel = validate_kernel(kernel)
         check_inputs(rgb.shape, kernel, self.scale, 0)
         return self._pair(rgb, kernel_to_fixed(kernel), max_side)
@@ -165,11 +169,26 @@ def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre"
             np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw]))
 
 
-def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
-          progress=None, report=None, adapter=None, grid="centre"):
+def estimate_kernel(images, *, scale=4, estimator=None):
+    """Blind mode: the blur kernel of ``images`` (one HxW(x3) uint8 image, or a list sharing
+    one kernel) estimated on integers (intsr.blind). ``estimator``: an estimator .npz (None:
+    the shipped one for ``scale``). Returns a blind.Estimate."""
+    images = [images] if isinstance(images, np.ndarray) else list(images)
+    rgbs = [_as_rgb(im)[0] for im in images]
+    for rgb in rgbs:
+        check_inputs(rgb.shape, np.zeros((1, 1), np.int32), scale, 0)
+    side = min(min(r.shape[:2]) for r in rgbs)
+    est = blind.estimator(scale) if estimator is None else blind.estimator(scale, str(estimator))
+    return est.estimate(rgbs, max_size=side)
+
+
+def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
+          progress=None, report=None, adapter=None, grid="centre", estimator=None):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
-    image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1).
+    image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a
+    blind.Estimate, or "auto" / None: estimate it on the device (blind mode, estimate_kernel;
+    ``estimator`` as there; report['kernel_estimate'] describes the estimate).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
     mask by pruning ratio (None: the shipped default). ``weights``: a weights file path (or a
     saved state to continue from) or a list of float HWIO arrays (None: the shipped meta-learned
@@ -183,19 +202,28 @@ def adapt(image, kernel, *, scale=4, steps=10, prune=None, weights=None, lr=None
     the peak traced memory in bytes."""
     del seed
     rgb, _ = _as_rgb(image)
-    kernel = validate_kernel(kernel)
-    check_inputs(rgb.shape, kernel, scale, steps)
     timings = {}
     trace = bool(report and report.get("trace_memory"))
     if trace:
         tracemalloc.start()
+    t0 = time.perf_counter()
+    if kernel is None or isinstance(kernel, str) and kernel == "auto":
+        kernel = estimate_kernel(rgb, scale=scale, estimator=estimator)
+        timings["estimate"] = time.perf_counter() - t0
+        if report is not None:
+            report["kernel_estimate"] = kernel.describe()
+    if isinstance(kernel, blind.Estimate):
+        k_fixed = kernel.k_fixed
+    else:
+        k_fixed = kernel_to_fixed(validate_kernel(kernel))
+    check_inputs(rgb.shape, k_fixed, scale, steps)
     t0 = time.perf_counter()
     ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
                             grid=grid)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pairs = [ad._pair(rgb, kernel_to_fixed(kernel))] if steps else []
+    pairs = [ad._pair(rgb, k_fixed)] if steps else []
     losses = ad.learn(pairs, steps, progress)
     timings["adapt"] = time.perf_counter() - t0
 

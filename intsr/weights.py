@@ -13,7 +13,6 @@ eval, cost, info) turns its options into weights and masks.
 import json
 import os
 import re
-import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -181,19 +180,32 @@ def save_masks_npz(path, masks, taus):
     load_masks(path)  # refuse to leave behind a file the loader would reject
 
 
-def shipped_config():
-    """The shipped configuration: the weights to adapt from (``weights``), the weights for SR
-    without adaptation (``sr_weights``), masks file, learning rate, default pruning ratio and
-    the scale the weights were trained for."""
+def shipped_config(scale=4):
+    """The shipped configuration for ``scale``: the weights to adapt from (``weights``), the
+    weights for SR without adaptation (``sr_weights``), the masks file, the kernel estimator
+    of blind mode if any (``estimator``), the learning rate and the default pruning ratio.
+    InputError for a scale nothing is shipped for (the weights are trained per scale)."""
     with open(WEIGHTS_DIR / "default.json") as f:
-        return json.load(f)
+        cfg = json.load(f)
+    per_scale = cfg.pop("scales")
+    if str(scale) not in per_scale:
+        raise InputError(f"no weights are shipped for x{scale} (shipped: "
+                         f"{', '.join('x' + k for k in sorted(per_scale))}): give --weights "
+                         f"trained for x{scale}")
+    return {**cfg, **per_scale[str(scale)], "scale": scale}
 
 
-def resolve_masks(prune=None, masks_path=None, layerwise=None):
+def shipped_scales():
+    with open(WEIGHTS_DIR / "default.json") as f:
+        return sorted(int(k) for k in json.load(f)["scales"])
+
+
+def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
     """Gradient masks for a run: None (every filter trains) or NUM_LAYERS bool arrays.
 
     ``prune``: a pruning ratio of intsr.pruning.RATIOS (None: the shipped default), taken from
-    ``masks_path`` or else the shipped masks file; ratio 0 without a file is None.
+    ``masks_path`` or else the shipped masks file for ``scale``; ratio 0 without a file is
+    None.
     ``layerwise``: the Table 6 baseline instead, the first N layers frozen."""
     if layerwise is not None:
         if prune is not None or masks_path is not None:
@@ -202,39 +214,32 @@ def resolve_masks(prune=None, masks_path=None, layerwise=None):
             return pruning.layerwise_masks(layerwise)
         except ValueError as e:
             raise InputError(str(e)) from None
-    cfg = shipped_config()
-    ratio = cfg.get("prune", 0.0) if prune is None else prune
+    with open(WEIGHTS_DIR / "default.json") as f:
+        default_ratio = json.load(f).get("prune", 0.0)
+    ratio = default_ratio if prune is None else prune
     if not any(abs(ratio - r) < 1e-9 for r in pruning.RATIOS):
         raise InputError(f"no shipped mask for pruning ratio {ratio}; choose one of "
                          f"{sorted(pruning.RATIOS)}")
     if ratio == 0 and masks_path is None:
         return None
-    table = load_masks(masks_path or WEIGHTS_DIR / cfg["masks"])
+    table = load_masks(masks_path or WEIGHTS_DIR / shipped_config(scale)["masks"])
     match = [r for r in table if abs(r - ratio) < 1e-9]
     if not match:
         raise InputError(f"no mask for pruning ratio {ratio}; the file has {sorted(table)}")
     return table[match[0]]
 
 
-def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapting=True):
+def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapting=True,
+               scale=4):
     """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
-    list of float HWIO arrays, or None: the shipped weights for the use, the meta-learned
-    starting point when ``adapting``, else the weights meant for direct SR (the meta-learned
-    point is a poor SR until adapted). Masks as resolve_masks."""
-    cfg = shipped_config()
-    masks = resolve_masks(prune, masks_path, layerwise)
+    list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use, the
+    meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
+    meta-learned point is a poor SR until adapted). Masks as resolve_masks."""
+    masks = resolve_masks(prune, masks_path, layerwise, scale)
+    with open(WEIGHTS_DIR / "default.json") as f:
+        lr = float(json.load(f)["lr"])
     if weights is None:
-        weights = WEIGHTS_DIR / cfg["weights" if adapting else "sr_weights"]
+        weights = WEIGHTS_DIR / shipped_config(scale)["weights" if adapting else "sr_weights"]
     if isinstance(weights, (str, os.PathLike)):
         weights = load_weights(weights)
-    return weights, masks, float(cfg["lr"])
-
-
-def warn_if_other_scale(scale):
-    """Warn when the shipped weights run at a scale they were not trained for (they still run:
-    the network is scale-agnostic, but out of its training range; docs/results.md measures it)."""
-    trained = shipped_config().get("scale", 4)
-    if scale != trained:
-        warnings.warn(f"the shipped weights are trained for x{trained}; x{scale} runs them outside "
-                      f"their training (give --weights trained for x{scale} if you have them)",
-                      stacklevel=3)
+    return weights, masks, lr

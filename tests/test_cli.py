@@ -158,7 +158,8 @@ def test_rgba_keeps_alpha_and_sr_and_info(files, tmp_path):
     assert res.exit_code == 0, res.output
     im = Image.open(tmp_path / "o.png")
     assert im.mode == "RGBA" and im.size == (80, 80)
-    res = _run(["info", WEIGHTS / json.load(open(WEIGHTS / "default.json"))["weights"]])
+    res = _run(["info", WEIGHTS / json.load(open(WEIGHTS / "default.json"))["scales"]["4"]
+                ["weights"]])
     assert res.exit_code == 0 and "224,640 weights" in res.output
 
 

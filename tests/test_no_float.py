@@ -1,4 +1,5 @@
-"""'No float in online adaptation', checked two ways after one integer step:
+"""'No float in online adaptation', checked two ways after one integer step (and, for blind
+mode, the kernel estimate that precedes it):
 1. the LLVM IR of every compiled Numba function outside intsr/floatpath has no floating-point
    instruction or type;
 2. the Python glue between kernels (every intsr frame outside floatpath) never holds or returns
@@ -16,7 +17,8 @@ from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.kernels.dispatch import PATH
 from intsr.arch import layer_shapes
 from intsr.model import IntNet
-from intsr.online import make_training_pair
+from intsr.blind import estimator
+from intsr.online import estimate_kernel, make_training_pair
 from intsr.quant import QTensor
 
 # LLVM names (%x, @x, !x, quoted or not) and strings are dropped before the search, so a
@@ -104,6 +106,7 @@ def test_python_glue_handles_no_float_array():
     weights, masks, lr, k = _random_setup(np.random.default_rng(1))
     net = IntNet(weights_to_int(weights), masks)  # boundary: float -> int, before tracing
     k_fixed, (mult, shift) = kernel_to_fixed(k), lr_to_fixed(0.01, 16 * 16 * 3)
+    estimator(4)  # boundary: the estimator's weights and the kernel bank, before tracing
     pkg = os.path.dirname(os.path.abspath(sys.modules["intsr"].__file__))
     floatpath = os.path.join(pkg, "floatpath")
     seen, offenders = set(), []
@@ -137,8 +140,13 @@ def test_python_glue_handles_no_float_array():
         inp, target = make_training_pair(lr, k_fixed, 2)
         net.step(inp, target, mult, shift)
         net.predict(inp)
+        # blind mode: estimate the kernel, make the pair with it, one step
+        est = estimate_kernel(lr, scale=4)
+        inp, target = make_training_pair(lr, est.k_fixed, 4)
+        net.step(inp, target, mult, shift)
     finally:
         sys.setprofile(None)
-    assert {"forward", "backward", "_update_layer", "loss_grad", "_requant", "_weight_grad",
-            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8"} <= seen
+    assert {"forward", "backward", "_update_layer", "loss_grad", "requantize", "_weight_grad",
+            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8",
+            "estimate_kernel", "estimate", "predict", "features"} <= seen
     assert offenders == []

@@ -10,6 +10,7 @@ from PIL import Image
 from helpers import DATA, gaussian
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
 from intsr.floatpath.degrade import lr_image
+from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
 from intsr.online import adapt, super_resolve
 
@@ -167,9 +168,16 @@ def test_plain_sr_uses_the_weights_meant_for_sr(butterfly_lr):
     assert ours > bic + 1.5
 
 
-def test_other_scale_with_shipped_weights_warns(butterfly_lr):
-    with pytest.warns(UserWarning, match="trained for x4"):
-        super_resolve(butterfly_lr[:32, :32], scale=2)
+def test_scale_without_shipped_weights_is_refused_unless_weights_given(butterfly_lr):
+    """Weights are trained per scale: x3 has none shipped, so it needs --weights."""
+    from intsr.weights import WEIGHTS_DIR, shipped_config
+    with pytest.raises(InputError, match="no weights are shipped for x3"):
+        super_resolve(butterfly_lr[:32, :32], scale=3)
+    with pytest.raises(InputError, match="no weights are shipped for x3"):
+        adapt(butterfly_lr[:32, :32], gaussian(1.6), scale=3, steps=1)
+    out = super_resolve(butterfly_lr[:32, :32], scale=3,
+                        weights=WEIGHTS_DIR / shipped_config(4)["sr_weights"])
+    assert out.shape == (96, 96, 3)
 
 
 def test_black_image_and_black_tiles_super_resolve():

@@ -3,6 +3,7 @@ import argparse
 import importlib
 
 from intsr.pruning import RATIOS
+from training.estimator import add_arguments as add_estimator_arguments
 
 
 def _common(p):
@@ -68,6 +69,10 @@ def build_parser():
                    help="per-layer value: I_(c), the kept share (default), or Eq. 8 read "
                         "literally, sum_s I_(s) (intsr.pruning)")
 
+    p = sub.add_parser("estimator", help="blind mode's kernel estimator (training/estimator.py)")
+    _common(p)
+    add_estimator_arguments(p)
+
     p = sub.add_parser("export", help="checkpoint -> .pt state_dict and/or .npz")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--pt", default=None)
@@ -95,5 +100,5 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     mod = {"pretrain": "pretrain", "meta": "meta", "masks": "masks", "export": "export",
-           "eval": "evaluate"}[args.stage]
+           "eval": "evaluate", "estimator": "estimator"}[args.stage]
     importlib.import_module(f"training.{mod}").run(args)

@@ -1,0 +1,181 @@
+"""Blind mode: the device estimates the blur kernel of its input, in integers.
+
+    (u, v, w) <- KernelEstimator on the LR image: LAYERS x [conv3x3_u8s8 -> ReLU + Eq. 11 ->
+                 uint8], then the last layer's ReLU sums over all pixels, L1-normalised
+                 (contrast and size drop out), through a linear head
+    kernel    <- the nearest entry of the bank (a constant table of Gaussians) in (u, v, w)
+
+(u, v, w) is the log-covariance of intsr.floatpath.gaussian. Everything per image is integer:
+the convolutions and requantization are the SR network's kernels, the rest is exact integer
+arithmetic on Python ints (unbounded, so no overflow argument is needed; 3 x WIDTH numbers).
+The boundary, once per process and before any image: the estimator's weights to int8 (Eq.
+10-11), its head and bias to fixed point, the bank's parameters to fixed point and its taps to
+kernel_to_fixed. docs/blind.md says why an estimator and not a search, and what it costs.
+"""
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from intsr import torchfile
+from intsr.floatpath.convert import kernel_to_fixed, weights_to_int
+from intsr.floatpath.gaussian import from_log_cov, gaussian, kernel_size, log_cov
+from intsr.io import InputError
+from intsr.kernels.dispatch import conv3x3_u8s8
+from intsr.kernels.requant import GATE_RELU
+from intsr.model import requantize
+from intsr.quant import dynamic_scale, quantize
+from intsr.weights import WEIGHTS_DIR, shipped_config
+
+LAYERS, WIDTH = 6, 32  # the estimator: 3 -> WIDTH -> ... -> WIDTH, 3x3, no biases
+FRAC = 12  # fractional bits of (u, v, w) on the device
+NORM_BITS = 16  # fractional bits of the L1-normalised features
+LIMIT = 8 << FRAC  # predictions are clamped to +-8 in (u, v, w)
+WINDOW = 256  # LR pixels per side the estimator reads (central window), like the online steps
+
+# The bank: sigma on a geometric grid (ratio 2**(1/6), 0.4 to 3.2 HR pixels); isotropic
+# kernels, and anisotropic ones with sigma2 < sigma1 <= 4 sigma2 at 8 orientations (22.5 deg).
+SIGMAS = tuple(0.4 * 2 ** (i / 6) for i in range(19))
+MAX_RATIO_STEPS = 12  # 2**(12/6) = 4
+ORIENTATIONS = 8
+
+
+@dataclass(frozen=True)
+class Bank:
+    params: tuple     # (sigma1, sigma2, theta) per entry: constants, for reports
+    uvw: np.ndarray   # (N, 3) int64, FRAC fractional bits
+    sizes: np.ndarray  # (N,) kernel side
+    taps: tuple       # int32 fixed-point taps per entry (kernel_to_fixed)
+
+
+@functools.lru_cache(maxsize=1)
+def bank():
+    """The constant table of candidate kernels, built once (the float boundary)."""
+    params = [(s, s, 0.0) for s in SIGMAS]
+    for i, s1 in enumerate(SIGMAS):
+        for s2 in SIGMAS[max(0, i - MAX_RATIO_STEPS):i]:
+            params += [(s1, s2, t * math.pi / ORIENTATIONS) for t in range(ORIENTATIONS)]
+    uvw = np.array([[math.floor(c * (1 << FRAC) + 0.5) for c in log_cov(*p)] for p in params],
+                   np.int64)
+    sizes = np.array([kernel_size(p[0]) for p in params], np.int64)
+    taps = tuple(kernel_to_fixed(gaussian(*p)) for p in params)
+    return Bank(tuple(params), uvw, sizes, taps)
+
+
+@dataclass
+class Estimate:
+    """A blind estimate: the bank entry, its fixed-point taps (what the son is made with) and
+    the estimator's raw prediction (u, v, w) * 2**FRAC."""
+    index: int
+    k_fixed: np.ndarray
+    uvw: tuple
+
+    def describe(self):
+        """Reporting boundary: the entry's parameters and the prediction as floats."""
+        s1, s2, th = bank().params[self.index]
+        ps1, ps2, pth = from_log_cov(*(c / (1 << FRAC) for c in self.uvw))
+        return {"sigma1": s1, "sigma2": s2, "theta_deg": math.degrees(th),
+                "size": int(self.k_fixed.shape[0]), "bank_index": self.index,
+                "bank_size": len(bank().params),
+                "predicted": {"sigma1": ps1, "sigma2": ps2, "theta_deg": math.degrees(pth)}}
+
+    def kernel(self):
+        """The kernel as a float array summing to 1 (exactly the taps the device used)."""
+        return self.k_fixed.astype(np.float64) / self.k_fixed.sum()
+
+
+ESTIMATOR_SPEC = {**{f"conv{i + 1}": ((3, 3, 3 if i == 0 else WIDTH, WIDTH), "f", 4)
+                     for i in range(LAYERS)},
+                  "head_w": ((WIDTH, 3), "f", 4), "head_b": ((3,), "f", 4), "scale": ((), "i")}
+
+
+def shipped_estimator(scale):
+    """Path of the shipped estimator for ``scale``; InputError if there is none."""
+    name = shipped_config(scale).get("estimator")
+    if name is None:
+        raise InputError(f"no kernel estimator is shipped for x{scale}: give --kernel (blind "
+                         f"mode needs an estimator trained for the scale, docs/blind.md)")
+    return WEIGHTS_DIR / name
+
+
+class KernelEstimator:
+    """The estimator network on integers. ``path``: an estimator .npz (None: the shipped one
+    for ``scale``), read without executing anything from it (intsr.torchfile.read_npz)."""
+
+    def __init__(self, path=None, scale=4):
+        path = shipped_estimator(scale) if path is None else path
+        z = torchfile.read_npz(path, ESTIMATOR_SPEC, "kernel estimator")
+        if int(z["scale"]) != scale:
+            raise InputError(f"{os.path.basename(path)} estimates kernels for x{int(z['scale'])}"
+                             f", not x{scale}")
+        self.w8 = weights_to_int([z[f"conv{i + 1}"] for i in range(LAYERS)], "standard")
+        # Head in 32 bits (Eq. 14's quantizer), bias at the exponent of the head's products.
+        hs = dynamic_scale(z["head_w"])
+        self.head_w = [[int(v) for v in row] for row in quantize(z["head_w"], hs, 32, "nearest")]
+        self.head_exp = hs - 31 - NORM_BITS
+        self.head_b = [math.floor(float(b) * 2.0 ** -self.head_exp + 0.5) for b in z["head_b"]]
+        if -self.head_exp - FRAC < 1:
+            raise InputError(f"{os.path.basename(path)}: head weights out of range")
+        self.scale = scale
+        bank()
+
+    def features(self, image):
+        """The last layer's ReLU summed over the pixels: WIDTH Python ints (any common power
+        of two; only their ratios matter)."""
+        h, w = image.shape[:2]
+        y0, x0 = max(0, (h - WINDOW) // 2), max(0, (w - WINDOW) // 2)
+        x = np.ascontiguousarray(image[y0:y0 + WINDOW, x0:x0 + WINDOW])
+        h, w = x.shape[:2]
+        exp = -8  # pixels read as p / 256, like the SR network's input
+        for l, wq in enumerate(self.w8):
+            # int32 accumulator: 9 taps x 32 channels x 255 x 128 < 2**24, far from 2**31.
+            acc = conv3x3_u8s8(x, wq.value)
+            if l == LAYERS - 1:
+                # int32 values, at most 2**16 pixels: the int64 sum has 2**16 headroom.
+                return [int(v) for v in np.maximum(acc, 0).sum(axis=(0, 1), dtype=np.int64)]
+            q = requantize(acc.reshape(h * w, -1), exp + wq.exp, None, GATE_RELU, True,
+                           unsigned=True)
+            x, exp = q.value.reshape(h, w, -1), q.exp
+
+    def predict(self, image):
+        """(u, v, w) * 2**FRAC as Python ints, rounded half up from the head's exponent.
+
+        Features ``f`` -> ``q_i = floor(WIDTH * f_i * 2**NORM_BITS / sum f)`` (a featureless,
+        all-zero image reads as uniform features) -> ``head_w^T q + head_b``."""
+        f = self.features(image)
+        total = sum(f)
+        q = [(WIDTH * v << NORM_BITS) // total for v in f] if total else [1 << NORM_BITS] * WIDTH
+        shift = -self.head_exp - FRAC  # > 0 for any real head: NORM_BITS + 31 - hs > 12
+        out = []
+        for j in range(3):
+            acc = sum(qi * row[j] for qi, row in zip(q, self.head_w)) + self.head_b[j]
+            out.append((acc + (1 << (shift - 1))) >> shift)
+        return tuple(out)
+
+    def estimate(self, images, max_size=None):
+        """The bank entry nearest to the prediction for ``images`` (one HxWx3 uint8 image, or a
+        list of them sharing one kernel: the mean prediction, rounded half up): squared
+        distance in (u, v, w), exact in int64, the lowest index on a tie; only kernels no wider
+        than ``max_size``."""
+        if isinstance(images, np.ndarray):
+            images = [images]
+        preds = [self.predict(im) for im in images]
+        n = len(preds)
+        # Clamped to +-LIMIT (sigma ratios of e**4, far outside the bank: the choice is the
+        # same) so that the int64 squared distances below cannot overflow for any head.
+        uvw = tuple(max(-LIMIT, min(LIMIT, (sum(p[j] for p in preds) * 2 + n) // (2 * n)))
+                    for j in range(3))
+        b = bank()
+        d = ((b.uvw - np.array(uvw, np.int64)) ** 2).sum(axis=1)
+        if max_size is not None:
+            d = np.where(b.sizes <= max_size, d, np.iinfo(np.int64).max)
+        i = int(np.argmin(d))
+        return Estimate(i, b.taps[i], uvw)
+
+
+@functools.lru_cache(maxsize=4)
+def estimator(scale, path=None):
+    """A process-wide KernelEstimator per (scale, path): weights and bank are read once."""
+    return KernelEstimator(path, scale)
