@@ -6,7 +6,6 @@ splits blind mode's time into the estimate, the steps and the SR pass.
 """
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -19,14 +18,7 @@ from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.gaussian import gaussian
 from intsr.kernels import dispatch
 from intsr.online import adapt
-
-
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() \
-            else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from machine import cpu_name
 
 
 def main():

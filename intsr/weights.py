@@ -185,8 +185,7 @@ def shipped_config(scale=4):
     weights for SR without adaptation (``sr_weights``), the masks file, the kernel estimator
     of blind mode if any (``estimator``), the learning rate and the default pruning ratio.
     InputError for a scale nothing is shipped for (the weights are trained per scale)."""
-    with open(WEIGHTS_DIR / "default.json") as f:
-        cfg = json.load(f)
+    cfg = _config()
     per_scale = cfg.pop("scales")
     if str(scale) not in per_scale:
         raise InputError(f"no weights are shipped for x{scale} (shipped: "
@@ -196,8 +195,12 @@ def shipped_config(scale=4):
 
 
 def shipped_scales():
+    return sorted(int(k) for k in _config()["scales"])
+
+
+def _config():
     with open(WEIGHTS_DIR / "default.json") as f:
-        return sorted(int(k) for k in json.load(f)["scales"])
+        return json.load(f)
 
 
 def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
@@ -214,9 +217,7 @@ def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
             return pruning.layerwise_masks(layerwise)
         except ValueError as e:
             raise InputError(str(e)) from None
-    with open(WEIGHTS_DIR / "default.json") as f:
-        default_ratio = json.load(f).get("prune", 0.0)
-    ratio = default_ratio if prune is None else prune
+    ratio = _config().get("prune", 0.0) if prune is None else prune
     if not any(abs(ratio - r) < 1e-9 for r in pruning.RATIOS):
         raise InputError(f"no shipped mask for pruning ratio {ratio}; choose one of "
                          f"{sorted(pruning.RATIOS)}")
@@ -236,8 +237,7 @@ def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapti
     meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
     meta-learned point is a poor SR until adapted). Masks as resolve_masks."""
     masks = resolve_masks(prune, masks_path, layerwise, scale)
-    with open(WEIGHTS_DIR / "default.json") as f:
-        lr = float(json.load(f)["lr"])
+    lr = float(_config()["lr"])
     if weights is None:
         weights = WEIGHTS_DIR / shipped_config(scale)["weights" if adapting else "sr_weights"]
     if isinstance(weights, (str, os.PathLike)):
