@@ -130,12 +130,25 @@ def _wrote(out, report, quiet):
               help="Several inputs (default mode): LR pixels per side of the central window of "
                    "each image the steps train on in turn (default 256).")
 @_grid_option
+@click.option("--method", type=click.Choice(["backprop", "forward", "mest"]), default="backprop",
+              show_default=True,
+              help="How the steps learn: back-propagation (the paper), forward gradients "
+                   "(no backward pass, least memory) or mest (masks that mutate online).")
+@click.option("--directions", type=int, default=None,
+              help="forward: random directions per step (default 4).")
+@click.option("--perturb", default=None,
+              help="forward: layers to perturb, e.g. 8, 6-8, 1,4,8 or all (default 8).")
+@click.option("--mutate-every", type=int, default=None,
+              help="mest: steps between mask mutations (default 5).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the forward directions and mest regrowth (integer generator).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
 def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
-          continual, adapt_on, window, grid, json_path, quiet):
+          continual, adapt_on, window, grid, method, directions, perturb, mutate_every, seed,
+          json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
     Without --kernel (or with --kernel auto) the kernel is estimated on the device first.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
@@ -182,13 +195,22 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
                        f"{desc['theta_deg']:.1f} deg, {desc['size']}x{desc['size']} "
                        f"({desc['seconds']:.2f} s)", err=True)
 
+    options = {}
+    for flag, key, value, for_method in (("--directions", "directions", directions, "forward"),
+                                         ("--perturb", "layers", perturb, "forward"),
+                                         ("--mutate-every", "every", mutate_every, "mest")):
+        if value is not None:
+            if method != for_method:
+                raise InputError(f"{flag} is for --method {for_method}")
+            options[key] = value
     _say_if_compiling(quiet)
     try:
         report = adapt_paths(inputs, out, kernel_path, scale=scale, steps=steps, prune=prune,
                              weights=weights, lr=lr, report_path=json_path, save_state=save_state,
                              continual=continual, adapt_on=adapt_on, window=window,
                              progress=progress, on_image=_on_image(quiet), grid=grid,
-                             save_kernel=save_kernel, on_estimate=on_estimate)
+                             save_kernel=save_kernel, on_estimate=on_estimate, method=method,
+                             seed=seed, options=options)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

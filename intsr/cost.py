@@ -15,7 +15,7 @@ i.e. k^2 on the weight term and on the (im2col) input term. With h = w = 32 and 
 """
 import numpy as np
 
-from intsr.arch import CHANNELS, KSIZE, NUM_LAYERS
+from intsr.arch import CHANNELS, HALO, KSIZE, NUM_LAYERS
 
 
 def kept_counts(masks=None):
@@ -78,3 +78,30 @@ def step_macs(h, w, masks=None):
             break
         back += hw * k2 * co_k * ci_k
     return fwd + back
+
+
+def forward_memory_bits(size=32, tile=128, layers=(NUM_LAYERS - 1,), masks=None, bits_f=8):
+    """Transient memory of one forward-gradient step (intsr.forwardgrad), in bits: what Eq. 16
+    counts for back-propagation, for a method that stores no activation.
+
+        max_l  h' w' (c_in b_F + c_out (b_F + 32))       one layer of one loss pass: its input,
+                                                          int32 accumulator and output
+      + sum_{l in P} k^2 c_in c_out b_F                  the perturbed int8 copy of each layer
+      + max_{l in P} k^2 c_in c~_out (8 + 64)            one direction and the int64 estimate
+
+    h' = min(size, tile + 2 HALO): a loss pass runs tile by tile. P: the perturbed ``layers``
+    (0-based), c~_out their kept channels (``masks``). Eq. 16 leaves the accumulator out; a
+    loss-only pass has nothing else, so it is counted here. Independent of ``size`` once a tile
+    (with its margin) is smaller than the image."""
+    side = min(size, tile + 2 * HALO)
+    hw, k2 = side * side, KSIZE * KSIZE
+    rows = layer_channels(masks)
+    act = max(hw * (ci * bits_f + co * (bits_f + 32)) for ci, co, _, _ in rows)
+    copies = sum(k2 * rows[l][0] * rows[l][1] * bits_f for l in layers)
+    est = max(k2 * rows[l][0] * rows[l][3] * (8 + 64) for l in layers)
+    return act + copies + est
+
+
+def forward_memory_kb(size=32, tile=128, layers=(NUM_LAYERS - 1,), masks=None, bits_f=8):
+    """forward_memory_bits in KB (1000 bytes)."""
+    return forward_memory_bits(size, tile, layers, masks, bits_f) / 8 / 1000

@@ -12,6 +12,10 @@ Configurations (``RUNNERS``):
   int8-standard-static
   int8-blind         int8-ours on a kernel the device estimated from the LR image alone
                      (intsr.blind): `intsr adapt` without --kernel
+  int8-forward       forward gradients, no backward pass (intsr.forwardgrad, its defaults):
+                     `intsr adapt --method forward`
+  int8-mest          back-propagation with masks mutating at a fixed Eq. 9 cost (intsr.mest):
+                     `intsr adapt --method mest`
 Static scales are calibrated leave-one-out on the other images of the evaluated set (the paper
 calibrates on training data, which a device does not have).
 
@@ -34,7 +38,7 @@ from intsr.floatpath.network import FloatNet
 from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
-from intsr.online import SR_TILE, estimate_kernel, make_training_pair
+from intsr.online import SR_TILE, estimate_kernel, make_learner, make_training_pair
 from intsr.quant import QTensor
 from intsr.state import State
 
@@ -113,6 +117,19 @@ def _int_runner(mode, static):
     return run
 
 
+def _learner_runner(method):
+    def run(case, setup):
+        net = IntNet(int_weights(setup.weights, "ours"), setup.masks)
+        learner = make_learner(net, method)
+        sr0 = net.predict(case.up, tile=SR_TILE)
+        inp, tgt = case.pair
+        mult, shift = lr_to_fixed(setup.lr / learner.lr_divisor(), tgt.size)
+        for _ in range(setup.steps):
+            learner.step(inp, tgt, mult, shift)
+        return sr0 / 255.0, net.predict(case.up, tile=SR_TILE) / 255.0, net.macs
+    return run
+
+
 def run_blind(case, setup):
     """int8-ours on the kernel estimated from ``case.lr`` (intsr.blind), with the estimate's
     error against the true kernel: size as the geometric-mean sigma, log-covariance distance,
@@ -138,8 +155,10 @@ def run_blind(case, setup):
 RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
            "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
            "int8-standard": _int_runner("standard", False),
-           "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind}
-CONFIGS = tuple(c for c in RUNNERS if c != "int8-blind")  # the default: blind is asked for
+           "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind,
+           "int8-forward": _learner_runner("forward"), "int8-mest": _learner_runner("mest")}
+# the default: the paper's configurations; blind and the other learners are asked for
+CONFIGS = tuple(c for c in RUNNERS if c not in ("int8-blind", "int8-forward", "int8-mest"))
 
 
 def load_hr(folder, scale):

@@ -90,7 +90,7 @@ BLIND_IMAGES = 8  # a blind batch estimates its one kernel from its first images
 def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
                 window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
-                on_estimate=None):
+                on_estimate=None, method="backprop", seed=0, options=None):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
 
     ``kernel_path`` None or "auto": blind mode, the kernel is estimated on the device
@@ -103,7 +103,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     the central ``window``-pixel windows of all images in turn (default), or on the one image
     ``adapt_on``; with ``continual`` it adapts ``steps`` steps on each image in order, keeping
     what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
-    state is saved to ``save_state`` if given. Returns a report dict (sizes, seconds,
+    state is saved to ``save_state`` if given. ``method``, ``seed``, ``options``: how the
+    steps learn (intsr.online.make_learner). Returns a report dict (sizes, seconds,
     throughput); ``on_image(i, n, path)`` is called after each image is written."""
     from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
 
@@ -128,9 +129,11 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
     kernel = None if blind_mode else read_kernel(kernel_path)
     t_start = time.perf_counter()
-    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid)
+    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid,
+                 method=method, seed=seed, options=options)
     t_load = time.perf_counter() - t_start
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
+              "method": method, "seed": seed, "method_options": dict(options or {}),
               "images": [], "kernels": dispatch.PATH}
     if blind_mode:
         kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,

@@ -136,13 +136,17 @@ class IntNet:
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, image, record=None):
-        """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache."""
+    def forward(self, image, record=None, w8=None, keep=True):
+        """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache.
+
+        ``w8``: forward weights to use instead of the network's own (a perturbed copy);
+        ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive)."""
         x = QTensor(np.ascontiguousarray(image), 0)
         h, w, _ = image.shape
-        acts = [x]
+        acts = [x] if keep else []
+        w8 = self.w8 if w8 is None else w8
         for l in range(NUM_LAYERS):
-            wq = self.w8[l]
+            wq = w8[l]
             acc = conv3x3_u8s8(_as_unsigned(x.value), wq.value)
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             exp = x.exp + wq.exp
@@ -155,7 +159,8 @@ class IntNet:
             if record is not None:
                 record["act"][l].append(x.scale)
             x = QTensor(x.value.reshape(h, w, -1), x.scale)
-            acts.append(x)
+            if keep:
+                acts.append(x)
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
         if -8 - e > 54 or exp - e > 31:  # beyond residual_add_u8s32's headroom
@@ -192,6 +197,31 @@ class IntNet:
                 out[y:y + tile, x:x + tile] = part[y - y0:y - y0 + tile, x - x0:x - x0 + tile]
         return out
 
+    def loss(self, inp, target, w8=None, tile=None):
+        """The L1 loss numerator of (inp -> target) without keeping any activation: (sum, exp),
+        real loss sum * 2**exp. ``tile``: as in predict, tile by tile with a HALO margin, each
+        tile with its own Eq. 11 scales; the tiles' integer sums are added exactly."""
+        h, w, _ = inp.shape
+        tile = tile or max(h, w)
+        parts = []
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                y0, x0 = max(0, y - HALO), max(0, x - HALO)
+                y1, x1 = min(h, y + tile + HALO), min(w, x + tile + HALO)
+                cache = self.forward(np.ascontiguousarray(inp[y0:y1, x0:x1]), w8=w8, keep=False)
+                ty, tx = min(tile, h - y), min(tile, w - x)
+                out = cache.out.reshape(y1 - y0, x1 - x0, 3)[y - y0:y - y0 + ty,
+                                                              x - x0:x - x0 + tx]
+                out = np.ascontiguousarray(out).reshape(-1, 3)
+                e = cache.out_exp
+                if -8 - e > 54:
+                    raise ArithmeticError("target shift out of range")
+                scratch = np.empty(out.shape, np.int8)
+                tgt = np.ascontiguousarray(target[y:y + ty, x:x + tx]).reshape(-1, 3)
+                parts.append((int(l1_grad_s64(out, tgt, -8 - e, scratch)), e))
+        e = min(p[1] for p in parts)
+        return sum(t << (pe - e) for t, pe in parts), e
+
     # -- loss and backward ----------------------------------------------------------------------
     def loss_grad(self, cache, target):
         """L1 loss numerator and its gradient.
@@ -211,7 +241,7 @@ class IntNet:
         total = l1_grad_s64(cache.out, target.reshape(h * w, 3), -8 - e, grad)
         return int(total), e, QTensor(grad.reshape(h, w, 3), 7 - ceil_log2(target.size))
 
-    def backward(self, cache, grad, record=None, update=None):
+    def backward(self, cache, grad, record=None, update=None, observe=None):
         """Masked backward pass (Eq. 6, 9); consumes ``cache`` (each layer's stored input is
         released once used). Returns one weight-gradient QTensor per layer
         ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept).
@@ -219,7 +249,8 @@ class IntNet:
         ``update=(lr_mult, lr_shift)``: apply each layer's SGD update to its master weights as
         soon as its gradient exists (and return nothing), so no more than one weight gradient
         is alive. The result equals ``apply(backward(...))``: the activation gradients use the
-        int8 forward weights, which are only re-derived by the caller afterwards."""
+        int8 forward weights, which are only re-derived by the caller afterwards.
+        ``observe(l, gq)`` sees each layer's weight gradient before it is applied (intsr.mest)."""
         bits = 32 if self.mode == "ours" else 8
         h, w, _ = grad.shape
         grads = [None] * NUM_LAYERS
@@ -236,6 +267,8 @@ class IntNet:
             del dw
             if record is not None:
                 record["wgrad"][l].append(grads[l].scale)
+            if observe is not None:
+                observe(l, grads[l])
             if update is not None:
                 self._update_layer(l, grads[l], *update)
                 grads[l] = None
@@ -292,11 +325,11 @@ class IntNet:
                 scale += extra
         self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
 
-    def step(self, inp, target, lr_mult, lr_shift, record=None):
+    def step(self, inp, target, lr_mult, lr_shift, record=None, observe=None):
         """One SGD step on (inp -> target), both (H, W, 3) uint8. Returns (loss_num, loss_exp)."""
         cache = self.forward(inp, record)
         total, e, grad = self.loss_grad(cache, target)
-        self.backward(cache, grad, record, update=(lr_mult, lr_shift))
+        self.backward(cache, grad, record, update=(lr_mult, lr_shift), observe=observe)
         self._derive_forward_weights()
         return total, e
 

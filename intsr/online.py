@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 
-from intsr import blind
+from intsr import blind, forwardgrad, mest
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.io import InputError, validate_kernel
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
@@ -25,6 +25,48 @@ from intsr.weights import load_model, shipped_config
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
 TRAIN_MAX = 256  # LR pixels per side the online steps train on (central window beyond that)
+METHODS = ("backprop", "forward", "mest")
+# options each method takes (intsr.forwardgrad.ForwardGradient, intsr.mest.Mest)
+METHOD_OPTIONS = {"backprop": (), "forward": ("layers", "directions", "estimate", "tile"),
+                  "mest": ("every", "drop")}
+
+
+class Backprop:
+    """Algorithm 2's learner: IntNet.step, the learning rate as given."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def step(self, inp, target, lr_mult, lr_shift):
+        return self.net.step(inp, target, lr_mult, lr_shift)
+
+    def lr_divisor(self):
+        return 1
+
+
+def make_learner(net, method="backprop", seed=0, options=None):
+    """The object whose ``step(inp, target, lr_mult, lr_shift)`` trains ``net`` by ``method``,
+    with the learning rate divided by its ``lr_divisor()`` (at the float boundary, before
+    lr_to_fixed). ``options``: that method's keyword arguments (METHOD_OPTIONS); ``layers`` may
+    be a string like "6-8" (forwardgrad.parse_layers)."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    options = dict(options or {})
+    bad = sorted(set(options) - set(METHOD_OPTIONS[method]))
+    if bad:
+        raise InputError(f"option {bad[0]!r} does not apply to method {method!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, not {seed}")
+    try:
+        if method == "forward":
+            if isinstance(options.get("layers"), str):
+                options["layers"] = forwardgrad.parse_layers(options["layers"])
+            return forwardgrad.ForwardGradient(net, seed=seed, **options)
+        if method == "mest":
+            return mest.Mest(net, seed=seed, **options)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    return Backprop(net)
 
 
 class Adapter:
@@ -34,10 +76,11 @@ class Adapter:
     ``weights``: None (the shipped weights: meta-learned when ``adapting``, else the ones for
     direct SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
-    ``lr``: None takes the state's or the shipped default."""
+    ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
+    how the steps learn (make_learner); back-propagation unless told."""
 
     def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
-                 grid="centre"):
+                 grid="centre", method="backprop", seed=0, options=None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
         if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
@@ -60,7 +103,8 @@ class Adapter:
             self.net = IntNet(weights_to_int(wf), masks)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
-        self.scale, self.grid = scale, grid
+        self.scale, self.grid, self.method = scale, grid, method
+        self.learner = make_learner(self.net, method, seed, options)
 
     def pair(self, image, kernel, max_side=TRAIN_MAX):
         """The online training pair of an HxW(x3) uint8 image and its kernel: a 2-D float
@@ -87,8 +131,8 @@ class Adapter:
         losses = []
         for i in range(steps):
             inp, target = pairs[i % len(pairs)]
-            mult, shift = lr_to_fixed(self.lr, target.size)
-            num, exp = self.net.step(inp, target, mult, shift)
+            mult, shift = lr_to_fixed(self.lr / self.learner.lr_divisor(), target.size)
+            num, exp = self.learner.step(inp, target, mult, shift)
             losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
             if progress:
                 progress(i + 1, steps, losses[-1])
@@ -183,7 +227,8 @@ def estimate_kernel(images, *, scale=4, estimator=None):
 
 
 def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
-          progress=None, report=None, adapter=None, grid="centre", estimator=None):
+          progress=None, report=None, adapter=None, grid="centre", estimator=None,
+          method="backprop", options=None):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a
@@ -193,14 +238,15 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     mask by pruning ratio (None: the shipped default). ``weights``: a weights file path (or a
     saved state to continue from) or a list of float HWIO arrays (None: the shipped meta-learned
     weights, or with ``steps=0`` the shipped weights for direct SR). ``lr``: SGD step (None: the
-    weights' default). ``seed`` is accepted for API stability: with round-to-nearest every step
-    is deterministic and the seed changes nothing. ``grid``: the sampling grid the image was
+    weights' default). ``method``: "backprop" (Algorithm 2), "forward" (forward gradients,
+    intsr.forwardgrad) or "mest" (mutating masks, intsr.mest), with ``options`` for it
+    (make_learner); ``seed`` seeds their integer random draws (back-propagation with
+    round-to-nearest draws nothing: every step is deterministic). ``grid``: the sampling grid the image was
     made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
     (weights, prune and lr then come from it); after the call it holds the adapted state.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
     per-step losses, per-phase seconds, counted MACs and, if report['trace_memory'] is true,
     the peak traced memory in bytes."""
-    del seed
     rgb, _ = _as_rgb(image)
     timings = {}
     trace = bool(report and report.get("trace_memory"))
@@ -219,7 +265,7 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     check_inputs(rgb.shape, k_fixed, scale, steps)
     t0 = time.perf_counter()
     ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
-                            grid=grid)
+                            grid=grid, method=method, seed=seed, options=options)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -246,3 +246,25 @@ def test_command_summaries_survive_click_cutting():
     res = CliRunner().invoke(main, ["--help"])
     lines = [l.strip() for l in res.output.split("Commands:")[1].strip().splitlines()]
     assert len(lines) == 5 and all(l.endswith(".") and not l.endswith("...") for l in lines)
+
+
+def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
+    """--method forward / mest run and say so in --json; an option of another method, or a
+    bad value, is one line, exit 1, and the output file is untouched."""
+    for method, extra in (("forward", ["--directions", "2", "--perturb", "7-8"]),
+                          ("mest", ["--prune", "0.5", "--mutate-every", "1"])):
+        out, rep = tmp_path / f"{method}.png", tmp_path / f"{method}.json"
+        res = _run(["adapt", "--example", out, "--steps", "2", "--method", method, "--seed", "3",
+                    "--json", rep, "--quiet"] + extra)
+        assert res.exit_code == 0, res.output
+        r = json.loads(rep.read_text())
+        assert r["method"] == method and r["seed"] == 3 and len(r["losses"]) == 2
+    out = tmp_path / "x.png"
+    for args, needle in ((["--directions", "2"], "--method forward"),
+                         (["--method", "mest", "--perturb", "8"], "--method forward"),
+                         (["--method", "forward", "--mutate-every", "2"], "--method mest"),
+                         (["--method", "forward", "--perturb", "0"], "numbered"),
+                         (["--method", "forward", "--directions", "-1"], "directions"),
+                         (["--method", "mest", "--mutate-every", "0"], "every"),
+                         (["--seed", "-1"], "seed")):
+        _assert_clean_failure(_run(["adapt", "--example", out] + args, out), out, needle)

@@ -1,5 +1,6 @@
-"""'No float in online adaptation', checked two ways after one integer step (and, for blind
-mode, the kernel estimate that precedes it):
+"""'No float in online adaptation', checked two ways after one integer step of each method
+(back-propagation, forward gradients, mutating masks) and, for blind mode, the kernel estimate
+that precedes it:
 1. the LLVM IR of every compiled Numba function outside intsr/floatpath has no floating-point
    instruction or type;
 2. the Python glue between kernels (every intsr frame outside floatpath) never holds or returns
@@ -18,7 +19,7 @@ from intsr.kernels.dispatch import PATH
 from intsr.arch import layer_shapes
 from intsr.model import IntNet
 from intsr.blind import estimator
-from intsr.online import estimate_kernel, make_training_pair
+from intsr.online import estimate_kernel, make_learner, make_training_pair
 from intsr.quant import QTensor
 
 # LLVM names (%x, @x, !x, quoted or not) and strings are dropped before the search, so a
@@ -45,7 +46,7 @@ _SCRIPT = textwrap.dedent("""
     from test_no_float import FLOAT_IR, IR_NAMES, _random_setup
     from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
     from intsr.model import IntNet
-    from intsr.online import make_training_pair
+    from intsr.online import make_learner, make_training_pair
     from numba.core.registry import CPUDispatcher
 
     weights, masks, lr, k = _random_setup(np.random.default_rng(0))
@@ -54,8 +55,12 @@ _SCRIPT = textwrap.dedent("""
         inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
         net.step(inp, target, *lr_to_fixed(0.01, target.size))
         net.predict(inp)
+    for method in ("forward", "mest"):
+        net = IntNet(weights_to_int(weights), masks)
+        make_learner(net, method, options={{"every": 1}} if method == "mest" else {{}}).step(
+            inp, target, *lr_to_fixed(0.01, target.size))
     found, bad = [], []
-    modules = ["intsr.model", "intsr.online", "intsr.quant"] + [
+    modules = ["intsr.model", "intsr.online", "intsr.quant", "intsr.forwardgrad", "intsr.mest"] + [
         "intsr.kernels." + m.name for m in pkgutil.iter_modules(intsr.kernels.__path__)]
     for name in modules:
         mod = importlib.import_module(name)
@@ -105,6 +110,11 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
 def test_python_glue_handles_no_float_array():
     weights, masks, lr, k = _random_setup(np.random.default_rng(1))
     net = IntNet(weights_to_int(weights), masks)  # boundary: float -> int, before tracing
+    # the other learners, built at the boundary (mest's swap share is a user's float)
+    forward = make_learner(IntNet(weights_to_int(weights), masks), "forward", seed=3,
+                           options={"layers": "all"})
+    mest = make_learner(IntNet(weights_to_int(weights), masks), "mest", seed=3,
+                        options={"every": 1})
     k_fixed, (mult, shift) = kernel_to_fixed(k), lr_to_fixed(0.01, 16 * 16 * 3)
     estimator(4)  # boundary: the estimator's weights and the kernel bank, before tracing
     pkg = os.path.dirname(os.path.abspath(sys.modules["intsr"].__file__))
@@ -144,9 +154,13 @@ def test_python_glue_handles_no_float_array():
         est = estimate_kernel(lr, scale=4)
         inp, target = make_training_pair(lr, est.k_fixed, 4)
         net.step(inp, target, mult, shift)
+        # forward gradients (all layers perturbed), masks mutating
+        forward.step(inp, target, mult, shift)
+        mest.step(inp, target, mult, shift)
     finally:
         sys.setprofile(None)
     assert {"forward", "backward", "_update_layer", "loss_grad", "requantize", "_weight_grad",
             "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8",
-            "estimate_kernel", "estimate", "predict", "features"} <= seen
+            "estimate_kernel", "estimate", "predict", "features", "loss", "_perturbed",
+            "direction", "observe", "mutate", "_draw"} <= seen
     assert offenders == []
