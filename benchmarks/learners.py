@@ -81,33 +81,37 @@ def forward_passes_macs(h, w, options):
     return passes * area * per_px
 
 
-def quality(cases_by_kernel, start, lr, fw_options, max_steps, log):
+def quality(cases_by_kernel, start, lr, fw_configs, step_seconds, max_steps, log):
     weights, masks, _ = load_model(WEIGHTS_DIR / start)
     all_cases = [c for cases in cases_by_kernel for c in cases]
     bp = [Run(c, weights, masks, lr, "backprop", {}) for c in all_cases]
     init = set_psnr(bp, 0)
     bp10 = set_psnr(bp, 10)
-    bp_macs = np.mean([cost.step_macs(*c.pair[0].shape[:2]) for c in all_cases])
-    fw_macs = np.mean([forward_passes_macs(*c.pair[0].shape[:2], fw_options) for c in all_cases])
-    out = {"start": start, "init": init, "backprop_10": bp10, "forward_options": fw_options,
-           "macs_per_step": {"backprop": bp_macs, "forward": fw_macs}}
-    eq_macs = max(1, int(round(10 * bp_macs / fw_macs)))
-    out["forward_equal_macs_steps"] = eq_macs
-    fw = [Run(c, weights, masks, lr, "forward", fw_options) for c in all_cases]
-    curve, matched = {}, None
-    for s in sorted(set(CHECKPOINTS + (eq_macs,))):
-        if s > max_steps:
-            break
-        t0 = time.perf_counter()
-        curve[s] = set_psnr(fw, s)
-        log(f"{start} forward {s} steps: {curve[s]:.3f} dB (backprop 10: {bp10:.3f}) "
-            f"{time.perf_counter() - t0:.0f} s")
-        if curve[s] >= bp10 and matched is None:
-            matched = s
-        if matched is not None and s >= max(eq_macs, 10):
-            break
-    out["forward_curve"] = curve
-    out["forward_steps_to_match"] = matched
+    bp_macs = float(np.mean([cost.step_macs(*c.pair[0].shape[:2]) for c in all_cases]))
+    out = {"start": start, "init": init, "backprop_10": bp10, "backprop_macs": bp_macs,
+           "forward": []}
+    log(f"{start}: init {init:.3f}, backprop 10 steps {bp10:.3f}")
+    eq_time = max(1, int(round(10 * step_seconds["backprop"] / step_seconds["forward"])))
+    for options in fw_configs:
+        fw_macs = float(np.mean([forward_passes_macs(*c.pair[0].shape[:2], options)
+                                 for c in all_cases]))
+        eq_macs = max(1, int(round(10 * bp_macs / fw_macs)))
+        fw = [Run(c, weights, masks, lr, "forward", options) for c in all_cases]
+        curve, matched = {}, None
+        for s in sorted(set(CHECKPOINTS + (eq_macs, eq_time))):
+            if s > max_steps:
+                break
+            t0 = time.perf_counter()
+            curve[s] = set_psnr(fw, s)
+            log(f"{start} forward {options} {s} steps: {curve[s]:.3f} dB "
+                f"({time.perf_counter() - t0:.0f} s)")
+            if curve[s] >= bp10 and matched is None:
+                matched = s
+            if matched is not None and s >= max(eq_macs, eq_time, 10):
+                break
+        out["forward"].append({"options": options, "macs": fw_macs, "equal_macs_steps": eq_macs,
+                               "equal_time_steps": eq_time, "curve": curve,
+                               "steps_to_match": matched})
     return out
 
 
@@ -156,11 +160,10 @@ def memory(sizes, fw_options, log):
         tgt = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         for ratio in RATIOS:
             masks = load_model(prune=ratio)[1]
-            for method in ("backprop", "forward"):
-                if method == "forward" and ratio:
-                    continue
+            for method in ("backprop", "mest") if ratio else ("backprop", "forward"):
                 net = IntNet(weights_to_int(weights), masks)
-                learner = make_learner(net, method, 0, fw_options if method == "forward" else {})
+                learner = make_learner(net, method, 0, fw_options if method == "forward" else
+                                       {"every": 1} if method == "mest" else {})
                 lrf = lr_to_fixed(0.01, tgt.size)
                 learner.step(inp, tgt, *lrf)
                 tracemalloc.start()
@@ -183,16 +186,17 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--kernel", action="append", required=True)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--directions", type=int, default=None)
-    ap.add_argument("--perturb", default=None)
+    ap.add_argument("--forward", action="append", default=None,
+                    help="LAYERS:DIRECTIONS of a forward-gradient configuration (repeatable; "
+                         "default all:4 and 8:4); the first is timed and traced")
     ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--parts", nargs="+", default=["quality", "masks", "time", "memory"])
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
-    fw_options = {k: v for k, v in (("directions", a.directions), ("layers", a.perturb))
-                  if v is not None}
+    fw_configs = [{"layers": f.split(":")[0], "directions": int(f.split(":")[1])}
+                  for f in (a.forward or ["all:4", "8:4"])]
     images = load_hr(a.data, 4)
     cases = [make_cases(images, np.load(k), 4) for k in a.kernel]
     out = json.load(open(a.json)) if os.path.exists(a.json) else {}
@@ -206,17 +210,18 @@ def main():
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
 
-    if "quality" in a.parts:
-        out["quality"] = [quality(cases, s, a.lr, fw_options, a.max_steps, log) for s in STARTS]
+    if "time" in a.parts:
+        out["step_seconds"] = step_times(cases[0], a.lr, fw_configs[0], a.repeats, log)
+        save()
+    if "memory" in a.parts:
+        out["memory"] = memory(a.sizes, fw_configs[0], log)
         save()
     if "masks" in a.parts:
         out["masks"] = [r for s in STARTS for r in masks_compare(cases, s, a.lr, log)]
         save()
-    if "time" in a.parts:
-        out["step_seconds"] = step_times(cases[0], a.lr, fw_options, a.repeats, log)
-        save()
-    if "memory" in a.parts:
-        out["memory"] = memory(a.sizes, fw_options, log)
+    if "quality" in a.parts:
+        out["quality"] = [quality(cases, s, a.lr, fw_configs, out["step_seconds"], a.max_steps,
+                                  log) for s in STARTS]
         save()
 
 

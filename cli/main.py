@@ -137,7 +137,7 @@ def _wrote(out, report, quiet):
 @click.option("--directions", type=int, default=None,
               help="forward: random directions per step (default 4).")
 @click.option("--perturb", default=None,
-              help="forward: layers to perturb, e.g. 8, 6-8, 1,4,8 or all (default 8).")
+              help="forward: layers to perturb, e.g. 8, 6-8, 1,4,8 or all (default all).")
 @click.option("--mutate-every", type=int, default=None,
               help="mest: steps between mask mutations (default 5).")
 @click.option("--seed", type=int, default=0, show_default=True,

@@ -411,6 +411,127 @@ def section_mzsr(out):
 
 
 
+def section_learners(out, plt):
+    d = load("learners.json")
+    if d is None:
+        return
+    mem = {(r["size"], r["ratio"], r["method"]): r for r in d["memory"]}
+    px = 256 if (256, 0.0, "backprop") in mem else max(r["size"] for r in d["memory"])
+    ms = {m: 1000 * v for m, v in d["step_seconds"].items()}
+    out += ["## Learners: back-propagation, forward gradients, mutating masks (docs/learners.md)",
+            "",
+            "Command: `cd benchmarks && python learners.py --data ../../shared/data/set5 "
+            "--kernel ../../shared/data/kernels/gauss_iso_s1.6_15.npy --kernel "
+            "../../shared/data/kernels/gauss_iso_s2.4_15.npy --json ../docs/data/learners.json` "
+            f"(CPU: {d['cpu']}, {d['threads']} Numba threads; lr {d['lr']} for every method). "
+            "Set5 x4 under the canonical sigma 1.6 and 2.4 kernels (10 cases). Step time: "
+            "median over the Set5 pairs (sigma 1.6) with the methods alternated step by step; "
+            f"step memory: peak traced during one step on a random {px} px pair "
+            "(`intsr adapt --json` reports the same `peak_bytes`). `forward all:4`: every layer "
+            "perturbed, 4 directions, central differences (the default of `--method forward`); "
+            "`forward 8:4`: the last layer only. Budgets: equal MACs and equal wall time are "
+            "the steps of the same MACs / seconds as 10 back-propagation steps; *to match*: the "
+            "first checkpoint (1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500, 700, 1000) where the "
+            "Set5 mean reaches back-propagation's 10-step PSNR.", "",
+            "| start | method | budget | steps | Set5 Y-PSNR | vs start | step ms | "
+            f"step memory {px} px (KB) |", "|---|---|---|---|---|---|---|---|"]
+    bp_mem = mem[(px, 0.0, "backprop")]["peak_kb"]
+    fw_mem = mem[(px, 0.0, "forward")]["peak_kb"]
+    for q in d["quality"]:
+        start = q["start"].replace(".npz", "")
+        out.append(f"| {start} | backprop | 10 steps | 10 | {q['backprop_10']:.2f} | "
+                   f"{q['backprop_10'] - q['init']:+.2f} | {ms['backprop']:.1f} | "
+                   f"{bp_mem:,.0f} |")
+        for f in q["forward"]:
+            curve = {int(k): v for k, v in f["curve"].items()}
+            name = f"forward {f['options']['layers']}:{f['options']['directions']}"
+            budgets = [("10 steps", 10), ("equal MACs", f["equal_macs_steps"]),
+                       ("equal time", f["equal_time_steps"])]
+            for label, steps in budgets:
+                if steps in curve:
+                    out.append(f"| {start} | {name} | {label} | {steps} | {curve[steps]:.2f} | "
+                               f"{curve[steps] - q['init']:+.2f} | {ms['forward']:.1f} | "
+                               f"{fw_mem:,.0f} |")
+            best = max(curve, key=curve.get)
+            if f["steps_to_match"] is not None:
+                s_ = f["steps_to_match"]
+                out.append(f"| {start} | {name} | to match | {s_} | {curve[s_]:.2f} | "
+                           f"{curve[s_] - q['init']:+.2f} | {ms['forward']:.1f} | "
+                           f"{fw_mem:,.0f} |")
+            else:
+                out.append(f"| {start} | {name} | to match: not within {max(curve)} | best at "
+                           f"{best} | {curve[best]:.2f} | {curve[best] - q['init']:+.2f} | "
+                           f"{ms['forward']:.1f} | {fw_mem:,.0f} |")
+    out += ["", "Start PSNR (no step): " + ", ".join(
+        f"{q['start'].replace('.npz', '')} {q['init']:.2f}" for q in d["quality"]) +
+        f". MACs per step (Set5 mean): backprop "
+        f"{d['quality'][0]['backprop_macs'] / 1e9:.2f} G, forward "
+        f"{d['quality'][0]['forward'][0]['macs'] / 1e9:.2f} G. MEST step time "
+        f"{ms['mest']:.1f} ms (unpruned masks: nothing to mutate, the importance bookkeeping "
+        "only).", "",
+        "Forward-gradient PSNR by step:", "",
+        "| start | config | " + " | ".join(
+            str(s) for s in sorted({int(k) for q in d["quality"] for f in q["forward"]
+                                    for k in f["curve"]})) + " |"]
+    cols = sorted({int(k) for q in d["quality"] for f in q["forward"] for k in f["curve"]})
+    out.append("|---|---|" + "---|" * len(cols))
+    for q in d["quality"]:
+        for f in q["forward"]:
+            curve = {int(k): v for k, v in f["curve"].items()}
+            out.append(f"| {q['start'].replace('.npz', '')} | "
+                       f"{f['options']['layers']}:{f['options']['directions']} | " +
+                       " | ".join(f"{curve[c]:.2f}" if c in curve else "" for c in cols) + " |")
+    out += ["", "### Mutating masks (MEST) against the static Eq. 8 masks, same Eq. 9 cost", "",
+            "| start | pruning ratio | static 10 | MEST 10 | static 50 | MEST 50 |",
+            "|---|---|---|---|---|---|"]
+    rows = {(r["start"], r["ratio"], r["method"]): r["psnr"] for r in d["masks"]}
+    for (start, ratio, method), p in rows.items():
+        if method != "mest":
+            continue
+        st = rows[(start, ratio, "backprop")]
+        out.append(f"| {start.replace('.npz', '')} | {ratio:.0%} | {st['10']:.2f} | "
+                   f"{p['10']:.2f} | {st['50']:.2f} | {p['50']:.2f} |")
+    out += ["", "MEST: every 5 steps, in each layer, the 1/8 of the kept channels with the "
+            "smallest summed |weight gradient| swapped for channels drawn from the frozen ones "
+            "(`intsr adapt --method mest --prune R`).", "",
+            "### Step memory per method (peak traced, one step, random pair)", "",
+            "| px | method | pruning | peak KB | forward formula KB | Eq. 16 printed KB | "
+            "Eq. 16 Table-5 KB | / backprop unpruned |", "|---|---|---|---|---|---|---|---|"]
+    for r in d["memory"]:
+        ref = mem[(r["size"], 0.0, "backprop")]["peak_kb"]
+        f = f"{r['formula_kb']:,.0f}" if "formula_kb" in r else ""
+        out.append(f"| {r['size']} | {r['method']} | {r['ratio']:.0%} | {r['peak_kb']:,.0f} | "
+                   f"{f} | {r['eq16_printed_kb']:,.0f} | {r['eq16_table5_kb']:,.0f} | "
+                   f"{r['peak_kb'] / ref:.2f} |")
+    if plt is None:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
+    for ax, q in zip(axes, d["quality"]):
+        start = q["start"]
+        for method, marker in (("backprop", "o"), ("mest", "s")):
+            pts = sorted((mem[(px, r["ratio"], method)]["peak_kb"] / 1000, r["psnr"]["10"],
+                          r["ratio"]) for r in d["masks"]
+                         if r["start"] == start and r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker,
+                    label=f"{method}, 10 steps, pruning 0-85 %")
+        for f, marker in zip(q["forward"], ("^", "v")):
+            curve = {int(k): v for k, v in f["curve"].items()}
+            name = f"forward {f['options']['layers']}:{f['options']['directions']}"
+            best = max(curve, key=curve.get)
+            first = min(curve, key=lambda k: abs(k - 10))
+            ax.plot([fw_mem / 1000] * 2, [curve[first], curve[best]], marker=marker,
+                    linestyle=":", label=f"{name}, {first} and {best} steps")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"step memory at {px} px (MB, traced)")
+        ax.set_ylabel("Set5 Y-PSNR (dB)")
+        ax.set_title(start.replace(".npz", ""))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(IMG / "learners_psnr_vs_memory.png", dpi=110)
+    plt.close(fig)
+    out += ["", "![PSNR vs step memory per method](img/learners_psnr_vs_memory.png)"]
+
+
 def main():
     try:
         import matplotlib
@@ -433,6 +554,7 @@ def main():
     section_tables27(out)
     section_blind(out)
     section_mzsr(out)
+    section_learners(out, plt)
     (DOCS / "results.md").write_text("\n".join(out) + "\n")
     print(f"wrote {DOCS / 'results.md'}" + ("" if plt else " (no plots: matplotlib missing)"))
 

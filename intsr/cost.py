@@ -80,7 +80,8 @@ def step_macs(h, w, masks=None):
     return fwd + back
 
 
-def forward_memory_bits(size=32, tile=128, layers=(NUM_LAYERS - 1,), masks=None, bits_f=8):
+def forward_memory_bits(size=32, tile=128, layers=tuple(range(NUM_LAYERS)), masks=None,
+                        bits_f=8):
     """Transient memory of one forward-gradient step (intsr.forwardgrad), in bits: what Eq. 16
     counts for back-propagation, for a method that stores no activation.
 
@@ -102,6 +103,7 @@ def forward_memory_bits(size=32, tile=128, layers=(NUM_LAYERS - 1,), masks=None,
     return act + copies + est
 
 
-def forward_memory_kb(size=32, tile=128, layers=(NUM_LAYERS - 1,), masks=None, bits_f=8):
+def forward_memory_kb(size=32, tile=128, layers=tuple(range(NUM_LAYERS)), masks=None,
+                      bits_f=8):
     """forward_memory_bits in KB (1000 bytes)."""
     return forward_memory_bits(size, tile, layers, masks, bits_f) / 8 / 1000

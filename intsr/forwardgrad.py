@@ -59,11 +59,12 @@ def direction(seed, step, k, layer, shape):
 
 class ForwardGradient:
     """Forward-gradient SGD on an IntNet. ``layers``: 0-based layers to perturb (their kept
-    output channels, Eq. 6 masks); ``directions``: n per step; ``estimate``: "central" (2n loss
+    output channels, Eq. 6 masks; None: all, what the meta-learned start needs, measured in
+    docs/learners.md); ``directions``: n per step; ``estimate``: "central" (2n loss
     passes) or "one-sided" (n + 1); ``tile``: loss-pass tile side; ``seed``: the directions'."""
 
-    def __init__(self, net, *, layers=(NUM_LAYERS - 1,), directions=4, estimate="central",
-                 tile=TILE, seed=0):
+    def __init__(self, net, *, layers=None, directions=4, estimate="central", tile=TILE,
+                 seed=0):
         if estimate not in ESTIMATES:
             raise ValueError(f"estimate must be one of {ESTIMATES}, not {estimate!r}")
         if isinstance(directions, bool) or not isinstance(directions, (int, np.integer)) \
@@ -72,6 +73,7 @@ class ForwardGradient:
         if net.mode != "ours":
             raise ValueError("forward gradients update 32-bit masters (mode 'ours')")
         self.net, self.n, self.estimate, self.tile = net, int(directions), estimate, tile
+        layers = range(NUM_LAYERS) if layers is None else layers
         self.layers = [l for l in sorted(set(layers)) if net.kept[l].size]
         if not self.layers:
             raise ValueError("no perturbed layer keeps a channel: nothing to train")

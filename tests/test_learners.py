@@ -314,12 +314,33 @@ def test_adapter_state_carries_mutated_masks(butterfly_lr):
 def test_forward_method_improves_the_pretrained_net_on_its_pair(butterfly_pair):
     """From the Gaussian pretrain (a good SR net), 30 forward-gradient steps on the last
     layer lower the L1 loss of the training pair."""
-    ad = Adapter("weights/pretrained_gauss.npz" if os.path.exists("weights/pretrained_gauss.npz")
-                 else os.path.join(os.path.dirname(__file__), "..", "weights",
-                                   "pretrained_gauss.npz"), method="forward", seed=1)
+    from helpers import WEIGHTS
+    ad = Adapter(WEIGHTS / "pretrained_gauss.npz", method="forward", seed=1,
+                 options={"layers": "8"})
     inp, tgt = butterfly_pair
     first = ad.net.loss(inp, tgt)
     ad.learn([butterfly_pair], 30)
     last = ad.net.loss(inp, tgt)
     assert Fraction(last[0]) * Fraction(2) ** last[1] < \
         Fraction(first[0]) * Fraction(2) ** first[1] * Fraction(995, 1000)
+
+
+@pytest.mark.parametrize("config,method", [("int8-forward", "forward"), ("int8-mest", "mest")])
+def test_eval_configs_run_what_intsr_adapt_runs(tmp_path, config, method):
+    """`intsr eval --config int8-forward / int8-mest` is `intsr adapt --method ...`, exactly."""
+    from helpers import DATA, gaussian
+    from intsr.evaluate import evaluate
+    from intsr.floatpath.degrade import lr_image
+    from intsr.floatpath.metrics import psnr_y
+    from intsr.weights import load_model
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    hr = np.asarray(Image.open(DATA / "butterfly.png").convert("RGB"))
+    Image.fromarray(hr).save(hr_dir / "b.png")
+    k = gaussian(1.6)
+    w, masks, lr = load_model(prune=0.5)
+    rec = next(evaluate(hr_dir, [("g", k)], weights=w, masks=masks, lr=lr, steps=2,
+                        configs=(config,)))
+    sr = adapt(lr_image(hr, k, 4), k, steps=2, prune=0.5, method=method)
+    assert rec["psnr"] == psnr_y(sr / 255.0, hr / 255.0, 4)
+    assert rec["psnr"] > rec["psnr_init"]
