@@ -1,6 +1,14 @@
-"""One adaptation step (forward, L1, backward, SGD) side by side in one run: the integer engine,
-the NumPy float32 reference and PyTorch FP32 (channels_last; optional), at several image sizes
-and pruning ratios. Medians of repeated runs; ratios are against the integer engine.
+"""One adaptation step (forward, L1, backward, SGD) side by side in one run: the integer engine
+(at each --precision profile), the NumPy float32 reference and PyTorch FP32 (channels_last;
+optional), at several image sizes and pruning ratios. The engines alternate step by step (a
+slow stretch of a noisy machine lands on all of them); medians of the repeats; ratios are
+against the integer engine.
+
+``--target avx2|avx512|native`` runs the whole benchmark as if on another x86 CPU: Numba
+compiles for that target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, a separate kernel cache) and
+the engine dispatches by it (intsr.kernels.dispatch), PyTorch limits itself likewise
+(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA). avx2: Haswell-class, no AVX-512; avx512:
+Skylake-server-class, AVX-512 without VNNI.
 
 Working memory: the integer engine's peak traced allocations during one step (tracemalloc
 sees NumPy arrays: every transient buffer counts), next to Eq. 16 for the same size and masks
@@ -8,20 +16,47 @@ in both readings (intsr.cost); PyTorch's is the bytes autograd saves for backwar
 gradients (saved-tensor hooks: its transient buffers are not counted, which favours it).
 
     python benchmarks/bench_step.py [--sizes 64 128 256] [--prune 0 0.5 0.85] [--threads 2]
+        [--precision int8 mixed] [--target avx2]
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
+import time
 import tracemalloc
 
 import numpy as np
-from bench_core import median_time
+from machine import cpu_name
 
 from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
-from intsr.weights import load_model
+from intsr.weights import load_model, shipped_precision
+
+# environment of each emulated target (empty NUMBA_CPU_FEATURES: otherwise Numba passes the
+# host's features, AVX-512 VNNI included, whatever the CPU name)
+TARGETS = {"native": {},
+           "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "",
+                    "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+           "avx512": {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "",
+                      "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}}
+
+
+def alternated_medians(fns, repeats):
+    """{name: median seconds}: one call of each function in turn, ``repeats`` rounds, after
+    one warm-up call each (JIT compile, caches)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in times.items()}
 
 
 def traced_peak(fn):
@@ -83,8 +118,16 @@ def main():
     ap.add_argument("--prune", type=float, nargs="+", default=[0.0, 0.5, 0.85])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("NUMBA_NUM_THREADS", 2)))
+    ap.add_argument("--precision", nargs="+", default=["int8"],
+                    help="shipped precision profiles of the integer engine (the first is int_ms)")
+    ap.add_argument("--target", choices=sorted(TARGETS), default="native")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.target != "native" and os.environ.get("INTSR_BENCH_TARGET") != args.target:
+        env = dict(os.environ, INTSR_BENCH_TARGET=args.target, **TARGETS[args.target])
+        env.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix=f"intsr-{args.target}-"))
+        sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
+    from intsr.kernels.dispatch import PATH
     rng = np.random.default_rng(0)
     rows = []
     for ratio in args.prune:
@@ -92,26 +135,35 @@ def main():
         for n in args.sizes:
             inp = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
             tgt = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
-            net = IntNet(weights_to_int(weights), masks)
             mult, shift = lr_to_fixed(0.01, tgt.size)
-            t_int = median_time(lambda: net.step(inp, tgt, mult, shift), args.repeats)
-            m_int = traced_peak(lambda: net.step(inp, tgt, mult, shift))
+            fns = {}
+            for name in args.precision:
+                net = IntNet(weights_to_int(weights), masks, precision=shipped_precision(name))
+                fns[name] = (lambda net=net: net.step(inp, tgt, mult, shift))
             fnet = FloatNet(weights, masks)
             xf, yf = inp / np.float32(255), tgt / np.float32(255)
-            t_np = median_time(lambda: fnet.step(xf, yf, 0.01), args.repeats)
-            row = dict(size=n, prune=ratio, int_ms=1e3 * t_int, numpy_ms=1e3 * t_np,
-                       int_peak_kb=m_int / 1000,
-                       eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
-                       eq16_printed_kb=cost.memory_kb(n, 8, 32, masks, reading="printed"),
-                       eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks))
+            fns["numpy"] = lambda: fnet.step(xf, yf, 0.01)
             torch_fns = torch_step(weights, masks, xf, yf, args.threads)
             if torch_fns is not None:
-                step, memory = torch_fns
-                row["torch_ms"] = 1e3 * median_time(step, args.repeats)
-                row["torch_kb"] = memory() / 1000
+                fns["torch"] = torch_fns[0]
+            med = alternated_medians(fns, args.repeats)
+            first = args.precision[0]
+            row = dict(size=n, prune=ratio, int_ms=1e3 * med[first], numpy_ms=1e3 * med["numpy"],
+                       precision_ms={p: 1e3 * med[p] for p in args.precision},
+                       int_peak_kb=traced_peak(fns[first]) / 1000,
+                       precision_peak_kb={p: traced_peak(fns[p]) / 1000 for p in args.precision},
+                       eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
+                       eq16_printed_kb=cost.memory_kb(n, 8, 32, masks, reading="printed"),
+                       eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks),
+                       cpu=cpu_name(), target=args.target, path=PATH, threads=args.threads)
+            if torch_fns is not None:
+                row["torch_ms"] = 1e3 * med["torch"]
+                row["torch_kb"] = torch_fns[1]() / 1000
             rows.append(row)
             line = (f"{n:4d} px  prune {ratio:4.2f} | int {row['int_ms']:8.1f} ms | numpy fp32 "
                     f"{row['numpy_ms']:8.1f} ms ({row['numpy_ms'] / row['int_ms']:.2f}x)")
+            for p in args.precision[1:]:
+                line += f" | {p} {row['precision_ms'][p]:7.1f} ms"
             if "torch_ms" in row:
                 line += (f" | torch fp32 {row['torch_ms']:7.1f} ms "
                          f"({row['torch_ms'] / row['int_ms']:.2f}x)")
@@ -123,6 +175,7 @@ def main():
                 line += (f"; torch {row['torch_kb']:9.0f} KB "
                          f"({row['torch_kb'] / row['int_peak_kb']:.2f}x int)")
             print(line, flush=True)
+    print(f"CPU: {cpu_name()}, target {args.target}, kernels {PATH}, {args.threads} threads")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

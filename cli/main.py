@@ -142,13 +142,16 @@ def _wrote(out, report, quiet):
               help="mest: steps between mask mutations (default 5).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the forward directions and mest regrowth (integer generator).")
+@click.option("--precision", default=None,
+              help="Bit widths per tensor: a shipped profile, int8 (default, the paper's), "
+                   "mixed, int16 or small (16-bit masters).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
 def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
           continual, adapt_on, window, grid, method, directions, perturb, mutate_every, seed,
-          json_path, quiet):
+          precision, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
     Without --kernel (or with --kernel auto) the kernel is estimated on the device first.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
@@ -210,7 +213,7 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
                              continual=continual, adapt_on=adapt_on, window=window,
                              progress=progress, on_image=_on_image(quiet), grid=grid,
                              save_kernel=save_kernel, on_estimate=on_estimate, method=method,
-                             seed=seed, options=options)
+                             seed=seed, options=options, precision=precision)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -307,13 +310,16 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, laye
 @click.option("--prune", type=float, default=None, help="Shipped mask ratio.")
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
               help="Masks .npz (keys p{pct}_l{l}); with --prune picks that ratio.")
+@click.option("--precision", default=None,
+              help="A shipped precision profile (int8, mixed, int16, small): per-tensor widths "
+                   "instead of --bits-f / --bits-w.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_fail_cleanly
-def cost_cmd(size, bits_f, bits_w, prune, masks_path, as_json):
+def cost_cmd(size, bits_f, bits_w, prune, masks_path, precision, as_json):
     """Eq. 16 (memory) and Eq. 17 (cost) of back-propagation, per layer and total."""
     from intsr.jobs import cost_lines, cost_report
 
-    data = cost_report(size, bits_f, bits_w, prune, masks_path)
+    data = cost_report(size, bits_f, bits_w, prune, masks_path, precision)
     click.echo(json.dumps(data, indent=2) if as_json else "\n".join(cost_lines(data)))
 
 

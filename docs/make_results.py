@@ -413,7 +413,7 @@ def section_mzsr(out):
 
 def section_learners(out, plt):
     d = load("learners.json")
-    if d is None:
+    if d is None or "quality" not in d:
         return
     mem = {(r["size"], r["ratio"], r["method"]): r for r in d["memory"]}
     px = 256 if (256, 0.0, "backprop") in mem else max(r["size"] for r in d["memory"])
@@ -532,6 +532,121 @@ def section_learners(out, plt):
     out += ["", "![PSNR vs step memory per method](img/learners_psnr_vs_memory.png)"]
 
 
+def section_precision(out, plt):
+    from intsr.precision import INT8, Precision
+    from intsr.weights import precision_profiles
+    d = load("precision.json")
+    if d is None:
+        return
+    profiles = precision_profiles()
+    base_kb = cost.memory_kb(precision=INT8)
+    base_work = cost.step_work(32, 32)
+
+    def extra(prec):
+        return (cost.memory_kb(precision=prec) - base_kb,
+                100 * (cost.step_work(32, 32, precision=prec) / base_work - 1))
+    ks = ", ".join(k.replace("gauss_iso_", "").replace("_15.npy", "") for k in d["kernels"])
+    out += ["## Multi-precision: per-tensor bit widths (`--precision`, intsr.precision)", "",
+            "Command: `cd benchmarks && NUMBA_NUM_THREADS=1 python precision.py --data "
+            "../../shared/data/set5 --kernel ../../shared/data/kernels/gauss_iso_s1.6_15.npy "
+            "--kernel ../../shared/data/kernels/gauss_iso_s2.4_15.npy --json "
+            "../docs/data/precision.json --parts sensitivity allocate` (then `--parts allocate "
+            f"--time-budget 30`); CPU: {d['cpu']}. Set5 x4 under {ks}, 10 steps from the shipped "
+            f"weights. Float {d['fp']:.3f} dB, int8 {d['int8']:.3f} dB (gap "
+            f"{d['fp'] - d['int8']:.3f}). Memory: Eq. 16 at 32 px, Table-5 reading, with "
+            "per-tensor widths (`cost.memory_bits(precision=...)`; int8 = 5,516.80 KB). Work: "
+            "8-bit kernel MACs of one step (`cost.step_work`: a 16-bit operand is two byte "
+            "planes), relative to int8.", "",
+            "### Sensitivity: one tensor of one layer changed, all else int8", "",
+            "| tensor | layer | bits | Set5 Y-PSNR | vs int8 dB | Eq. 16 extra KB | "
+            "dB per extra MB | work |", "|---|---|---|---|---|---|---|---|"]
+    names = {"act": "activation (output)", "grad": "activation gradient (output)",
+             "fwd": "forward weights", "master": "master weights"}
+    for r in d["sensitivity"]:
+        prec = INT8.with_bits(r["family"], r["layer"], r["bits"])
+        kb, work = extra(prec)
+        gain = r["psnr"] - d["int8"]
+        per = f"{1000 * gain / kb:+.3f}" if kb else ""
+        out.append(f"| {names[r['family']]} | {r['layer'] + 1} | {r['bits']} | {r['psnr']:.3f} | "
+                   f"{gain:+.3f} | {kb:+,.1f} | {per} | {work:+.1f} % |")
+    out += ["", "Differences under about 0.005 dB are within what any change of rounding moves "
+            "(the same 10 cases); the first layer's activation and forward weights stand out.",
+            "", "### Allocation per budget (`intsr.precision.allocate`, exact 0/1 knapsack over "
+            "the single-change gains above)", "",
+            "| constraint | memory budget | memory used | work | predicted gain | Set5 Y-PSNR "
+            "| gap to float |", "|---|---|---|---|---|---|---|"]
+    curves = []
+    for key, label in (("allocations", "memory only"),
+                       ("allocations_timed", "memory, work <= +30 %")):
+        rows = d.get(key, [])
+        for r in rows:
+            out.append(f"| {label} | +{r['budget_pct']:g} % | {r['extra_pct']:+.1f} % | "
+                       f"{r['work_pct']:+.1f} % | {r['predicted_gain']:+.3f} | {r['psnr']:.3f} | "
+                       f"{d['fp'] - r['psnr']:.3f} |" if "work_pct" in r else
+                       f"| {label} | +{r['budget_pct']:g} % | {r['extra_pct']:+.1f} % | "
+                       f"{extra(Precision.from_dict(r['precision']))[1]:+.1f} % | "
+                       f"{r['predicted_gain']:+.3f} | {r['psnr']:.3f} | "
+                       f"{d['fp'] - r['psnr']:.3f} |")
+        if rows:
+            curves.append((label, [(r["memory_kb"], r["psnr"]) for r in rows]))
+    mixed = profiles["mixed"]
+    out += ["", "The shipped `mixed` profile is the allocation at +20 % memory and +30 % work: "
+            + ", ".join(f"{names[f]} of layer {l + 1} to {b}" for f, l, b in mixed.changes())
+            + ".", ""]
+    ev = load("eval_set5_precision.json")
+    if ev is not None:
+        r = ev["records"]
+        std = load("eval_set5_meta.json")
+        speed = {x["size"]: x for x in (load("bench_step_precision.json") or [])}
+        out += ["### Profiles on the canonical kernels (the paper's Table 3-4 rows, extended)",
+                "", f"`{EVAL} --config bicubic --config fp --config int8-ours --config "
+                "int8-mixed --config int16 --config int8-small --json "
+                "docs/data/eval_set5_precision.json`: Set5 x4, sigma 1.2 / 1.6 / 2.0 / 2.4, 10 "
+                "steps from the meta-learned weights; `8-bit` (Eq. 12-13, 8-bit weights) from "
+                "eval_set5_meta.json. Paper Table 3-4 (its D_bic network, its kernels): bicubic "
+                "28.42, FP 30.83, 8-bit 30.63, 8-bit (ours) 30.75.", "",
+                "| | bicubic | FP | 8-bit | int8 (ours) | mixed | int16 | small |",
+                "|---|---|---|---|---|---|---|---|"]
+        cfgs = ("bicubic", "fp", None, "int8-ours", "int8-mixed", "int16", "int8-small")
+        vals = [mean(r, c, "psnr") if c else (mean(std["records"], "int8-standard", "psnr")
+                                              if std else float("nan")) for c in cfgs]
+        out.append("| Set5 Y-PSNR | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        out.append("| gap to FP | | | " + " | ".join(f"{vals[1] - v:.3f}" for v in vals[2:])
+                   + " |")
+        profs = [None, None, None, "int8", "mixed", "int16", "small"]
+        out.append("| Eq. 16 KB (32 px) | | | 4,842.88 | " + " | ".join(
+            f"{cost.memory_kb(precision=profiles[p]):,.2f}" for p in profs[3:]) + " |")
+        out.append("| step work | | | | " + " | ".join(
+            f"x{cost.step_work(32, 32, precision=profiles[p]) / base_work:.2f}"
+            for p in profs[3:]) + " |")
+        if 128 in speed:
+            ms = speed[128]["precision_ms"]
+            out.append(f"| step ms, 128 px ({speed[128]['cpu']}) | | | | " + " | ".join(
+                f"{ms[p]:.1f}" if p in ms else "" for p in profs[3:]) + " |")
+        out.append("")
+    if plt is None or not curves:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, pts in curves:
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"allocation, {label}")
+    for name, marker in (("int8", "s"), ("small", "v"), ("int16", "^")):
+        prec = profiles[name]
+        ax.plot(cost.memory_kb(precision=prec), d["int8"] if name == "int8" else
+                next((x["psnr"] for x in d.get("allocations", [])
+                      if Precision.from_dict(x["precision"]) == prec), float("nan")),
+                marker, label=name)
+    ax.axhline(d["fp"], color="k", linestyle=":", label="float")
+    ax.set_xlabel("Eq. 16 memory at 32 px (KB)")
+    ax.set_ylabel("Set5 Y-PSNR, 10 steps (dB)")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(IMG / "precision_psnr_vs_memory.png", dpi=110)
+    plt.close(fig)
+    out += ["![PSNR vs Eq. 16 memory per allocation](img/precision_psnr_vs_memory.png)", ""]
+
+
 def main():
     try:
         import matplotlib
@@ -555,6 +670,7 @@ def main():
     section_blind(out)
     section_mzsr(out)
     section_learners(out, plt)
+    section_precision(out, plt)
     (DOCS / "results.md").write_text("\n".join(out) + "\n")
     print(f"wrote {DOCS / 'results.md'}" + ("" if plt else " (no plots: matplotlib missing)"))
 

@@ -38,27 +38,75 @@ def layer_channels(masks=None):
     return rows
 
 
-def memory_bits(size=32, bits_f=8, bits_w=32, masks=None, reading="table5"):
-    """Eq. 16 per layer, in bits (divide the sum by 8 for bytes)."""
+def layer_widths(bits_f=8, bits_w=32, precision=None):
+    """[(b_in, b_grad, b_theta, b_fwd)] per layer: the stored input activation, the output
+    gradient, the masters and the forward weights. Without ``precision`` (intsr.precision) the
+    paper's two widths b_F, b_theta (forward weights counted at b_F). With one: the image and the
+    L1 sign stay 8-bit, the rest as the precision says."""
+    if precision is None:
+        return [(bits_f, bits_f, bits_w, bits_f)] * NUM_LAYERS
+    p = precision
+    return [(8 if l == 0 else p.act[l - 1], 8 if l == NUM_LAYERS - 1 else p.grad[l],
+             p.master[l], p.fwd[l]) for l in range(NUM_LAYERS)]
+
+
+def memory_bits(size=32, bits_f=8, bits_w=32, masks=None, reading="table5", precision=None):
+    """Eq. 16 per layer, in bits (divide the sum by 8 for bytes).
+
+    Per-tensor widths (``precision``): h w c~_out b_grad + k^2 c~_out c~_in b_theta +
+    k^2 h w c_in b_in, plus k^2 c_in c_out (b_fwd - 8) for forward weights wider than 8 bits
+    (Eq. 16 leaves the int8 forward copy out; a wider one is counted by what it adds). With
+    INT8 this is Eq. 16 at b_F = 8, b_theta = 32 exactly."""
     if reading not in ("printed", "table5"):
         raise ValueError("reading must be 'printed' or 'table5'")
     k2 = KSIZE * KSIZE if reading == "table5" else 1
     hw = size * size
-    return [hw * co_k * bits_f + k2 * co_k * ci_k * bits_w + k2 * hw * ci * bits_f
-            for ci, _, ci_k, co_k in layer_channels(masks)]
+    return [hw * co_k * b_g + k2 * co_k * ci_k * b_t + k2 * hw * ci * b_in
+            + (KSIZE * KSIZE * ci * co * (b_fwd - 8) if precision is not None else 0)
+            for (ci, co, ci_k, co_k), (b_in, b_g, b_t, b_fwd)
+            in zip(layer_channels(masks), layer_widths(bits_f, bits_w, precision))]
 
 
-def memory_kb(size=32, bits_f=8, bits_w=32, masks=None, reading="table5"):
+def memory_kb(size=32, bits_f=8, bits_w=32, masks=None, reading="table5", precision=None):
     """Eq. 16 total in KB (1000 bytes)."""
-    return sum(memory_bits(size, bits_f, bits_w, masks, reading)) / 8 / 1000
+    return sum(memory_bits(size, bits_f, bits_w, masks, reading, precision)) / 8 / 1000
 
 
-def cost(size=32, bits_f=8, masks=None):
+def cost(size=32, bits_f=8, masks=None, precision=None):
     """Eq. 17 per layer, as printed:
-    b_F {h w c_in (2 c~_out - 1) + c~_in c~_out (2 h w - 1)}."""
+    b_F {h w c_in (2 c~_out - 1) + c~_in c~_out (2 h w - 1)}.
+    Per-tensor widths: the first term (weight gradient: input x output gradient) at
+    max(b_in, b_grad), the second (activation gradient: output gradient x weights) at
+    max(b_grad, b_fwd)."""
     hw = size * size
-    return [bits_f * (hw * ci * (2 * co_k - 1) + ci_k * co_k * (2 * hw - 1))
-            for ci, _, ci_k, co_k in layer_channels(masks)]
+    return [max(b_in, b_g) * hw * ci * (2 * co_k - 1) + max(b_g, b_f) * ci_k * co_k * (2 * hw - 1)
+            for (ci, _, ci_k, co_k), (b_in, b_g, _, b_f)
+            in zip(layer_channels(masks), layer_widths(bits_f, 32, precision))]
+
+
+def step_work(h, w, masks=None, precision=None):
+    """step_macs counted in 8-bit kernel MACs: a 16-bit operand runs its product as two byte
+    planes (kernels/planes_x16.py), so each conv, weight gradient and activation gradient
+    costs its MACs times the planes of its two operands (the +128 correction, a single output
+    channel, is left out). With INT8 (or None) this is step_macs."""
+    if precision is None:
+        return step_macs(h, w, masks)
+    k2, hw = KSIZE * KSIZE, h * w
+    rows = layer_channels(masks)
+    widths = layer_widths(precision=precision)
+    planes = lambda *bits: np.prod([b // 8 for b in bits])
+    total = sum(hw * k2 * ci * co * planes(b_in, b_f)
+                for (ci, co, _, _), (b_in, _, _, b_f) in zip(rows, widths))
+    for l in range(NUM_LAYERS - 1, -1, -1):
+        ci, _, ci_k, co_k = rows[l]
+        b_in, b_g, _, b_f = widths[l]
+        if co_k == 0:
+            break
+        total += hw * k2 * ci * co_k * planes(b_in, b_g)
+        if l == 0 or ci_k == 0:
+            break
+        total += hw * k2 * co_k * ci_k * planes(b_g, b_f)
+    return int(total)
 
 
 def step_macs(h, w, masks=None):

@@ -16,6 +16,9 @@ Configurations (``RUNNERS``):
                      `intsr adapt --method forward`
   int8-mest          back-propagation with masks mutating at a fixed Eq. 9 cost (intsr.mest):
                      `intsr adapt --method mest`
+  int8-mixed, int16, int8-small
+                     int8-ours with the shipped precision profile mixed / int16 / small
+                     (intsr.precision, weights/precision.json): `intsr adapt --precision P`
 Static scales are calibrated leave-one-out on the other images of the evaluated set (the paper
 calibrates on training data, which a device does not have).
 
@@ -41,6 +44,7 @@ from intsr.model import IntNet, calibrate
 from intsr.online import SR_TILE, estimate_kernel, make_learner, make_training_pair
 from intsr.quant import QTensor
 from intsr.state import State
+from intsr.weights import shipped_precision
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -99,7 +103,7 @@ def run_fp(case, setup):
     return sr0, net.predict(x), 0
 
 
-def _int_runner(mode, static):
+def _int_runner(mode, static, profile=None):
     def run(case, setup):
         # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt`.
         scales = None
@@ -107,7 +111,8 @@ def _int_runner(mode, static):
             others = [c.pair for c in setup.cases if c is not case] or [case.pair]
             scales = calibrate(IntNet(int_weights(setup.weights, mode), setup.masks,
                                       mode=mode), others)
-        net = IntNet(int_weights(setup.weights, mode), setup.masks, mode=mode, static=scales)
+        net = IntNet(int_weights(setup.weights, mode), setup.masks, mode=mode, static=scales,
+                     precision=shipped_precision(profile))
         sr0 = net.predict(case.up, tile=SR_TILE)
         inp, tgt = case.pair
         mult, shift = lr_to_fixed(setup.lr, tgt.size)
@@ -156,9 +161,14 @@ RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
            "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
            "int8-standard": _int_runner("standard", False),
            "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind,
-           "int8-forward": _learner_runner("forward"), "int8-mest": _learner_runner("mest")}
-# the default: the paper's configurations; blind and the other learners are asked for
-CONFIGS = tuple(c for c in RUNNERS if c not in ("int8-blind", "int8-forward", "int8-mest"))
+           "int8-forward": _learner_runner("forward"), "int8-mest": _learner_runner("mest"),
+           "int8-mixed": _int_runner("ours", False, "mixed"),
+           "int16": _int_runner("ours", False, "int16"),
+           "int8-small": _int_runner("ours", False, "small")}
+# the default: the paper's configurations; blind, the other learners and the other precision
+# profiles are asked for
+CONFIGS = tuple(c for c in RUNNERS if c not in ("int8-blind", "int8-forward", "int8-mest",
+                                                "int8-mixed", "int16", "int8-small"))
 
 
 def load_hr(folder, scale):

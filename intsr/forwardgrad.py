@@ -72,6 +72,9 @@ class ForwardGradient:
             raise ValueError(f"directions must be an integer in 1..4096, not {directions}")
         if net.mode != "ours":
             raise ValueError("forward gradients update 32-bit masters (mode 'ours')")
+        if any(b != 8 for b in net.prec.fwd):
+            raise ValueError("forward gradients perturb int8 forward weights: choose a "
+                             "precision with 8-bit forward weights")
         self.net, self.n, self.estimate, self.tile = net, int(directions), estimate, tile
         layers = range(NUM_LAYERS) if layers is None else layers
         self.layers = [l for l in sorted(set(layers)) if net.kept[l].size]
@@ -130,7 +133,7 @@ class ForwardGradient:
                 if d:
                     acc += np.int64(d) * self._dir(k, l)
             # divided by eps_l = 2**(s_l - 7): the exponent of g_l
-            gq = _weight_grad(acc, exp - (net.w8[l].scale - 7), 32, net.nearest)
+            gq = _weight_grad(acc, exp - (net.w8[l].scale - 7), net.prec.master[l], net.nearest)
             net._update_layer(l, gq, lr_mult, lr_shift)
         net._derive_forward_weights()
         self.t += 1

@@ -90,7 +90,7 @@ BLIND_IMAGES = 8  # a blind batch estimates its one kernel from its first images
 def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
                 window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
-                on_estimate=None, method="backprop", seed=0, options=None):
+                on_estimate=None, method="backprop", seed=0, options=None, precision=None):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
 
     ``kernel_path`` None or "auto": blind mode, the kernel is estimated on the device
@@ -104,7 +104,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     ``adapt_on``; with ``continual`` it adapts ``steps`` steps on each image in order, keeping
     what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
     state is saved to ``save_state`` if given. ``method``, ``seed``, ``options``: how the
-    steps learn (intsr.online.make_learner). Returns a report dict (sizes, seconds,
+    steps learn (intsr.online.make_learner); ``precision``: a shipped profile name. Returns a report dict (sizes, seconds,
     throughput); ``on_image(i, n, path)`` is called after each image is written."""
     from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
 
@@ -130,10 +130,11 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     kernel = None if blind_mode else read_kernel(kernel_path)
     t_start = time.perf_counter()
     ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid,
-                 method=method, seed=seed, options=options)
+                 method=method, seed=seed, options=options, precision=precision)
     t_load = time.perf_counter() - t_start
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "method": method, "seed": seed, "method_options": dict(options or {}),
+              "precision": precision or "int8",
               "images": [], "kernels": dispatch.PATH}
     if blind_mode:
         kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
@@ -264,14 +265,17 @@ def info_lines(weights_path):
     return lines
 
 
-def cost_report(size=32, bits_f=8, bits_w=32, prune=None, masks_path=None):
-    """`intsr cost`: Eq. 16 in both readings and Eq. 17, per layer and total, as a dict."""
+def cost_report(size=32, bits_f=8, bits_w=32, prune=None, masks_path=None, precision=None):
+    """`intsr cost`: Eq. 16 in both readings and Eq. 17, per layer and total, as a dict.
+    ``precision``: a shipped profile name; its per-tensor widths replace bits_f / bits_w."""
     masks = wfiles.resolve_masks(prune, masks_path)
+    prec = None if precision is None else wfiles.shipped_precision(precision)
     rows = cost.layer_channels(masks)
-    printed = cost.memory_bits(size, bits_f, bits_w, masks, "printed")
-    table5 = cost.memory_bits(size, bits_f, bits_w, masks, "table5")
-    eq17 = cost.cost(size, bits_f, masks)
-    return {"size": size, "bits_f": bits_f, "bits_w": bits_w, "layers": [
+    printed = cost.memory_bits(size, bits_f, bits_w, masks, "printed", prec)
+    table5 = cost.memory_bits(size, bits_f, bits_w, masks, "table5", prec)
+    eq17 = cost.cost(size, bits_f, masks, prec)
+    return {"size": size, "bits_f": bits_f, "bits_w": bits_w, "precision": precision,
+            "layers": [
         {"layer": l + 1, "c_in": r[0], "c_out": r[1], "c_in_kept": r[2], "c_out_kept": r[3],
          "memory_kb_printed": p / 8000, "memory_kb_table5": t / 8000, "cost_eq17": c}
         for l, (r, p, t, c) in enumerate(zip(rows, printed, table5, eq17))],
@@ -281,8 +285,9 @@ def cost_report(size=32, bits_f=8, bits_w=32, prune=None, masks_path=None):
 
 def cost_lines(data):
     """cost_report as the text table `intsr cost` prints."""
-    lines = [f"h = w = {data['size']}, bits_F = {data['bits_f']}, bits_theta = "
-             f"{data['bits_w']}; KB = 1000 bytes",
+    widths = (f"precision {data['precision']} (per-tensor widths)" if data.get("precision")
+              else f"bits_F = {data['bits_f']}, bits_theta = {data['bits_w']}")
+    lines = [f"h = w = {data['size']}, {widths}; KB = 1000 bytes",
              "layer  c_in c_out  c~in c~out  Eq.16 printed KB  Eq.16 (k^2, Table 5) KB"
              "        Eq.17"]
     for d in data["layers"]:

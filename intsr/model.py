@@ -9,25 +9,30 @@ docs/integer-semantics.md states every rounding and accumulator width used here.
 import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
-from intsr.kernels.dispatch import agrad3x3_s8s8, conv3x3_u8s8, wgrad3x3_u8s8
+from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
 from intsr.kernels.elementwise import gather_x8, l1_grad_s64, pixels_s64, residual_add_u8s32
 from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, requant_s32
 from intsr.kernels.update import sgd_update_s32
+from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
 
 MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
-_I32_MAX = (1 << 31) - 1
 
 
-def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False):
-    """int32/int64 accumulator (real = acc * 2**exp), 2-D -> 8-bit QTensor: int8, or uint8
-    (real = v * 2**(s - 8)) for a post-ReLU activation when ``unsigned``.
+def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False, bits=8):
+    """int32/int64 accumulator (real = acc * 2**exp), 2-D -> ``bits``-bit QTensor (8 or 16):
+    signed, or unsigned (real = v * 2**(s - bits)) for a post-ReLU activation when ``unsigned``.
 
     Dynamic (Eq. 11 on integers): s = ceil(log2(max|acc|)) + exp, v = acc * 2**(7 - ceil_log2)
-    (2**(8 - ...) unsigned). Static: s fixed, out-of-range values saturate."""
+    (2**(8 - ...) unsigned; 15 / 16 at 16 bits). Static: s fixed, out-of-range values
+    saturate."""
     if gate is None:
         gate = _no_gate(acc)
-    frac, lo, hi, dt = (8, 0, 255, np.uint8) if unsigned else (7, -128, 127, np.int8)
+    if unsigned:
+        frac, lo, hi, dt = bits, 0, (1 << bits) - 1, np.uint8 if bits == 8 else np.uint16
+    else:
+        frac, lo, hi = bits - 1, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        dt = np.int8 if bits == 8 else np.int16
     if static_scale is None:
         c = ceil_log2(max_abs_s32(acc, gate, mode))
         scale, shift = c + exp, frac - c
@@ -40,8 +45,9 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False)
 
 def _as_unsigned(v):
     """Layer inputs are the uint8 image or post-ReLU activations, never negative, so their
-    int8 bytes read as uint8 are the same numbers: the u8 x s8 kernels need no sign shift."""
-    return v.view(np.uint8) if v.dtype == np.int8 else v
+    int8 (int16) bytes read as uint8 (uint16) are the same numbers: the u8 x s8 kernels need no
+    sign shift."""
+    return v.view(np.uint8 if v.itemsize == 1 else np.uint16) if v.dtype.kind == "i" else v
 
 
 def _no_gate(acc):
@@ -94,10 +100,12 @@ class IntNet:
     ``weights``: list of QTensors in HWIO (int32 for 'ours', int8 for 'standard').
     ``masks``: list of NUM_LAYERS bool arrays over output channels, or None (train all).
     ``unsigned``: store post-ReLU activations as uint8 (one more bit; never negative) instead
-    of the paper's int8; gradients stay int8."""
+    of the paper's int8; gradients stay int8.
+    ``precision``: per-tensor widths (intsr.precision; None: INT8, the paper's). 32-bit
+    ``weights`` are rounded (half up) to 16-bit masters where the precision says so."""
 
     def __init__(self, weights, masks=None, *, mode="ours", rounding="nearest", static=None,
-                 unsigned=False):
+                 unsigned=False, precision=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if rounding not in ("floor", "nearest"):
@@ -110,7 +118,13 @@ class IntNet:
             raise TypeError(f"mode {mode!r} needs {np.dtype(want)} weights")
         self.mode, self.nearest, self.static = mode, rounding == "nearest", static
         self.unsigned = unsigned
-        self.weights = [QTensor(w.value.copy(), w.scale) for w in weights]
+        self.prec = INT8 if precision is None else precision
+        if self.prec != INT8 and (mode != "ours" or static is not None):
+            raise ValueError("bit widths other than int8 need mode 'ours' and dynamic scales")
+        rnd = "nearest" if self.nearest else "floor"
+        self.weights = [QTensor(w.value.copy(), w.scale) if b == 32 else
+                        QTensor(saturate(shift_round(w.value, b - 32, rnd), b), w.scale)
+                        for w, b in zip(weights, self.prec.master)]
         if masks is None:
             masks = [np.ones(s[3], bool) for s in shapes]
         masks = [np.asarray(m, bool) for m in masks]
@@ -129,10 +143,11 @@ class IntNet:
             self.w8 = list(self.weights)  # a snapshot: updates replace entries of self.weights
             return
         self.w8 = []
-        for w in self.weights:
+        for w, f in zip(self.weights, self.prec.fwd):
             flat = w.value.reshape(-1, w.shape[3])
-            out = np.empty(flat.shape, np.int8)
-            requant_s32(flat, _no_gate(flat), GATE_NONE, -24, self.nearest, -128, 127, out)
+            out = np.empty(flat.shape, np.int8 if f == 8 else np.int16)
+            requant_s32(flat, _no_gate(flat), GATE_NONE, f - w.bits, self.nearest,
+                        -(1 << (f - 1)), (1 << (f - 1)) - 1, out)
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
@@ -147,14 +162,15 @@ class IntNet:
         w8 = self.w8 if w8 is None else w8
         for l in range(NUM_LAYERS):
             wq = w8[l]
-            acc = conv3x3_u8s8(_as_unsigned(x.value), wq.value)
+            acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             exp = x.exp + wq.exp
             if l == NUM_LAYERS - 1:
                 break
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
-            x = requantize(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned)
+            x = requantize(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned,
+                           self.prec.act[l])
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][l].append(x.scale)
@@ -163,7 +179,9 @@ class IntNet:
                 acts.append(x)
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
-        if -8 - e > 54 or exp - e > 31:  # beyond residual_add_u8s32's headroom
+        # |acc| < 2**31 (int32); an int64 accumulator of 16-bit operands has its own bound
+        acc_bits = 31 if acc.dtype == np.int32 else int(np.abs(acc).max(initial=0)).bit_length()
+        if -8 - e > 54 or exp - e + acc_bits > 62:  # beyond residual_add_u8s32's headroom
             if acc.any():
                 raise ArithmeticError("residual operands too far apart in scale")
             # An all-zero output (a flat black tile: every activation 0, so every Eq. 11 scale
@@ -260,10 +278,11 @@ class IntNet:
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
             x = cache.acts[l]
-            dw = wgrad3x3_u8s8(_as_unsigned(x.value), g.value)
+            dw = wgrad3x3_x16(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
-            grads[l] = _weight_grad(dw, x.exp + g.exp, bits, self.nearest, st)
+            grads[l] = _weight_grad(dw, x.exp + g.exp, bits if bits == 8 else self.prec.master[l],
+                                    self.nearest, st)
             del dw
             if record is not None:
                 record["wgrad"][l].append(grads[l].scale)
@@ -277,7 +296,7 @@ class IntNet:
             kin = self.kept[l - 1]
             if kin.size == 0:
                 break
-            acc = agrad3x3_s8s8(g.value, self.w8[l].value, kin, kept)
+            acc = agrad3x3_x16(g.value, self.w8[l].value, kin, kept)
             self.macs += h * w * 9 * kept.size * kin.size
             act = cache.acts[l].value.reshape(h * w, -1)
             if kin.size == act.shape[1]:
@@ -287,7 +306,7 @@ class IntNet:
                 gather_x8(act, kin, gate)
             st = None if self.static is None else self.static["grad"][l - 1]
             gq = requantize(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
-                          self.nearest, st)
+                            self.nearest, st, bits=self.prec.grad[l - 1])
             if record is not None:
                 record["grad"][l - 1].append(gq.scale)
             g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
@@ -306,7 +325,7 @@ class IntNet:
         self._derive_forward_weights()
 
     def _update_layer(self, l, gq, lr_mult, lr_shift):
-        bits = 32 if self.mode == "ours" else 8
+        bits = self.prec.master[l] if self.mode == "ours" else 8
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         wq = self.weights[l]
         flat = wq.value.reshape(-1, wq.shape[3])
@@ -316,11 +335,11 @@ class IntNet:
         sgd_update_s32(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
                    lo, hi, out)
         scale = wq.scale
-        if bits == 32:
-            # Eq. 15 line 2, Q32(., s_theta): if a master outgrew 32 bits, the scale grows.
+        if bits > 8:
+            # Eq. 15 line 2, Q32(., s_theta): if a master outgrew its bits, the scale grows.
             m = max(int(out.max()), -int(out.min()))  # no |out| temporary
-            if m > _I32_MAX:
-                extra = m.bit_length() - 31
+            if m > (1 << (bits - 1)) - 1:
+                extra = m.bit_length() - (bits - 1)
                 out = shift_round(out, -extra, "nearest" if self.nearest else "floor")
                 scale += extra
         self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)

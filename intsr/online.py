@@ -20,7 +20,9 @@ from intsr.io import InputError, validate_kernel
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
 from intsr.state import State, is_state_file, kernel_digest, load_state
-from intsr.weights import load_model, shipped_config
+from intsr.precision import Precision
+from intsr.quant import QTensor
+from intsr.weights import load_model, shipped_config, shipped_precision
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -77,12 +79,15 @@ class Adapter:
     direct SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
     ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
-    how the steps learn (make_learner); back-propagation unless told."""
+    how the steps learn (make_learner); back-propagation unless told. ``precision``: a
+    shipped profile name ("int8", "mixed", "int16", "small"), a precision.Precision, or None
+    (int8: the paper's widths)."""
 
     def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
-                 grid="centre", method="backprop", seed=0, options=None):
+                 grid="centre", method="backprop", seed=0, options=None, precision=None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
+        prec = precision if isinstance(precision, Precision) else shipped_precision(precision)
         if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
             weights = load_state(weights)
         if isinstance(weights, State):
@@ -90,7 +95,7 @@ class Adapter:
                 raise InputError("a saved state carries its own masks: --prune does not apply")
             if weights.scale != scale:
                 raise InputError(f"the state was adapted for x{weights.scale}, not x{scale}")
-            self.net = IntNet(weights.weights, weights.masks)
+            self.net = IntNet(weights.weights, weights.masks, precision=prec)
             self.lr = weights.lr if lr is None else lr
             self.base, self.kernels, self.steps = weights.base, list(weights.kernel_sha256), \
                 weights.steps
@@ -100,7 +105,7 @@ class Adapter:
             else:
                 self.base = "arrays" if isinstance(weights, list) else os.path.basename(weights)
             wf, masks, default_lr = load_model(weights, prune, adapting=adapting, scale=scale)
-            self.net = IntNet(weights_to_int(wf), masks)
+            self.net = IntNet(weights_to_int(wf), masks, precision=prec)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
         self.scale, self.grid, self.method = scale, grid, method
@@ -150,8 +155,12 @@ class Adapter:
         return out
 
     def state(self):
-        return State(self.net.weights, [np.isin(np.arange(w.shape[3]), k) for w, k in
-                                        zip(self.net.weights, self.net.kept)],
+        # 16-bit masters (precision) widen to the file's int32 exactly: v << 16, same scale
+        masters = [w if w.bits == 32 else
+                   QTensor(w.value.astype(np.int32) << (32 - w.bits), w.scale)
+                   for w in self.net.weights]
+        return State(masters, [np.isin(np.arange(w.shape[3]), k) for w, k in
+                               zip(self.net.weights, self.net.kept)],
                      self.scale, self.lr, self.base, self.kernels, self.steps)
 
 
@@ -228,7 +237,7 @@ def estimate_kernel(images, *, scale=4, estimator=None):
 
 def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
           progress=None, report=None, adapter=None, grid="centre", estimator=None,
-          method="backprop", options=None):
+          method="backprop", options=None, precision=None):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a
@@ -241,7 +250,8 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     weights' default). ``method``: "backprop" (Algorithm 2), "forward" (forward gradients,
     intsr.forwardgrad) or "mest" (mutating masks, intsr.mest), with ``options`` for it
     (make_learner); ``seed`` seeds their integer random draws (back-propagation with
-    round-to-nearest draws nothing: every step is deterministic). ``grid``: the sampling grid the image was
+    round-to-nearest draws nothing: every step is deterministic). ``precision``: per-tensor
+    bit widths, a shipped profile name or a precision.Precision (None: int8). ``grid``: the sampling grid the image was
     made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
     (weights, prune and lr then come from it); after the call it holds the adapted state.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
@@ -265,7 +275,8 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     check_inputs(rgb.shape, k_fixed, scale, steps)
     t0 = time.perf_counter()
     ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
-                            grid=grid, method=method, seed=seed, options=options)
+                            grid=grid, method=method, seed=seed, options=options,
+                            precision=precision)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

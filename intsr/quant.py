@@ -1,8 +1,8 @@
 """Eq. 10-15: power-of-two quantization, its inverse, and rescaling between scales.
 
 A real tensor X is held as an integer value tensor v and one integer scale s (Section V-B):
-``X ~= v * 2**(s - (bits - 1))`` for signed values (``bits`` = 8 or 32). Unsigned 8-bit values
-(used only for images entering the network) read ``v * 2**(s - 8)``.
+``X ~= v * 2**(s - (bits - 1))`` for signed values (``bits`` = 8, 16 or 32). Unsigned values
+(images entering the network, post-ReLU activations) read ``v * 2**(s - bits)``.
 
 Rounding of every primitive, in one sentence each:
 
@@ -31,11 +31,10 @@ def _check_rounding(rounding):
 
 
 def _int_dtype(bits):
-    if bits == 8:
-        return np.int8
-    if bits == 32:
-        return np.int32
-    raise ValueError(f"bits must be 8 or 32, not {bits}")
+    dtypes = {8: np.int8, 16: np.int16, 32: np.int32}
+    if bits not in dtypes:
+        raise ValueError(f"bits must be 8, 16 or 32, not {bits}")
+    return dtypes[bits]
 
 
 def ceil_log2(m):
@@ -118,25 +117,28 @@ def rescale(v, s_from, s_to, bits_from=32, bits_to=32, rounding="floor"):
 class QTensor:
     """An integer tensor with one power-of-two scale (Section V-B).
 
-    ``value``: int8 (activations, gradients, forward weights), int32 (master weights, Eq. 14) or
-    uint8 (images entering the network). ``scale``: a Python int. Real value:
-    ``value * 2**exp`` with ``exp = scale - frac_bits``."""
+    ``value``: int8 (activations, gradients, forward weights), int32 (master weights, Eq. 14),
+    uint8 (images entering the network, post-ReLU activations), or their 16-bit widths (int16,
+    uint16: the multi-precision profiles, intsr.precision). ``scale``: a Python int. Real value:
+    ``value * 2**exp`` with ``exp = scale - frac_bits``: all bits are fraction for unsigned
+    values, all but the sign for signed ones."""
 
     __slots__ = ("value", "scale")
+    DTYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32)
 
     def __init__(self, value, scale):
-        if value.dtype not in (np.int8, np.uint8, np.int32):
-            raise TypeError(f"QTensor holds int8, uint8 or int32 values, not {value.dtype}")
+        if value.dtype not in self.DTYPES:
+            raise TypeError(f"QTensor holds int8/16/32 or uint8/16 values, not {value.dtype}")
         self.value = value
         self.scale = int(scale)
 
     @property
     def bits(self):
-        return 32 if self.value.dtype == np.int32 else 8
+        return self.value.dtype.itemsize * 8
 
     @property
     def frac_bits(self):
-        return 8 if self.value.dtype == np.uint8 else self.bits - 1
+        return self.bits if self.value.dtype.kind == "u" else self.bits - 1
 
     @property
     def exp(self):

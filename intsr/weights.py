@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from intsr import pruning, torchfile
+from intsr import precision, pruning, torchfile
 from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes, oihw_shapes
 from intsr.io import InputError, atomic_write
 
@@ -201,6 +201,24 @@ def shipped_scales():
 def _config():
     with open(WEIGHTS_DIR / "default.json") as f:
         return json.load(f)
+
+
+def precision_profiles():
+    """{name: Precision} of the profiles shipped in weights/precision.json (int8 first)."""
+    with open(WEIGHTS_DIR / "precision.json") as f:
+        table = json.load(f)["profiles"]
+    return {name: precision.Precision.from_dict(d) for name, d in table.items()}
+
+
+def shipped_precision(name=None):
+    """The shipped profile ``name`` (None: int8, the paper's widths), or InputError."""
+    if name is None:
+        return precision.INT8
+    profiles = precision_profiles()
+    if name not in profiles:
+        raise InputError(f"no precision profile {name!r}; choose one of "
+                         f"{', '.join(profiles)}")
+    return profiles[name]
 
 
 def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):

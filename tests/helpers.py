@@ -1,4 +1,8 @@
-"""Shared test data: the bundled test images and a Gaussian kernel maker."""
+"""Shared test data: the bundled test images, a Gaussian kernel maker, and a script runner
+for thread-count determinism."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,3 +15,17 @@ def gaussian(sigma, size=15):
     ax = np.arange(size) - size // 2
     g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
     return g / g.sum()
+
+
+def last_line_per_thread_count(script, counts=("1", "2")):
+    """Run ``script`` (formatted with ``tests``, this folder) once per NUMBA_NUM_THREADS value
+    in a fresh interpreter; the last stdout line of each (a digest)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    lines = []
+    for threads in counts:
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", script.format(tests=tests)], env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-2000:]
+        lines.append(res.stdout.strip().splitlines()[-1])
+    return lines

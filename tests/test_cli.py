@@ -268,3 +268,22 @@ def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
                          (["--method", "mest", "--mutate-every", "0"], "every"),
                          (["--seed", "-1"], "seed")):
         _assert_clean_failure(_run(["adapt", "--example", out] + args, out), out, needle)
+
+
+def test_precision_profiles_on_adapt_and_cost(tmp_path):
+    """--precision picks a shipped profile on adapt (reported in --json) and cost; an unknown
+    one is one line, exit 1, output untouched."""
+    out, rep = tmp_path / "m.png", tmp_path / "m.json"
+    res = _run(["adapt", "--example", out, "--steps", "1", "--precision", "mixed", "--json", rep,
+                "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(rep.read_text())["precision"] == "mixed"
+    res = _run(["cost", "--precision", "int16", "--json"])
+    assert res.exit_code == 0, res.output
+    wide, base = json.loads(res.output), json.loads(_run(["cost", "--json"]).output)
+    assert wide["precision"] == "int16" and wide["memory_kb_table5"] > base["memory_kb_table5"]
+    _assert_clean_failure(_run(["adapt", "--example", out, "--precision", "int4"], out), out,
+                          "no precision profile")
+    _assert_clean_failure(_run(["cost", "--precision", "int4"]), None, "no precision profile")
+    _assert_clean_failure(_run(["adapt", "--example", out, "--precision", "int16", "--method",
+                                "forward"], out), out, "8-bit forward weights")

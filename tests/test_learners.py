@@ -1,9 +1,6 @@
 """The other on-device learners on the same engine: forward gradients (intsr.forwardgrad) and
 mutating masks (intsr.mest); back-propagation unchanged."""
 import hashlib
-import os
-import subprocess
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -11,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
+from helpers import WEIGHTS, last_line_per_thread_count
 from intsr import cost, pruning
 from intsr.arch import CHANNELS, HALO, NUM_LAYERS, layer_shapes
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
@@ -290,15 +288,8 @@ print(h.hexdigest())
 
 
 def test_new_methods_are_bit_identical_across_thread_counts():
-    tests = os.path.dirname(os.path.abspath(__file__))
-    digests = []
-    for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        res = subprocess.run([sys.executable, "-c", _DET.format(tests=tests)], env=env,
-                             capture_output=True, text=True, timeout=900)
-        assert res.returncode == 0, res.stderr[-2000:]
-        digests.append(res.stdout.strip().splitlines()[-1])
-    assert digests[0] == digests[1]
+    one, two = last_line_per_thread_count(_DET)
+    assert one == two
 
 
 def test_adapter_state_carries_mutated_masks(butterfly_lr):
@@ -314,7 +305,6 @@ def test_adapter_state_carries_mutated_masks(butterfly_lr):
 def test_forward_method_improves_the_pretrained_net_on_its_pair(butterfly_pair):
     """From the Gaussian pretrain (a good SR net), 30 forward-gradient steps on the last
     layer lower the L1 loss of the training pair."""
-    from helpers import WEIGHTS
     ad = Adapter(WEIGHTS / "pretrained_gauss.npz", method="forward", seed=1,
                  options={"layers": "8"})
     inp, tgt = butterfly_pair

@@ -1,6 +1,6 @@
 """'No float in online adaptation', checked two ways after one integer step of each method
-(back-propagation, forward gradients, mutating masks) and, for blind mode, the kernel estimate
-that precedes it:
+(back-propagation, forward gradients, mutating masks), of the 16-bit widths (intsr.precision)
+and, for blind mode, the kernel estimate that precedes it:
 1. the LLVM IR of every compiled Numba function outside intsr/floatpath has no floating-point
    instruction or type;
 2. the Python glue between kernels (every intsr frame outside floatpath) never holds or returns
@@ -55,6 +55,10 @@ _SCRIPT = textwrap.dedent("""
         inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
         net.step(inp, target, *lr_to_fixed(0.01, target.size))
         net.predict(inp)
+    from intsr.precision import uniform
+    net = IntNet(weights_to_int(weights), masks, precision=uniform(16, 16, 16, 16))
+    net.step(inp, target, *lr_to_fixed(0.01, target.size))
+    net.predict(inp)
     for method in ("forward", "mest"):
         net = IntNet(weights_to_int(weights), masks)
         make_learner(net, method, options={{"every": 1}} if method == "mest" else {{}}).step(
@@ -110,6 +114,8 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
 def test_python_glue_handles_no_float_array():
     weights, masks, lr, k = _random_setup(np.random.default_rng(1))
     net = IntNet(weights_to_int(weights), masks)  # boundary: float -> int, before tracing
+    from intsr.precision import uniform
+    wide = IntNet(weights_to_int(weights), masks, precision=uniform(16, 16, 16, 16))
     # the other learners, built at the boundary (mest's swap share is a user's float)
     forward = make_learner(IntNet(weights_to_int(weights), masks), "forward", seed=3,
                            options={"layers": "all"})
@@ -154,7 +160,9 @@ def test_python_glue_handles_no_float_array():
         est = estimate_kernel(lr, scale=4)
         inp, target = make_training_pair(lr, est.k_fixed, 4)
         net.step(inp, target, mult, shift)
-        # forward gradients (all layers perturbed), masks mutating
+        # every tensor 16-bit (byte planes), forward gradients, masks mutating
+        wide.step(inp, target, mult, shift)
+        wide.predict(inp)
         forward.step(inp, target, mult, shift)
         mest.step(inp, target, mult, shift)
     finally:
@@ -162,5 +170,6 @@ def test_python_glue_handles_no_float_array():
     assert {"forward", "backward", "_update_layer", "loss_grad", "requantize", "_weight_grad",
             "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8",
             "estimate_kernel", "estimate", "predict", "features", "loss", "_perturbed",
-            "direction", "observe", "mutate", "_draw"} <= seen
+            "direction", "observe", "mutate", "_draw", "conv3x3_x16", "wgrad3x3_x16",
+            "_data_planes", "_int8_planes"} <= seen
     assert offenders == []

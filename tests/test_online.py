@@ -1,13 +1,11 @@
 """intsr.adapt end to end: shapes, modes, Eq. 1 on integers, bicubic, determinism."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import DATA, gaussian
+from helpers import DATA, gaussian, last_line_per_thread_count
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
 from intsr.floatpath.degrade import lr_image
 from intsr.io import InputError
@@ -86,15 +84,8 @@ print(hashlib.sha256(a.tobytes()).hexdigest())
 def test_bit_identical_across_runs_and_thread_counts(tmp_path):
     """Same inputs -> the same bytes, with NUMBA_NUM_THREADS=1 and 2 (integer sums are exact,
     so the order threads combine them in cannot matter; this checks nothing else does)."""
-    tests = os.path.dirname(os.path.abspath(__file__))
-    digests = []
-    for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        res = subprocess.run([sys.executable, "-c", _DET.format(tests=tests)], env=env,
-                             capture_output=True, text=True, timeout=900)
-        assert res.returncode == 0, res.stderr[-2000:]
-        digests.append(res.stdout.strip().splitlines()[-1])
-    assert digests[0] == digests[1]
+    one, two = last_line_per_thread_count(_DET)
+    assert one == two
 
 
 def test_tiled_sr_matches_untiled_within_a_hundredth_of_a_db(shipped_weights, butterfly_lr,

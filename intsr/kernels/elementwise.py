@@ -19,8 +19,9 @@ def gather_x8(x, idx, out):
 @njit(cache=True, parallel=True)
 def residual_add_u8s32(inp, acc, sh_inp, sh_acc, out):
     """out = (inp << sh_inp) + (acc << sh_acc) in int64: the uint8 image plus the network's
-    int32 output at one common exponent, exact. Headroom: the caller keeps sh_inp <= 54 and
-    sh_acc <= 31, so both terms are below 2**62 in magnitude and their sum cannot wrap."""
+    int32 (int64 with 16-bit operands) output at one common exponent, exact. Headroom: the
+    caller keeps sh_inp <= 54 and |acc| < 2**(62 - sh_acc) (sh_acc <= 31 for int32), so both
+    terms are below 2**62 in magnitude and their sum cannot wrap."""
     rows, c = inp.shape
     for r in prange(rows):
         for j in range(c):

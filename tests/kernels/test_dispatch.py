@@ -78,10 +78,14 @@ from intsr.kernels import dispatch
 from intsr.model import IntNet
 from intsr.online import make_training_pair
 weights, masks, lr, k = _random_setup(np.random.default_rng(0))
-net = IntNet(weights_to_int(weights), masks)
+from intsr.precision import INT8, uniform
+h = hashlib.sha256()
 inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
-net.step(inp, target, *lr_to_fixed(0.01, target.size))
-h = hashlib.sha256(b"".join(w.value.tobytes() for w in net.weights) + net.predict(inp).tobytes())
+# int8, then every 16-bit byte-plane combination (kernels/planes_x16.py) in one step
+for prec in (INT8, uniform(16, 16, 16, 16)):
+    net = IntNet(weights_to_int(weights), masks, precision=prec)
+    net.step(inp, target, *lr_to_fixed(0.01, target.size))
+    h.update(b"".join(w.value.tobytes() for w in net.weights) + net.predict(inp).tobytes())
 print(dispatch.PATH, h.hexdigest())
 """
 
@@ -102,7 +106,8 @@ def _step_digest(env_extra, tmp_path):
 def test_an_avx2_target_chooses_portable_and_computes_the_same_integers(tmp_path):
     """Dispatch asks the target Numba compiles for (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES), not
     the host: an AVX2-only target takes the portable kernels instead of aborting in LLVM, and
-    one masked step gives the same integers as this machine's own path."""
+    one masked step gives the same integers as this machine's own path, at int8 and with every
+    tensor 16-bit."""
     path, digest = _step_digest({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""},
                                 tmp_path / "haswell")
     assert path == "portable"

@@ -1,0 +1,148 @@
+"""Multi-precision on-device training, measured (docs/results.md, "Multi-precision"):
+
+  sensitivity  Set5 Y-PSNR after 10 steps when one tensor family of one layer changes width
+               (activations, activation gradients or forward weights to 16 bits; masters to
+               16), all else int8 as the paper; with the int8 and float references.
+  allocate     intsr.precision.allocate on the sensitivity gains at several Eq. 16 budgets
+               (32 px, Table-5 reading; extra memory over int8), each allocation evaluated the
+               same way: the PSNR-vs-memory curve; the +20 % one is the shipped "mixed".
+  profiles     named precisions given as NAME=JSON, evaluated the same way.
+
+    python benchmarks/precision.py --data ../shared/data/set5 --kernel K.npy [...] \
+        --parts sensitivity --json docs/data/precision_sensitivity.json
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from machine import cpu_name
+
+from intsr.evaluate import load_hr, make_cases
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
+from intsr.floatpath.metrics import psnr_y
+from intsr.floatpath.network import FloatNet
+from intsr.model import IntNet
+from intsr.online import SR_TILE
+from intsr import cost
+from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate
+from intsr.weights import load_model
+
+
+def set5_psnr(cases, weights, masks, lr, precision, steps):
+    """Mean Y-PSNR after ``steps`` steps; None precision: the float reference."""
+    out = []
+    for c in cases:
+        inp, tgt = c.pair
+        if precision is None:
+            net = FloatNet(weights, masks)
+            for _ in range(steps):
+                net.step(inp / np.float32(255), tgt / np.float32(255), lr)
+            sr = net.predict(c.up / np.float32(255))
+        else:
+            net = IntNet(weights_to_int(weights), masks, precision=precision)
+            mult, shift = lr_to_fixed(lr, tgt.size)
+            for _ in range(steps):
+                net.step(inp, tgt, mult, shift)
+            sr = net.predict(c.up, tile=SR_TILE) / 255.0
+        out.append(psnr_y(sr, c.hr / 255.0, 4))
+    return float(np.mean(out))
+
+
+def single_changes():
+    """Every (family, layer, bits) one step away from INT8."""
+    return [(fam, l, [b for b in WIDTHS[fam] if b != getattr(INT8, fam)[l]][0])
+            for fam in WIDTHS for l in range(LENGTH[fam])]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--kernel", action="append", required=True)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--parts", nargs="+", default=["sensitivity"])
+    ap.add_argument("--profile", action="append", default=[],
+                    help="NAME=JSON of a precision to evaluate (profiles part)")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0, 5, 10, 20, 40, 90],
+                    help="extra Eq. 16 memory over int8, in percent (allocate part)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="extra step work over int8 in percent (cost.step_work), or none")
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args()
+    weights, masks, lr = load_model()
+    images = load_hr(a.data, 4)
+    cases = [c for k in a.kernel for c in make_cases(images, np.load(k), 4)]
+    out = json.load(open(a.json)) if os.path.exists(a.json) else {}
+    out.update(cpu=cpu_name(), threads=os.environ.get("NUMBA_NUM_THREADS", "all"),
+               kernels=[os.path.basename(k) for k in a.kernel], steps=a.steps, lr=lr)
+
+    def run(name, precision):
+        t0 = time.perf_counter()
+        p = set5_psnr(cases, weights, masks, lr, precision, a.steps)
+        print(f"{name}: {p:.4f} dB ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return p
+
+    def save():
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+    if "sensitivity" in a.parts:
+        out["fp"] = run("fp", None)
+        out["int8"] = run("int8", INT8)
+        out["sensitivity"] = []
+        for fam, l, bits in single_changes():
+            p = run(f"{fam} layer {l + 1} -> {bits}", INT8.with_bits(fam, l, bits))
+            out["sensitivity"].append({"family": fam, "layer": l, "bits": bits, "psnr": p})
+            save()
+    if "allocate" in a.parts:
+        # costs of each single change: Eq. 16 bits (32 px, Table-5 reading) and, with a time
+        # budget, 8-bit kernel MACs of a step (cost.step_work: additive over single changes,
+        # so each allocation is checked with the exact count and the time budget tightened
+        # by 1 % until it fits)
+        base_bits = sum(cost.memory_bits(precision=INT8))
+        base_work = cost.step_work(32, 32)
+        items = []
+        for r in out["sensitivity"]:
+            prec = INT8.with_bits(r["family"], r["layer"], r["bits"])
+            mem = sum(cost.memory_bits(precision=prec)) - base_bits
+            work = cost.step_work(32, 32, precision=prec) - base_work
+            items.append(((r["family"], r["layer"], r["bits"]), r["psnr"] - out["int8"],
+                          mem if a.time_budget is None else (mem, work)))
+        key = "allocations" if a.time_budget is None else "allocations_timed"
+        out[key] = []
+        for pct in a.budgets:
+            tpct = a.time_budget
+            while True:
+                budget = int(base_bits * pct / 100)
+                if tpct is not None:
+                    budget = (budget, int(base_work * tpct / 100))
+                names, gain, _ = allocate(items, budget)
+                prec = INT8
+                for fam, l, bits in names:
+                    prec = prec.with_bits(fam, l, bits)
+                work = cost.step_work(32, 32, precision=prec) / base_work - 1
+                if a.time_budget is None or work <= a.time_budget / 100:
+                    break
+                tpct -= 1
+            row = {"budget_pct": pct, "time_budget_pct": a.time_budget,
+                   "precision": prec.to_dict(), "predicted_gain": gain,
+                   "memory_kb": cost.memory_kb(precision=prec),
+                   "extra_pct": 100 * (sum(cost.memory_bits(precision=prec)) / base_bits - 1),
+                   "work_pct": 100 * work,
+                   "psnr": run(f"allocation at +{pct:g} % memory"
+                               + ("" if tpct is None else f", +{tpct:g} % work"), prec)}
+            out[key].append(row)
+            save()
+    if "profiles" in a.parts:
+        out.setdefault("profiles", {})
+        for spec in a.profile:
+            name, _, js = spec.partition("=")
+            prec = Precision.from_dict(json.loads(js))
+            out["profiles"][name] = {"precision": prec.to_dict(), "psnr": run(name, prec)}
+            save()
+    save()
+
+
+if __name__ == "__main__":
+    main()

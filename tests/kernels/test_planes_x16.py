@@ -1,0 +1,50 @@
+"""16-bit operands by byte planes (kernels/planes_x16.py): bit-exact against the int64
+references for every dtype pair, at the extremes of each dtype."""
+import numpy as np
+import pytest
+
+from kernel_data import EXTREMES
+from intsr.kernels.dispatch import agrad_weights, conv3x3_ref, wgrad3x3_ref
+from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("wdtype", [np.int8, np.int16])
+def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype):
+    x = fill((7, 9, 64), xdtype, kind)
+    w = fill((3, 3, 64, 24), wdtype, kind)
+    got = conv3x3_x16(x, w)
+    assert got.dtype == (np.int32 if x.itemsize == 1 and wdtype == np.int8 else np.int64)
+    np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, w))
+
+
+def test_conv3x3_x16_headroom_at_the_corners():
+    """The largest magnitude any pair can reach: 576 products of 65535 * (-32768) and of
+    (-32768) * (-32768), checked exactly (int64 reference; an int32 partial would wrap)."""
+    for x, w in (((65535, np.uint16), (-32768, np.int16)), ((-32768, np.int16), (-32768, np.int16))):
+        xa = np.full((3, 3, 64), x[0], x[1])
+        wa = np.full((3, 3, 64, 2), w[0], w[1])
+        assert conv3x3_x16(xa, wa)[1, 1, 0] == 576 * x[0] * w[0]
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("gdtype,wdtype", [(np.int8, np.int16), (np.int16, np.int8),
+                                           (np.int16, np.int16)])
+def test_agrad3x3_x16_bit_exact(fill, kind, gdtype, wdtype):
+    g = fill((6, 5, 16), gdtype, kind)
+    w = fill((3, 3, 24, 32), wdtype, kind)
+    kin, kout = np.arange(0, 24, 2), np.arange(0, 32, 2)
+    np.testing.assert_array_equal(agrad3x3_x16(g, w, kin, kout),
+                                  conv3x3_ref(g, agrad_weights(w, kin, kout)))
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("gdtype", [np.int8, np.int16])
+def test_wgrad3x3_x16_bit_exact(fill, kind, xdtype, gdtype):
+    x = fill((9, 7, 16), xdtype, kind)
+    g = fill((9, 7, 5), gdtype, kind)
+    got = wgrad3x3_x16(x, g)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, wgrad3x3_ref(x, g))

@@ -1,0 +1,225 @@
+"""Per-tensor bit widths (intsr.precision): Eq. 10-15 at 16 bits, the 16-bit engine against the
+float path, Eq. 16-17 with per-layer widths, the allocation knapsack, the shipped profiles."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from helpers import last_line_per_thread_count
+from intsr import cost
+from intsr.arch import KSIZE, layer_shapes
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
+from intsr.floatpath.network import FloatNet
+from intsr.io import InputError
+from intsr.model import IntNet, requantize
+from intsr.online import Adapter
+from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate, uniform
+from intsr.quant import ceil_log2
+from intsr.weights import precision_profiles, shipped_precision
+
+LR = 0.01
+
+
+def test_precision_refuses_what_it_cannot_run():
+    for bad in ({"act": (8,) * 6}, {"grad": (8,) * 6 + (12,)}, {"master": (8,) * 8},
+                {"fwd": (True,) * 8}, {"act": [8] * 7}):
+        with pytest.raises(ValueError):
+            Precision(**bad)
+    for bad in ({"acts": [8] * 7}, [8], {"act": ["x"] * 7}):
+        with pytest.raises(ValueError):
+            Precision.from_dict(bad)
+    assert Precision.from_dict({"master": [16] * 8}) == uniform(master=16)
+    assert Precision.from_dict(uniform(16, 16, 16, 16).to_dict()) == uniform(16, 16, 16, 16)
+    with pytest.raises(ValueError, match="mode 'ours'"):
+        IntNet(weights_to_int([np.zeros(s) for s in layer_shapes()], "standard"),
+               mode="standard", precision=uniform(act=16))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(1 << 40), 1 << 40), min_size=1, max_size=40),
+       st.integers(-40, 10), st.booleans())
+def test_eq10_eq11_at_16_bits(values, exp, unsigned):
+    """Eq. 11: s = ceil(log2 max|acc|) + exp; Eq. 10 at 16 bits: v = round(acc * 2**(15 - c))
+    (2**(16 - c) unsigned), half up, saturated; so |v * 2**(s - frac) - acc * 2**exp| is at
+    most half a step, but for the saturated top element."""
+    acc = np.array(values, np.int64).reshape(1, -1)
+    if unsigned:
+        acc = np.abs(acc)
+    q = requantize(acc, exp, None, 0, True, unsigned=unsigned, bits=16)
+    c = ceil_log2(int(np.abs(acc).max()))
+    frac = 16 if unsigned else 15
+    assert q.scale == c + exp and q.value.dtype == (np.uint16 if unsigned else np.int16)
+    from fractions import Fraction
+    for a, v in zip(acc.ravel(), q.value.ravel()):
+        real = Fraction(int(a)) * Fraction(2) ** exp
+        got = Fraction(int(v)) * Fraction(2) ** (q.scale - frac)
+        step = Fraction(2) ** (q.scale - frac)
+        top = int(v) in (np.iinfo(q.value.dtype).max, np.iinfo(q.value.dtype).min)
+        assert abs(got - real) <= (step if top else step / 2)
+
+
+def test_eq14_eq15_with_16_bit_masters():
+    """Eq. 14 to 16 bits from the 32-bit masters (round half up of m / 2**16, same scale), the
+    forward weights derived from them (Eq. 15 -> 8 bits: m16 / 2**8), and Eq. 15's scale growth
+    when an update outgrows 16 bits."""
+    rng = np.random.default_rng(0)
+    w32 = weights_to_int([rng.normal(0, 0.05, s) for s in layer_shapes()])
+    net = IntNet(w32, precision=uniform(master=16))
+    for q32, q16, w8 in zip(w32, net.weights, net.w8):
+        assert q16.value.dtype == np.int16 and q16.scale == q32.scale
+        want = np.clip((q32.value.astype(np.int64) + (1 << 15)) >> 16, -32768, 32767)
+        np.testing.assert_array_equal(q16.value, want)
+        np.testing.assert_array_equal(
+            w8.value, np.clip((want + 128) >> 8, -128, 127).astype(np.int8))
+    # an update that pushes a master past 2**15 - 1: the layer's scale grows by one
+    from intsr.quant import QTensor
+    l = 7
+    flat = net.weights[l].value.reshape(-1, 3)
+    flat[0, 0] = 32767
+    g = QTensor(np.zeros((flat.shape[0], 3), np.int16), net.weights[l].scale)
+    g.value[0, 0] = -32768
+    before = net.weights[l].scale
+    net._update_layer(l, g, 1 << 15, 15)
+    assert net.weights[l].scale == before + 1
+    assert int(np.abs(net.weights[l].value.astype(np.int64)).max()) <= 32767
+
+
+def _steps(precision, weights, pair, steps=10):
+    inp, tgt = pair
+    net = IntNet(weights_to_int(weights), precision=precision)
+    for _ in range(steps):
+        net.step(inp, tgt, *lr_to_fixed(LR, tgt.size))
+    return [q.dequantize() - w for q, w in zip(net.weights, weights)]
+
+
+def test_sixteen_bits_everywhere_follow_the_float_path_closer(shipped_weights, butterfly_pair):
+    """Ten steps from the shipped start: the update with every tensor 16-bit is closer to the
+    float path's update than int8's (cosine), and very close (>= 0.995)."""
+    fnet = FloatNet(shipped_weights)
+    inp, tgt = butterfly_pair
+    for _ in range(10):
+        fnet.step(inp / 255.0, tgt / 255.0, LR)
+    df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, shipped_weights)])
+    cos = {}
+    for name, prec in (("int8", INT8), ("int16", uniform(16, 16, 16, 32))):
+        di = np.concatenate([d.ravel() for d in _steps(prec, shipped_weights, butterfly_pair)])
+        cos[name] = float(di @ df / np.linalg.norm(di) / np.linalg.norm(df))
+    print(cos)
+    assert cos["int16"] > cos["int8"] and cos["int16"] >= 0.995
+
+
+def test_eq16_eq17_with_per_tensor_widths():
+    """INT8 is Eq. 16-17 at b_F = 8, b_theta = 32 exactly; one wider tensor adds exactly its
+    own term: activation of layer l (the k^2 h w c_in input term of layer l+1), gradient (h w
+    c~_out), forward weights (k^2 c_in c_out (16 - 8)); 16-bit masters save k^2 c c 16."""
+    k2, hw = KSIZE * KSIZE, 32 * 32
+    assert cost.memory_bits(precision=INT8) == cost.memory_bits(32, 8, 32)
+    assert cost.cost(precision=INT8) == cost.cost(32, 8)
+    base = sum(cost.memory_bits(precision=INT8))
+    shapes = layer_shapes()
+    for fam in WIDTHS:
+        for l in range(LENGTH[fam]):
+            b0 = getattr(INT8, fam)[l]
+            b1 = [b for b in WIDTHS[fam] if b != b0][0]
+            d = sum(cost.memory_bits(precision=INT8.with_bits(fam, l, b1))) - base
+            _, _, ci, co = shapes[l]
+            want = {"act": k2 * hw * co * 8, "grad": hw * co * 8, "fwd": k2 * ci * co * 8,
+                    "master": -k2 * ci * co * 16}[fam]
+            assert d == want, (fam, l)
+    # step work: int8 is step_macs; every tensor 16-bit quadruples the 64 -> 64 products
+    assert cost.step_work(20, 12, precision=INT8) == cost.step_macs(20, 12)
+    all16 = cost.step_work(20, 12, precision=uniform(16, 16, 16, 32))
+    assert 3 * cost.step_macs(20, 12) < all16 < 4 * cost.step_macs(20, 12)
+    # Eq. 17 grows with a wider operand and never shrinks
+    assert sum(cost.cost(precision=uniform(16, 16, 16))) > sum(cost.cost(precision=INT8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 20), st.integers(-30, 60)), min_size=1, max_size=9),
+       st.integers(-20, 80))
+def test_allocation_is_the_exact_knapsack(items, budget):
+    """allocate = brute force over every subset (negative costs included)."""
+    items = [(i, float(g), c) for i, (g, c) in enumerate(items)]
+    best = None
+    for r in range(len(items) + 1):
+        for sub in itertools.combinations(items, r):
+            c = sum(x[2] for x in sub)
+            g = sum(x[1] for x in sub)
+            if c <= budget and (best is None or g > best[0] or g == best[0] and c < best[1]):
+                best = (g, c)
+    if best is None:
+        with pytest.raises(ValueError):
+            allocate(items, budget)
+        return
+    names, gain, c = allocate(items, budget)
+    assert (gain, c) == best
+    assert c == sum(items[n][2] for n in names) <= budget
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 20), st.integers(-30, 60), st.integers(0, 40)),
+                min_size=1, max_size=8), st.integers(-10, 80), st.integers(0, 60))
+def test_allocation_with_two_resources_is_exact(items, b1, b2):
+    """Memory and time at once: the best gain over every subset that fits both."""
+    items = [(i, float(g), (c1, c2)) for i, (g, c1, c2) in enumerate(items)]
+    best = None
+    for r in range(len(items) + 1):
+        for sub in itertools.combinations(items, r):
+            c = tuple(sum(x[2][k] for x in sub) for k in (0, 1))
+            if c[0] <= b1 and c[1] <= b2:
+                g = sum(x[1] for x in sub)
+                best = g if best is None else max(best, g)
+    if best is None:
+        with pytest.raises(ValueError):
+            allocate(items, (b1, b2))
+        return
+    names, gain, c = allocate(items, (b1, b2))
+    assert gain == best and c[0] <= b1 and c[1] <= b2
+
+
+def test_shipped_profiles_and_refusals():
+    profiles = precision_profiles()
+    assert {"int8", "mixed", "int16", "small"} <= set(profiles)
+    assert profiles["int8"] == INT8 and shipped_precision(None) == INT8
+    assert profiles["int16"] == uniform(16, 16, 16, 32)
+    assert profiles["small"] == uniform(master=16)
+    # mixed: the documented budget, at most +20 % Eq. 16 memory (32 px, Table-5 reading) and
+    # +30 % step work; small: less memory than int8, the same work
+    mixed, small = profiles["mixed"], profiles["small"]
+    assert cost.memory_kb(precision=mixed) <= 1.2 * cost.memory_kb(precision=INT8)
+    assert cost.step_work(32, 32, precision=mixed) <= 1.3 * cost.step_work(32, 32)
+    assert cost.memory_kb(precision=small) < cost.memory_kb(precision=INT8)
+    assert cost.step_work(32, 32, precision=small) == cost.step_work(32, 32)
+    with pytest.raises(InputError, match="no precision profile"):
+        shipped_precision("int4")
+
+
+def test_sixteen_bit_masters_survive_a_saved_state(tmp_path, butterfly_lr):
+    """A state holds int32: 16-bit masters widen exactly (v << 16) and come back the same."""
+    from helpers import gaussian
+    from intsr.state import load_state, save_state
+    ad = Adapter(precision="small")
+    ad.learn([ad.pair(butterfly_lr, gaussian(1.6))], 2)
+    save_state(tmp_path / "s.npz", ad.state())
+    again = Adapter(load_state(tmp_path / "s.npz"), precision="small")
+    for a, b in zip(ad.net.weights, again.net.weights):
+        assert a.scale == b.scale and np.array_equal(a.value, b.value)
+
+
+_DET = """
+import hashlib, numpy as np, sys
+sys.path.insert(0, {tests!r})
+from helpers import gaussian
+from intsr.online import adapt
+img = np.random.default_rng(5).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+h = hashlib.sha256()
+for p in ("int16", "small", "mixed"):
+    h.update(adapt(img, gaussian(1.6), steps=3, precision=p).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_profiles_are_bit_identical_across_thread_counts():
+    one, two = last_line_per_thread_count(_DET)
+    assert one == two
