@@ -3,9 +3,14 @@
   sensitivity  Set5 Y-PSNR after 10 steps when one tensor family of one layer changes width
                (activations, activation gradients or forward weights to 16 bits; masters to
                16), all else int8 as the paper; with the int8 and float references.
+  timing       the step time of each single change against int8 (128 px, alternated step by
+               step, medians): the time cost the allocation uses.
   allocate     intsr.precision.allocate on the sensitivity gains at several Eq. 16 budgets
-               (32 px, Table-5 reading; extra memory over int8), each allocation evaluated the
-               same way: the PSNR-vs-memory curve; the +20 % one is the shipped "mixed".
+               (32 px, Table-5 reading; extra memory over int8) and, with --time-budget, a
+               step-time budget on the measured single-change times; each allocation's own
+               time is measured and the time budget tightened until it fits. Each allocation
+               is evaluated the same way: the PSNR-vs-memory curve; the +20 % one under +30 %
+               time is the shipped "mixed".
   profiles     named precisions given as NAME=JSON, evaluated the same way.
 
     python benchmarks/precision.py --data ../shared/data/set5 --kernel K.npy [...] \
@@ -17,6 +22,7 @@ import os
 import time
 
 import numpy as np
+from bench_step import alternated_medians
 from machine import cpu_name
 
 from intsr.evaluate import load_hr, make_cases
@@ -48,6 +54,20 @@ def set5_psnr(cases, weights, masks, lr, precision, steps):
             sr = net.predict(c.up, tile=SR_TILE) / 255.0
         out.append(psnr_y(sr, c.hr / 255.0, 4))
     return float(np.mean(out))
+
+
+def step_time_ratio(precision, repeats=9, size=128):
+    """Median step time of ``precision`` over int8's, the two alternated step by step."""
+    weights, masks, _ = load_model()
+    rng = np.random.default_rng(0)
+    inp = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    tgt = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    lrf = lr_to_fixed(0.01, tgt.size)
+    nets = {k: IntNet(weights_to_int(weights), masks, precision=p)
+            for k, p in (("int8", INT8), ("other", precision))}
+    med = alternated_medians({k: (lambda n=n: n.step(inp, tgt, *lrf)) for k, n in nets.items()},
+                             repeats)
+    return med["other"] / med["int8"]
 
 
 def single_changes():
@@ -95,20 +115,26 @@ def main():
             p = run(f"{fam} layer {l + 1} -> {bits}", INT8.with_bits(fam, l, bits))
             out["sensitivity"].append({"family": fam, "layer": l, "bits": bits, "psnr": p})
             save()
+    if "timing" in a.parts:
+        for r in out["sensitivity"]:
+            r["time_ratio"] = step_time_ratio(INT8.with_bits(r["family"], r["layer"], r["bits"]))
+            print(f"{r['family']} layer {r['layer'] + 1}: step time x{r['time_ratio']:.3f}",
+                  flush=True)
+        save()
     if "allocate" in a.parts:
         # costs of each single change: Eq. 16 bits (32 px, Table-5 reading) and, with a time
-        # budget, 8-bit kernel MACs of a step (cost.step_work: additive over single changes,
-        # so each allocation is checked with the exact count and the time budget tightened
-        # by 1 % until it fits)
+        # budget, its measured extra step time in units of 0.1 % (additive over single
+        # changes, so each allocation's own time is measured and the budget tightened by 1 %
+        # until it fits)
         base_bits = sum(cost.memory_bits(precision=INT8))
         base_work = cost.step_work(32, 32)
         items = []
         for r in out["sensitivity"]:
             prec = INT8.with_bits(r["family"], r["layer"], r["bits"])
             mem = sum(cost.memory_bits(precision=prec)) - base_bits
-            work = cost.step_work(32, 32, precision=prec) - base_work
+            slow = max(0, int(round(1000 * (r.get("time_ratio", 1) - 1))))
             items.append(((r["family"], r["layer"], r["bits"]), r["psnr"] - out["int8"],
-                          mem if a.time_budget is None else (mem, work)))
+                          mem if a.time_budget is None else (mem, slow)))
         key = "allocations" if a.time_budget is None else "allocations_timed"
         out[key] = []
         for pct in a.budgets:
@@ -116,13 +142,18 @@ def main():
             while True:
                 budget = int(base_bits * pct / 100)
                 if tpct is not None:
-                    budget = (budget, int(base_work * tpct / 100))
+                    budget = (budget, int(10 * tpct))
                 names, gain, _ = allocate(items, budget)
                 prec = INT8
                 for fam, l, bits in names:
                     prec = prec.with_bits(fam, l, bits)
                 work = cost.step_work(32, 32, precision=prec) / base_work - 1
-                if a.time_budget is None or work <= a.time_budget / 100:
+                if a.time_budget is None:
+                    break
+                time_ratio = step_time_ratio(prec)
+                print(f"+{pct:g} % memory, time budget +{tpct:g} %: measured "
+                      f"x{time_ratio:.3f}", flush=True)
+                if time_ratio - 1 <= a.time_budget / 100:
                     break
                 tpct -= 1
             row = {"budget_pct": pct, "time_budget_pct": a.time_budget,
@@ -130,6 +161,7 @@ def main():
                    "memory_kb": cost.memory_kb(precision=prec),
                    "extra_pct": 100 * (sum(cost.memory_bits(precision=prec)) / base_bits - 1),
                    "work_pct": 100 * work,
+                   "time_pct": None if a.time_budget is None else 100 * (time_ratio - 1),
                    "psnr": run(f"allocation at +{pct:g} % memory"
                                + ("" if tpct is None else f", +{tpct:g} % work"), prec)}
             out[key].append(row)

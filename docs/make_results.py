@@ -550,8 +550,9 @@ def section_precision(out, plt):
             "Command: `cd benchmarks && NUMBA_NUM_THREADS=1 python precision.py --data "
             "../../shared/data/set5 --kernel ../../shared/data/kernels/gauss_iso_s1.6_15.npy "
             "--kernel ../../shared/data/kernels/gauss_iso_s2.4_15.npy --json "
-            "../docs/data/precision.json --parts sensitivity allocate` (then `--parts allocate "
-            f"--time-budget 30`); CPU: {d['cpu']}. Set5 x4 under {ks}, 10 steps from the shipped "
+            "../docs/data/precision.json --parts sensitivity allocate` (one Numba thread), then "
+            "`--parts timing allocate --time-budget 30` (two threads, idle machine; step times "
+            f"at 128 px, alternated with int8, medians of 9); CPU: {d['cpu']}. Set5 x4 under {ks}, 10 steps from the shipped "
             f"weights. Float {d['fp']:.3f} dB, int8 {d['int8']:.3f} dB (gap "
             f"{d['fp'] - d['int8']:.3f}). Memory: Eq. 16 at 32 px, Table-5 reading, with "
             "per-tensor widths (`cost.memory_bits(precision=...)`; int8 = 5,516.80 KB). Work: "
@@ -559,7 +560,7 @@ def section_precision(out, plt):
             "planes), relative to int8.", "",
             "### Sensitivity: one tensor of one layer changed, all else int8", "",
             "| tensor | layer | bits | Set5 Y-PSNR | vs int8 dB | Eq. 16 extra KB | "
-            "dB per extra MB | work |", "|---|---|---|---|---|---|---|---|"]
+            "dB per extra MB | work | step time |", "|---|---|---|---|---|---|---|---|---|"]
     names = {"act": "activation (output)", "grad": "activation gradient (output)",
              "fwd": "forward weights", "master": "master weights"}
     for r in d["sensitivity"]:
@@ -567,30 +568,33 @@ def section_precision(out, plt):
         kb, work = extra(prec)
         gain = r["psnr"] - d["int8"]
         per = f"{1000 * gain / kb:+.3f}" if kb else ""
+        t = f"x{r['time_ratio']:.3f}" if "time_ratio" in r else ""
         out.append(f"| {names[r['family']]} | {r['layer'] + 1} | {r['bits']} | {r['psnr']:.3f} | "
-                   f"{gain:+.3f} | {kb:+,.1f} | {per} | {work:+.1f} % |")
+                   f"{gain:+.3f} | {kb:+,.1f} | {per} | {work:+.1f} % | {t} |")
     out += ["", "Differences under about 0.005 dB are within what any change of rounding moves "
-            "(the same 10 cases); the first layer's activation and forward weights stand out.",
+            "(the same 10 cases); the first layer's activation and forward weights stand out. "
+            "Step times of single changes are noisy by about +-3 % (the master rows, which "
+            "change no product).",
             "", "### Allocation per budget (`intsr.precision.allocate`, exact 0/1 knapsack over "
             "the single-change gains above)", "",
-            "| constraint | memory budget | memory used | work | predicted gain | Set5 Y-PSNR "
-            "| gap to float |", "|---|---|---|---|---|---|---|"]
+            "| constraint | memory budget | memory used | work | step time | predicted gain | "
+            "Set5 Y-PSNR | gap to float |", "|---|---|---|---|---|---|---|---|"]
     curves = []
     for key, label in (("allocations", "memory only"),
-                       ("allocations_timed", "memory, work <= +30 %")):
+                       ("allocations_timed", "memory, step time <= +30 %")):
         rows = d.get(key, [])
         for r in rows:
+            t = f"x{1 + r['time_pct'] / 100:.3f}" if r.get("time_pct") is not None else ""
             out.append(f"| {label} | +{r['budget_pct']:g} % | {r['extra_pct']:+.1f} % | "
-                       f"{r['work_pct']:+.1f} % | {r['predicted_gain']:+.3f} | {r['psnr']:.3f} | "
-                       f"{d['fp'] - r['psnr']:.3f} |" if "work_pct" in r else
-                       f"| {label} | +{r['budget_pct']:g} % | {r['extra_pct']:+.1f} % | "
-                       f"{extra(Precision.from_dict(r['precision']))[1]:+.1f} % | "
+                       f"{extra(Precision.from_dict(r['precision']))[1]:+.1f} % | {t} | "
                        f"{r['predicted_gain']:+.3f} | {r['psnr']:.3f} | "
                        f"{d['fp'] - r['psnr']:.3f} |")
         if rows:
             curves.append((label, [(r["memory_kb"], r["psnr"]) for r in rows]))
     mixed = profiles["mixed"]
-    out += ["", "The shipped `mixed` profile is the allocation at +20 % memory and +30 % work: "
+    out += ["", "The shipped `mixed` profile is the allocation at +20 % memory and +30 % step "
+            "time (each allocation's own time measured, the time budget tightened until it "
+            "fits): "
             + ", ".join(f"{names[f]} of layer {l + 1} to {b}" for f, l, b in mixed.changes())
             + ".", ""]
     ev = load("eval_set5_precision.json")

@@ -8,8 +8,9 @@ Data operands (activations, gradients; the kernels take uint8 or int8 here):
   int16  x = 256 * (x >> 8) + (x & 255)          high plane int8 (arithmetic shift), low uint8
 Weights and the weight kernel's gradient operand (the kernels take int8 only):
   int16 w = 256 * (w >> 8) + ((w & 255) - 128) + 128
-the low plane shifted into int8, and the constant 128 added back as 128 * (x (*) ones): one more
-call with a single all-ones output channel (a 3x3 box sum), broadcast over the channels.
+the low plane shifted into int8, and the constant 128 added back as 128 * (x (*) ones):
+box_sum_x8, the 3x3 box sum of the channel sum of x (for the weight gradient tap_sums_x8, the
+per-tap sums of x), broadcast over the output channels: C adds a pixel instead of a conv.
 
 Headroom: every partial is exact in the 8-bit kernel's own accumulator (int32 conv: at most
 576 products of < 2**15 each, below 2**25; int64 weight gradient). Conv partials are shifted by
@@ -18,8 +19,60 @@ most 256 x 256 training pixels (online.TRAIN_MAX) of products < 2**15 are below 
 by at most 16 and summed six times: below 2**50. All int64, no wrap.
 """
 import numpy as np
+from numba import njit, prange
 
 from intsr.kernels.dispatch import agrad_weights, conv3x3_u8s8, wgrad3x3_u8s8
+
+
+@njit(cache=True, parallel=True)
+def add_shifted_s64(out, part, shift, first):
+    """out (rows, C) int64 (+)= part << shift, in one pass, for an int32 or int64 part of
+    shape (rows, C) or (rows, 1) (broadcast over C); ``first`` writes instead of adding.
+    Headroom: the module docstring's bounds (every shifted partial and sum below 2**50)."""
+    rows, c = out.shape
+    bcast = part.shape[1] == 1
+    for r in prange(rows):
+        for j in range(c):
+            v = np.int64(part[r, 0] if bcast else part[r, j]) << shift
+            out[r, j] = v if first else out[r, j] + v
+
+
+@njit(cache=True, parallel=True)
+def box_sum_x8(x, out):
+    """out (H*W, 1) int64 = x (*) an all-ones 3x3 filter with one output channel (zero
+    padding): the sum of x over each 3x3 window and all channels. |sum| < 9 * 64 * 2**8."""
+    h, w, c = x.shape
+    for y in prange(h):
+        for xx in range(w):
+            s = np.int64(0)
+            for dy in range(-1, 2):
+                if 0 <= y + dy < h:
+                    for dx in range(-1, 2):
+                        if 0 <= xx + dx < w:
+                            for k in range(c):
+                                s += np.int64(x[y + dy, xx + dx, k])
+            out[y * w + xx, 0] = s
+
+
+@njit(cache=True, parallel=True)
+def tap_sums_x8(x, out):
+    """out (9*C, 1) int64, row (dy*3 + dx)*C + c = sum over output pixels of the zero-padded
+    x at the tap's offset: the weight gradient of x against an all-ones one-channel gradient.
+    |sum| < 2**16 pixels * 2**8."""
+    h, w, c = x.shape
+    for t in prange(9 * c):
+        tap, k = t // c, t % c
+        dy, dx = tap // 3 - 1, tap % 3 - 1
+        s = np.int64(0)
+        for y in range(max(0, -dy), min(h, h - dy)):
+            for xx in range(max(0, -dx), min(w, w - dx)):
+                s += np.int64(x[y + dy, xx + dx, k])
+        out[t, 0] = s
+
+
+def add_shifted_s64_ref(out, part, shift, first):
+    v = part.astype(np.int64) << shift
+    return np.broadcast_to(v, out.shape).copy() if first else out + v
 
 
 def _data_planes(x):
@@ -30,13 +83,11 @@ def _data_planes(x):
     return [(hi, 8), ((x & 255).astype(np.uint8), 0)]
 
 
-def _int8_planes(w, ones_shape):
-    """[(int8 plane, shift)] of an int8 / int16 operand; the last plane of an int16 one is an
-    all-ones array of ``ones_shape`` (the +128 term)."""
+def _int8_planes(w):
+    """[(int8 plane, shift)] of an int8 / int16 operand, and whether the +128 term is owed."""
     if w.dtype == np.int8:
-        return [(w, 0)]
-    return [((w >> 8).astype(np.int8), 8), (((w & 255) - 128).astype(np.int8), 0),
-            (np.ones(ones_shape, np.int8), 7)]
+        return [(w, 0)], False
+    return [((w >> 8).astype(np.int8), 8), (((w & 255) - 128).astype(np.int8), 0)], True
 
 
 def conv3x3_x16(x, w):
@@ -44,11 +95,19 @@ def conv3x3_x16(x, w):
     exact: int32 (conv3x3_u8s8 itself) when both are 8-bit, else int64."""
     if x.itemsize == 1 and w.dtype == np.int8:
         return conv3x3_u8s8(x, w)
-    out = np.zeros(x.shape[:2] + (w.shape[3],), np.int64)
+    h, wd = x.shape[:2]
+    out = np.empty((h * wd, w.shape[3]), np.int64)
+    first = True
+    planes, owed = _int8_planes(w)
     for xp, xs in _data_planes(x):
-        for wp, ws in _int8_planes(w, w.shape[:3] + (1,)):
-            out += conv3x3_u8s8(xp, wp).astype(np.int64) << np.int64(xs + ws)
-    return out
+        for wp, ws in planes:
+            add_shifted_s64(out, conv3x3_u8s8(xp, wp).reshape(h * wd, -1), xs + ws, first)
+            first = False
+        if owed:
+            box = np.empty((h * wd, 1), np.int64)
+            box_sum_x8(xp, box)
+            add_shifted_s64(out, box, xs + 7, False)
+    return out.reshape(h, wd, -1)
 
 
 def agrad3x3_x16(g, w, kept_in, kept_out):
@@ -61,8 +120,15 @@ def wgrad3x3_x16(x, g):
     (9*C_in, n_kept) int64, exact."""
     if x.itemsize == 1 and g.dtype == np.int8:
         return wgrad3x3_u8s8(x, g)
-    out = np.zeros((9 * x.shape[2], g.shape[2]), np.int64)
+    out = np.empty((9 * x.shape[2], g.shape[2]), np.int64)
+    first = True
+    planes, owed = _int8_planes(g)
     for xp, xs in _data_planes(x):
-        for gp, gs in _int8_planes(g, g.shape[:2] + (1,)):
-            out += wgrad3x3_u8s8(xp, np.ascontiguousarray(gp)) << np.int64(xs + gs)
+        for gp, gs in planes:
+            add_shifted_s64(out, wgrad3x3_u8s8(xp, gp), xs + gs, first)
+            first = False
+        if owed:
+            taps = np.empty((9 * x.shape[2], 1), np.int64)
+            tap_sums_x8(xp, taps)
+            add_shifted_s64(out, taps, xs + 7, False)
     return out
