@@ -4,7 +4,9 @@ One step, as data: uint8 image -> 8 x [conv3x3_u8s8 into int32 -> ReLU + Eq. 11 
 requantization to 8 bits] -> residual add in int64 -> L1 sign (int8, exact) -> 8 x [masked weight
 gradient (int64, exact) -> Eq. 14 int32 -> Eq. 15 update of the int32 masters; masked activation
 gradient -> Eq. 11 + requantization] -> int8 forward weights from the masters (Eq. 15 -> 8 bits).
-docs/integer-semantics.md states every rounding and accumulator width used here.
+docs/integer-semantics.md states every rounding and accumulator width used here. With a
+precision profile (intsr.precision) any of the 8-bit tensors above may be 16-bit and the masters
+16-bit; the products then run as byte planes (kernels/planes_x16.py), the same integers.
 """
 import numpy as np
 

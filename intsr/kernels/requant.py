@@ -55,11 +55,12 @@ def max_abs_s32(acc, gate, mode):
 
 @njit(cache=True, parallel=True)
 def requant_s32(acc, gate, mode, shift, nearest, lo, hi, out):
-    """out = saturate(shift_round(gated(acc), shift, nearest), lo, hi); acc 2-D int32; out
-    int8 with [lo, hi] = [-128, 127], or uint8 with [0, 255] for post-ReLU activations.
+    """out = saturate(shift_round(gated(acc), shift, nearest), lo, hi); acc 2-D int32 (int64
+    for 16-bit operands); out int8 with [lo, hi] = [-128, 127], or uint8 with [0, 255] for
+    post-ReLU activations (int16 / uint16 with their ranges at 16 bits, intsr.precision).
 
-    Headroom: a left shift is only requested when max|acc| < 2**8, so the int64 result stays
-    below 2**16."""
+    Headroom: a left shift is only requested when max|acc| < 2**bits, so the int64 result
+    stays below 2**(2 * bits) <= 2**32."""
     rows, c = acc.shape
     for r in prange(rows):
         for j in range(c):
