@@ -148,10 +148,10 @@ def main():
                 fns["torch"] = torch_fns[0]
             med = alternated_medians(fns, args.repeats)
             first = args.precision[0]
+            peaks = {p: traced_peak(fns[p]) / 1000 for p in args.precision}
             row = dict(size=n, prune=ratio, int_ms=1e3 * med[first], numpy_ms=1e3 * med["numpy"],
                        precision_ms={p: 1e3 * med[p] for p in args.precision},
-                       int_peak_kb=traced_peak(fns[first]) / 1000,
-                       precision_peak_kb={p: traced_peak(fns[p]) / 1000 for p in args.precision},
+                       int_peak_kb=peaks[first], precision_peak_kb=peaks,
                        eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
                        eq16_printed_kb=cost.memory_kb(n, 8, 32, masks, reading="printed"),
                        eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks),

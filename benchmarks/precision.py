@@ -56,9 +56,8 @@ def set5_psnr(cases, weights, masks, lr, precision, steps):
     return float(np.mean(out))
 
 
-def step_time_ratio(precision, repeats=9, size=128):
+def step_time_ratio(precision, weights, masks, repeats=9, size=128):
     """Median step time of ``precision`` over int8's, the two alternated step by step."""
-    weights, masks, _ = load_model()
     rng = np.random.default_rng(0)
     inp = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     tgt = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -117,7 +116,8 @@ def main():
             save()
     if "timing" in a.parts:
         for r in out["sensitivity"]:
-            r["time_ratio"] = step_time_ratio(INT8.with_bits(r["family"], r["layer"], r["bits"]))
+            r["time_ratio"] = step_time_ratio(
+                INT8.with_bits(r["family"], r["layer"], r["bits"]), weights, masks)
             print(f"{r['family']} layer {r['layer'] + 1}: step time x{r['time_ratio']:.3f}",
                   flush=True)
         save()
@@ -150,7 +150,7 @@ def main():
                 work = cost.step_work(32, 32, precision=prec) / base_work - 1
                 if a.time_budget is None:
                     break
-                time_ratio = step_time_ratio(prec)
+                time_ratio = step_time_ratio(prec, weights, masks)
                 print(f"+{pct:g} % memory, time budget +{tpct:g} %: measured "
                       f"x{time_ratio:.3f}", flush=True)
                 if time_ratio - 1 <= a.time_budget / 100:

@@ -27,6 +27,14 @@ def load(name):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def save_figure(fig, name, alt):
+    """Lay out, write docs/img/NAME, close; the Markdown lines that show it."""
+    fig.tight_layout()
+    fig.savefig(IMG / name, dpi=110)
+    fig.clf()
+    return [f"![{alt}](img/{name})", ""]
+
+
 def mean(records, config, key):
     return float(np.mean([r[key] for r in records if r["config"] == config]))
 
@@ -131,9 +139,7 @@ def section_pruning(out, plt):
         ax.set_ylabel("Set5 Y-PSNR after 10 steps (dB)")
         ax.legend()
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(IMG / "psnr_vs_pruning.png", dpi=110)
-        out += ["![PSNR vs pruning ratio](img/psnr_vs_pruning.png)", ""]
+        out += save_figure(fig, "psnr_vs_pruning.png", "PSNR vs pruning ratio")
 
 
 def section_quant(out, plt):
@@ -173,9 +179,7 @@ def section_quant(out, plt):
         ax.set_ylabel("L1 loss on (son -> LR), mean")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(IMG / "loss_vs_step.png", dpi=110)
-        out += ["![loss vs step](img/loss_vs_step.png)", ""]
+        out += save_figure(fig, "loss_vs_step.png", "loss vs step")
 
 
 def section_speed(out, plt):
@@ -224,9 +228,7 @@ def section_speed(out, plt):
         a2.legend(fontsize=8)
         for a in (a1, a2):
             a.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(IMG / "step_time_memory.png", dpi=110)
-        out += ["![time and memory per step](img/step_time_memory.png)", ""]
+        out += save_figure(fig, "step_time_memory.png", "time and memory per step")
 
 
 def section_table5(out):
@@ -526,10 +528,8 @@ def section_learners(out, plt):
         ax.set_ylabel("Set5 Y-PSNR (dB)")
         ax.set_title(start.replace(".npz", ""))
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(IMG / "learners_psnr_vs_memory.png", dpi=110)
-    plt.close(fig)
-    out += ["", "![PSNR vs step memory per method](img/learners_psnr_vs_memory.png)"]
+    out += ["", save_figure(fig, "learners_psnr_vs_memory.png",
+                            "PSNR vs step memory per method")[0]]
 
 
 def section_precision(out, plt):
@@ -634,21 +634,14 @@ def section_precision(out, plt):
     for label, pts in curves:
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"allocation, {label}")
-    for name, marker in (("int8", "s"), ("small", "v"), ("int16", "^")):
-        prec = profiles[name]
-        ax.plot(cost.memory_kb(precision=prec), d["int8"] if name == "int8" else
-                next((x["psnr"] for x in d.get("allocations", [])
-                      if Precision.from_dict(x["precision"]) == prec), float("nan")),
-                marker, label=name)
+    ax.plot(base_kb, d["int8"], "s", label="int8")
     ax.axhline(d["fp"], color="k", linestyle=":", label="float")
     ax.set_xlabel("Eq. 16 memory at 32 px (KB)")
     ax.set_ylabel("Set5 Y-PSNR, 10 steps (dB)")
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(IMG / "precision_psnr_vs_memory.png", dpi=110)
-    plt.close(fig)
-    out += ["![PSNR vs Eq. 16 memory per allocation](img/precision_psnr_vs_memory.png)", ""]
+    out += save_figure(fig, "precision_psnr_vs_memory.png",
+                       "PSNR vs Eq. 16 memory per allocation")
 
 
 def main():

@@ -103,7 +103,7 @@ def run_fp(case, setup):
     return sr0, net.predict(x), 0
 
 
-def _int_runner(mode, static, profile=None):
+def _int_runner(mode, static, profile=None, method="backprop"):
     def run(case, setup):
         # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt`.
         scales = None
@@ -113,18 +113,6 @@ def _int_runner(mode, static, profile=None):
                                       mode=mode), others)
         net = IntNet(int_weights(setup.weights, mode), setup.masks, mode=mode, static=scales,
                      precision=shipped_precision(profile))
-        sr0 = net.predict(case.up, tile=SR_TILE)
-        inp, tgt = case.pair
-        mult, shift = lr_to_fixed(setup.lr, tgt.size)
-        for _ in range(setup.steps):
-            net.step(inp, tgt, mult, shift)
-        return sr0 / 255.0, net.predict(case.up, tile=SR_TILE) / 255.0, net.macs
-    return run
-
-
-def _learner_runner(method):
-    def run(case, setup):
-        net = IntNet(int_weights(setup.weights, "ours"), setup.masks)
         learner = make_learner(net, method)
         sr0 = net.predict(case.up, tile=SR_TILE)
         inp, tgt = case.pair
@@ -161,7 +149,8 @@ RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
            "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
            "int8-standard": _int_runner("standard", False),
            "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind,
-           "int8-forward": _learner_runner("forward"), "int8-mest": _learner_runner("mest"),
+           "int8-forward": _int_runner("ours", False, method="forward"),
+           "int8-mest": _int_runner("ours", False, method="mest"),
            "int8-mixed": _int_runner("ours", False, "mixed"),
            "int16": _int_runner("ours", False, "int16"),
            "int8-small": _int_runner("ours", False, "small")}

@@ -133,7 +133,7 @@ class ForwardGradient:
                 if d:
                     acc += np.int64(d) * self._dir(k, l)
             # divided by eps_l = 2**(s_l - 7): the exponent of g_l
-            gq = _weight_grad(acc, exp - (net.w8[l].scale - 7), net.prec.master[l], net.nearest)
+            gq = _weight_grad(acc, exp - (net.w8[l].scale - 7), net._master_bits(l), net.nearest)
             net._update_layer(l, gq, lr_mult, lr_shift)
         net._derive_forward_weights()
         self.t += 1

@@ -271,7 +271,6 @@ class IntNet:
         is alive. The result equals ``apply(backward(...))``: the activation gradients use the
         int8 forward weights, which are only re-derived by the caller afterwards.
         ``observe(l, gq)`` sees each layer's weight gradient before it is applied (intsr.mest)."""
-        bits = 32 if self.mode == "ours" else 8
         h, w, _ = grad.shape
         grads = [None] * NUM_LAYERS
         g = grad
@@ -283,8 +282,7 @@ class IntNet:
             dw = wgrad3x3_x16(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             st = None if self.static is None else self.static["wgrad"][l]
-            grads[l] = _weight_grad(dw, x.exp + g.exp, bits if bits == 8 else self.prec.master[l],
-                                    self.nearest, st)
+            grads[l] = _weight_grad(dw, x.exp + g.exp, self._master_bits(l), self.nearest, st)
             del dw
             if record is not None:
                 record["wgrad"][l].append(grads[l].scale)
@@ -326,8 +324,12 @@ class IntNet:
                 self._update_layer(l, gq, lr_mult, lr_shift)
         self._derive_forward_weights()
 
+    def _master_bits(self, l):
+        """Width of layer l's trained weights: its masters' ('ours'), or 8 ('standard')."""
+        return self.prec.master[l] if self.mode == "ours" else 8
+
     def _update_layer(self, l, gq, lr_mult, lr_shift):
-        bits = self.prec.master[l] if self.mode == "ours" else 8
+        bits = self._master_bits(l)
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         wq = self.weights[l]
         flat = wq.value.reshape(-1, wq.shape[3])

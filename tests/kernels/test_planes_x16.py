@@ -5,7 +5,8 @@ import pytest
 
 from kernel_data import EXTREMES
 from intsr.kernels.dispatch import agrad_weights, conv3x3_ref, wgrad3x3_ref
-from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
+from intsr.kernels.planes_x16 import (add_shifted_s64, add_shifted_s64_ref, agrad3x3_x16,
+                                      box_sum_x8, conv3x3_x16, tap_sums_x8, wgrad3x3_x16)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
@@ -48,3 +49,30 @@ def test_wgrad3x3_x16_bit_exact(fill, kind, xdtype, gdtype):
     got = wgrad3x3_x16(x, g)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, wgrad3x3_ref(x, g))
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+def test_box_and_tap_sums_are_the_all_ones_products(fill, kind, xdtype):
+    """box_sum_x8 = x (*) an all-ones 3x3 filter with one output channel, tap_sums_x8 = the
+    weight gradient of x against an all-ones gradient: the int64 references, exactly."""
+    x = fill((6, 9, 64), xdtype, kind)
+    box = np.empty((6 * 9, 1), np.int64)
+    box_sum_x8(x, box)
+    np.testing.assert_array_equal(box, conv3x3_ref(x, np.ones((3, 3, 64, 1), np.int8))
+                                  .reshape(-1, 1))
+    taps = np.empty((9 * 64, 1), np.int64)
+    tap_sums_x8(x, taps)
+    np.testing.assert_array_equal(taps, wgrad3x3_ref(x, np.ones((6, 9, 1), np.int8)))
+
+
+@pytest.mark.parametrize("pdtype,cols", [(np.int32, 5), (np.int64, 5), (np.int32, 1)])
+@pytest.mark.parametrize("first", [True, False])
+def test_add_shifted_s64_matches_its_reference(fill, pdtype, cols, first):
+    """In-place shifted add (broadcast of a one-column part included) at the largest shift the
+    planes use, 16, on int32's extremes (partials never exceed them; int64 parts hold them)."""
+    out = fill((7, 5), np.int32, "mixed").astype(np.int64)
+    part = fill((7, cols), np.int32, "mixed").astype(pdtype)
+    want = add_shifted_s64_ref(out, part, 16, first)
+    add_shifted_s64(out, part, 16, first)
+    np.testing.assert_array_equal(out, want)
