@@ -5,16 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+from intsr.floatpath.gaussian import gaussian as floatpath_gaussian
 
 DATA = Path(__file__).parent / "data"
 WEIGHTS = Path(__file__).parent.parent / "weights"
 
 
 def gaussian(sigma, size=15):
-    ax = np.arange(size) - size // 2
-    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
-    return g / g.sum()
+    """Isotropic Gaussian, 15 x 15 unless told: intsr.floatpath.gaussian's."""
+    return floatpath_gaussian(sigma, size=size)
 
 
 def last_line_per_thread_count(script, counts=("1", "2")):

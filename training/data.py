@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from intsr.floatpath.degrade import bicubic_upsample, lr_image
+from intsr.floatpath.gaussian import gaussian
 
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Test sets must never be trained on; refusing them by name catches a wrong path early.
@@ -35,15 +36,10 @@ def load_images(dirs):
     return imgs
 
 
-def gaussian_kernel(size, sigma):
-    r = np.arange(size) - (size - 1) / 2.0
-    k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma * sigma))
-    return k / k.sum()
-
-
 def random_kernel(rng, sigma=(0.8, 3.0), sizes=(7, 9, 11, 13, 15)):
     """Isotropic Gaussian of random size and sigma: the paper's p(k)."""
-    return gaussian_kernel(int(rng.choice(sizes)), float(rng.uniform(*sigma)))
+    size = int(rng.choice(sizes))
+    return gaussian(float(rng.uniform(*sigma)), size=size)
 
 
 def bicubic_downsample(hr_u8, scale):

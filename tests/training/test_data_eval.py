@@ -141,7 +141,7 @@ def test_training_data_follows_the_grid():
     from training import data
     rng = np.random.default_rng(0)
     hr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    k = data.gaussian_kernel(7, 1.3)
+    k = data.gaussian(1.3, size=7)
     x, y = data.sr_pair(hr, 2, k, "corner")
     lr = lr_image(hr, k, 2, "corner")
     np.testing.assert_array_equal(x, bicubic_upsample(lr / 255.0, 2, grid="corner"))
