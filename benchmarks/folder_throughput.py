@@ -5,7 +5,7 @@ Two folders are made from the evaluation data: Set14 at x4 (Eq. 1, Gaussian sigm
 ten 480x270 frames (x4 -> 1920x1080 output) cut from the centre of Urban100 images degraded
 by Eq. 1 at x2.
 
-    python benchmarks/folder_throughput.py --data ../shared/data --work /tmp/tp [--json out.json]
+    python benchmarks/folder_throughput.py --data ../shared/data --work throughput_work [--json out.json]
 """
 import argparse
 import json
