@@ -12,6 +12,11 @@
                is evaluated the same way: the PSNR-vs-memory curve; the +20 % one under +30 %
                time is the shipped "mixed".
   profiles     named precisions given as NAME=JSON, evaluated the same way.
+  sr           the SR pass's activation widths (Precision.sr_act) on top of the shipped
+               "mixed" training widths: after the 10 steps, SR with 16-bit activations in
+               layers 1..k for every k (the same trained network for every k), Y-PSNR and the
+               SR time of a 512 px image against k = 0 (alternated, medians); the longest
+               prefix within --time-budget (default 30 %) is the shipped sr_act.
 
     python benchmarks/precision.py --data ../shared/data/set5 --kernel K.npy [...] \
         --parts sensitivity --json docs/data/precision_sensitivity.json
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 from bench_step import alternated_medians
@@ -33,7 +39,7 @@ from intsr.model import IntNet
 from intsr.online import SR_TILE
 from intsr import cost
 from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate
-from intsr.weights import load_model
+from intsr.weights import load_model, shipped_precision
 
 
 def set5_psnr(cases, weights, masks, lr, precision, steps):
@@ -67,6 +73,34 @@ def step_time_ratio(precision, weights, masks, repeats=9, size=128):
     med = alternated_medians({k: (lambda n=n: n.step(inp, tgt, *lrf)) for k, n in nets.items()},
                              repeats)
     return med["other"] / med["int8"]
+
+
+def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, size=512):
+    """The ``sr`` part: [{layers, sr_act, psnr, time_ratio}] for 16-bit SR activations in
+    layers 1..k, k = 0..7, after ``steps`` steps of ``base``; and the chosen row."""
+    n = LENGTH["act"]
+    widths = [tuple(16 if l < k else b for l, b in enumerate(base.act)) for k in range(n + 1)]
+    psnr = [[] for _ in widths]
+    for c in cases:
+        inp, tgt = c.pair
+        net = IntNet(weights_to_int(weights), masks, precision=base)
+        mult, shift = lr_to_fixed(lr, tgt.size)
+        for _ in range(steps):
+            net.step(inp, tgt, mult, shift)
+        for k, sr_act in enumerate(widths):
+            net.prec = replace(base, sr_act=sr_act)
+            psnr[k].append(psnr_y(net.predict(c.up, tile=SR_TILE) / 255.0, c.hr / 255.0, 4))
+    img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    nets = {}
+    for k, sr_act in enumerate(widths):
+        nets[k] = IntNet(weights_to_int(weights), masks, precision=replace(base, sr_act=sr_act))
+    med = alternated_medians({k: (lambda n=n: n.predict(img, tile=SR_TILE))
+                              for k, n in nets.items()}, repeats)
+    rows = [{"layers": k, "sr_act": list(w), "psnr": float(np.mean(p)),
+             "time_ratio": med[k] / med[0]} for k, (w, p) in enumerate(zip(widths, psnr))]
+    chosen = max((r for r in rows if r["time_ratio"] - 1 <= time_budget / 100),
+                 key=lambda r: r["layers"])
+    return rows, chosen
 
 
 def single_changes():
@@ -166,6 +200,15 @@ def main():
                                + ("" if tpct is None else f", +{tpct:g} % work"), prec)}
             out[key].append(row)
             save()
+    if "sr" in a.parts:
+        rows, chosen = sr_prefixes(cases, weights, masks, lr,
+                                   replace(shipped_precision("mixed"), sr_act=None), a.steps,
+                                   30 if a.time_budget is None else a.time_budget)
+        for r in rows:
+            print(f"SR activations 16-bit in layers 1..{r['layers']}: {r['psnr']:.4f} dB, "
+                  f"SR time x{r['time_ratio']:.3f}", flush=True)
+        out["sr"] = {"rows": rows, "chosen": chosen, "size": 512}
+        save()
     if "profiles" in a.parts:
         out.setdefault("profiles", {})
         for spec in a.profile:

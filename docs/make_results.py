@@ -597,6 +597,29 @@ def section_precision(out, plt):
             "fits): "
             + ", ".join(f"{names[f]} of layer {l + 1} to {b}" for f, l, b in mixed.changes())
             + ".", ""]
+    sr = load("precision_sr.json")
+    if sr is not None:
+        ks_sr = ", ".join(k.replace("gauss_iso_", "").replace("_15.npy", "")
+                          for k in sr["kernels"])
+        out += ["### The SR pass's activations (`sr_act`)", "",
+                "After the ten steps, one more forward pass makes the output; it stores nothing "
+                "for a backward pass and runs in tiles, so its widths cost no Eq. 16 memory and "
+                "no step time, only SR time. Command: `cd benchmarks && python precision.py "
+                "--data ../../shared/data/set5 --kernel K [...] --parts sr --json "
+                "../docs/data/precision_sr.json`: the `mixed` training widths, then the SR "
+                f"pass with 16-bit activations in layers 1..k; Set5 x4 under {ks_sr}; SR time "
+                f"of a {sr['sr']['size']} px image against k = 0 (alternated, medians of 9; "
+                f"CPU: {sr['cpu']}). Float: 29.852 dB on these kernels "
+                "(the table below).", "",
+                "| SR activations 16-bit | Set5 Y-PSNR | SR time |", "|---|---|---|"]
+        for r in sr["sr"]["rows"]:
+            lay = f"layers 1-{r['layers']}" if r["layers"] else "as trained"
+            out.append(f"| {lay} | {r['psnr']:.4f} | x{r['time_ratio']:.3f} |")
+        out += ["", f"Shipped in `mixed`: the longest prefix within +30 % SR time, layers 1-"
+                f"{sr['sr']['chosen']['layers']} (`sr_act` "
+                f"{sr['sr']['chosen']['sr_act']}); all seven layers would add "
+                f"{sr['sr']['rows'][-1]['psnr'] - sr['sr']['chosen']['psnr']:.4f} dB more at "
+                f"x{sr['sr']['rows'][-1]['time_ratio']:.2f} SR time.", ""]
     ev = load("eval_set5_precision.json")
     if ev is not None:
         r = ev["records"]

@@ -21,7 +21,8 @@ from intsr.quant import QTensor, ceil_log2, saturate, shift_round
 MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
 
 
-def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False, bits=8):
+def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False, bits=8,
+               max_abs=None):
     """int32/int64 accumulator (real = acc * 2**exp), 2-D -> ``bits``-bit QTensor (8 or 16):
     signed, or unsigned (real = v * 2**(s - bits)) for a post-ReLU activation when ``unsigned``.
 
@@ -36,7 +37,7 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
         frac, lo, hi = bits - 1, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         dt = np.int8 if bits == 8 else np.int16
     if static_scale is None:
-        c = ceil_log2(max_abs_s32(acc, gate, mode))
+        c = ceil_log2(max_abs_s32(acc, gate, mode) if max_abs is None else max_abs)
         scale, shift = c + exp, frac - c
     else:
         scale, shift = static_scale, exp - (static_scale - frac)
@@ -153,26 +154,29 @@ class IntNet:
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, image, record=None, w8=None, keep=True):
+    def forward(self, image, record=None, w8=None, keep=True, act_bits=None):
         """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache.
 
         ``w8``: forward weights to use instead of the network's own (a perturbed copy);
-        ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive)."""
+        ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive);
+        ``act_bits``: activation widths instead of the training ones (the SR pass's)."""
         x = QTensor(np.ascontiguousarray(image), 0)
         h, w, _ = image.shape
         acts = [x] if keep else []
         w8 = self.w8 if w8 is None else w8
+        act_bits = self.prec.act if act_bits is None else act_bits
         for l in range(NUM_LAYERS):
             wq = w8[l]
-            acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             exp = x.exp + wq.exp
             if l == NUM_LAYERS - 1:
+                acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
                 break
+            acc, m = conv3x3_x16(_as_unsigned(x.value), wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
             x = requantize(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned,
-                           self.prec.act[l])
+                           act_bits[l], m)
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][l].append(x.scale)
@@ -200,10 +204,11 @@ class IntNet:
         a crop with a HALO-pixel margin (the receptive field of the 8 convs), so memory stays
         bounded for any image size. Each tile gets its own dynamic scales (Eq. 11 over the
         tile's own values), so a tiled result can differ from the untiled one in the last bit
-        where a tile's maxima are smaller than the image's (docs/integer-semantics.md)."""
+        where a tile's maxima are smaller than the image's (docs/integer-semantics.md).
+        Activations have the precision's SR widths (``Precision.sr_act``)."""
         h, w, _ = image.shape
         if tile is None or (h <= tile and w <= tile):
-            cache = self.forward(image)
+            cache = self.forward(image, keep=False, act_bits=self.prec.sr_widths)
             pix = np.empty((h * w, 3), np.uint8)
             # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
             pixels_s64(cache.out, cache.out_exp + 8, pix)
@@ -296,17 +301,17 @@ class IntNet:
             kin = self.kept[l - 1]
             if kin.size == 0:
                 break
-            acc = agrad3x3_x16(g.value, self.w8[l].value, kin, kept)
-            self.macs += h * w * 9 * kept.size * kin.size
             act = cache.acts[l].value.reshape(h * w, -1)
             if kin.size == act.shape[1]:
                 gate = act
             else:
                 gate = np.empty((h * w, kin.size), act.dtype)
                 gather_x8(act, kin, gate)
+            acc, m = agrad3x3_x16(g.value, self.w8[l].value, kin, kept, GATE_MASK, gate)
+            self.macs += h * w * 9 * kept.size * kin.size
             st = None if self.static is None else self.static["grad"][l - 1]
             gq = requantize(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
-                            self.nearest, st, bits=self.prec.grad[l - 1])
+                            self.nearest, st, bits=self.prec.grad[l - 1], max_abs=m)
             if record is not None:
                 record["grad"][l - 1].append(gq.scale)
             g = QTensor(gq.value.reshape(h, w, -1), gq.scale)

@@ -7,6 +7,10 @@ Families, per layer l = 1..8 (0-based in the tuples):
   grad    the activation gradient at the output of layers 1..7: 8 or 16 bits
   fwd     the forward weights derived from the masters (Eq. 15 -> b bits): 8 or 16 bits
   master  the master weights the SGD updates (Eq. 14-15): 16 or 32 bits
+and, apart from training, the activations of the super-resolution pass that follows it:
+  sr_act  the post-ReLU output of layers 1..7 in ``IntNet.predict``: 8 or 16 bits (None: the
+          training widths ``act``); the SR pass stores nothing for a backward pass and is
+          tiled, so it costs no Eq. 16 memory and no step time, only SR time
 The image (uint8), the L1 sign (int8, exact) and the accumulators are not choices.
 ``INT8`` is the engine of the paper (Eq. 10-15: 8-bit activations, gradients and forward
 weights, 32-bit masters), and IntNet with it computes exactly what it did before this module.
@@ -29,29 +33,42 @@ class Precision:
     grad: tuple = (8,) * (NUM_LAYERS - 1)
     fwd: tuple = (8,) * NUM_LAYERS
     master: tuple = (32,) * NUM_LAYERS
+    sr_act: tuple = None
 
     def __post_init__(self):
-        for fam, allowed in WIDTHS.items():
+        checks = list(WIDTHS.items())
+        if self.sr_act is not None:
+            checks.append(("sr_act", WIDTHS["act"]))
+        for fam, allowed in checks:
             v = getattr(self, fam)
-            if not isinstance(v, tuple) or len(v) != LENGTH[fam]:
-                raise ValueError(f"{fam}: {LENGTH[fam]} widths, one per layer, not {v!r}")
+            n = LENGTH.get(fam, LENGTH["act"])
+            if not isinstance(v, tuple) or len(v) != n:
+                raise ValueError(f"{fam}: {n} widths, one per layer, not {v!r}")
             if any(isinstance(b, bool) or b not in allowed for b in v):
                 raise ValueError(f"{fam} widths must be {' or '.join(map(str, allowed))}, "
                                  f"not {list(v)}")
+
+    @property
+    def sr_widths(self):
+        """Activation widths of the SR pass: ``sr_act``, else the training ones."""
+        return self.act if self.sr_act is None else self.sr_act
 
     @classmethod
     def from_dict(cls, d):
         """From {"act": [...], "grad": [...], "fwd": [...], "master": [...]} (any omitted
         family keeps INT8's widths); ValueError on anything else."""
-        if not isinstance(d, dict) or set(d) - set(WIDTHS):
-            raise ValueError(f"a precision is a dict of {', '.join(WIDTHS)}")
+        if not isinstance(d, dict) or set(d) - set(WIDTHS) - {"sr_act"}:
+            raise ValueError(f"a precision is a dict of {', '.join(WIDTHS)} (and sr_act)")
         try:
             return cls(**{k: tuple(int(b) for b in v) for k, v in d.items()})
         except TypeError:
             raise ValueError("precision widths must be lists of integers") from None
 
     def to_dict(self):
-        return {fam: list(getattr(self, fam)) for fam in WIDTHS}
+        d = {fam: list(getattr(self, fam)) for fam in WIDTHS}
+        if self.sr_act is not None:
+            d["sr_act"] = list(self.sr_act)
+        return d
 
     def with_bits(self, family, layer, bits):
         """This precision with one tensor's width changed (0-based layer)."""

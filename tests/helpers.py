@@ -1,6 +1,7 @@
 """Shared test data: the bundled test images, a Gaussian kernel maker, and a script runner
 for thread-count determinism."""
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 from intsr.floatpath.gaussian import gaussian as floatpath_gaussian
 
 DATA = Path(__file__).parent / "data"
+X86 = platform.machine().lower() in ("x86_64", "amd64")  # can run code built for x86 targets
 WEIGHTS = Path(__file__).parent.parent / "weights"
 
 

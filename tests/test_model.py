@@ -167,21 +167,21 @@ def test_unsigned_activation_store_is_closer_to_float(shipped_weights, butterfly
     assert _psnr(unsigned.predict(up), ref) >= _psnr(signed.predict(up), ref)
 
 
-def test_vnni_and_portable_kernels_take_identical_steps(shipped_weights, butterfly_pair,
+def test_tile_and_portable_kernels_take_identical_steps(shipped_weights, butterfly_pair,
                                                         monkeypatch):
-    """The engine's two kernel paths (AVX-512 VNNI implicit GEMM, portable im2col GEMM) give the
-    same integers: three masked steps end in bit-identical master weights."""
+    """The engine's kernel paths (the target's implicit-GEMM tile, portable im2col GEMM) give
+    the same integers: three masked steps end in bit-identical master weights."""
     from intsr.kernels import dispatch
-    if dispatch.PATH != "vnni":
-        pytest.skip("CPU without AVX512-VNNI: only the portable path exists here")
+    if dispatch.PATH == "portable":
+        pytest.skip("target without AVX2 or VNNI: only the portable path exists here")
     rng = np.random.default_rng(5)
     masks = [rng.random(w.shape[3]) < 0.7 for w in shipped_weights]
     masks[-1][:] = True
-    vnni, _, l_vnni, _ = _run(shipped_weights, butterfly_pair, 3, masks=masks)
+    tile, _, l_tile, _ = _run(shipped_weights, butterfly_pair, 3, masks=masks)
     monkeypatch.setattr(dispatch, "PATH", "portable")
     portable, _, l_port, _ = _run(shipped_weights, butterfly_pair, 3, masks=masks)
-    np.testing.assert_array_equal(l_vnni, l_port)
-    for a, b in zip(vnni.weights, portable.weights):
+    np.testing.assert_array_equal(l_tile, l_port)
+    for a, b in zip(tile.weights, portable.weights):
         assert a.scale == b.scale
         np.testing.assert_array_equal(a.value, b.value)
 

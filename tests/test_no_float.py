@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from helpers import X86
 from intsr.kernels.dispatch import PATH
 from intsr.arch import layer_shapes
 from intsr.model import IntNet
@@ -86,23 +87,29 @@ _SCRIPT = textwrap.dedent("""
 
 
 PORTABLE = ["gemm_x8s8.gemm_x8s8", "im2col.im2col_3x3", "gemm_x8s8._wgrad_chunks"]
-VNNI = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"]
+TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"]
 
 
-@pytest.mark.parametrize("path", ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
-    PATH != "vnni", reason="CPU without AVX512-VNNI"))])
+@pytest.mark.parametrize("path", [
+    "portable",
+    pytest.param("avx2", marks=pytest.mark.skipif(not X86, reason="not an x86 machine")),
+    pytest.param("vnni", marks=pytest.mark.skipif(PATH != "vnni", reason="CPU without VNNI"))])
 def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
+    """Each kernel path: portable, the AVX2 tile (Numba compiling for an AVX2-only CPU, which
+    any x86 CPU with AVX2 runs) and the VNNI tile where this CPU has it."""
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
     env.pop("INTSR_NO_VNNI", None)
     if path == "portable":
         env["INTSR_NO_VNNI"] = "1"
+    elif path == "avx2":
+        env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
     res = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=tests)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(res.stdout.strip().splitlines()[-1])
     # The check means something only if it saw the kernels of one step.
-    for k in (PORTABLE if path == "portable" else VNNI) + [
+    for k in (PORTABLE if path == "portable" else TILE) + [
             "requant.requant_s32", "requant.max_abs_s32", "elementwise.l1_grad_s64",
             "elementwise.pixels_s64", "update.sgd_update_s32",
             "resample._degrade_u8", "resample._resample_rows_u8"]:

@@ -195,6 +195,36 @@ def test_shipped_profiles_and_refusals():
         shipped_precision("int4")
 
 
+def test_sr_act_widths_the_sr_pass_only(shipped_weights, butterfly_pair):
+    """``sr_act``: the activation widths of the SR pass (None: the training ones). Training is
+    untouched by it (same masters after two steps); the SR pass with 16-bit activations is
+    the 16-bit forward pass and lands closer to the float network's output than with 8."""
+    with pytest.raises(ValueError):
+        Precision(sr_act=(8,) * 6)
+    with pytest.raises(ValueError):
+        Precision(sr_act=(12,) * 7)
+    wide = Precision(sr_act=(16,) * 7)
+    assert Precision.from_dict(wide.to_dict()) == wide and "sr_act" not in INT8.to_dict()
+    assert INT8.sr_widths == INT8.act and wide.sr_widths == (16,) * 7
+    inp, tgt = butterfly_pair
+    nets = [IntNet(weights_to_int(shipped_weights), precision=p)
+            for p in (INT8, Precision(sr_act=INT8.act), wide)]
+    for net in nets:
+        for _ in range(2):
+            net.step(inp, tgt, *lr_to_fixed(LR, tgt.size))
+    for net in nets[1:]:
+        for a, b in zip(nets[0].weights, net.weights):
+            assert a.scale == b.scale and np.array_equal(a.value, b.value)
+    same, explicit, sr16 = (net.predict(inp) for net in nets)
+    np.testing.assert_array_equal(same, explicit)
+    fnet = FloatNet([q.dequantize() for q in nets[0].weights])
+    ref = np.clip(fnet.predict(inp / np.float32(255)) * 255, 0, 255)
+    err = {k: float(np.abs(v.astype(np.float64) - ref).mean()) for k, v in
+           (("8", same), ("16", sr16))}
+    print(err)
+    assert err["16"] < err["8"]
+
+
 def test_sixteen_bit_masters_survive_a_saved_state(tmp_path, butterfly_lr):
     """A state holds int32: 16-bit masters widen exactly (v << 16) and come back the same."""
     from helpers import gaussian

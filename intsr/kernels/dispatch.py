@@ -1,9 +1,9 @@
 """The three convolution kernels of a step, and the one place that chooses how they run.
 
-``PATH`` is ``"vnni"`` (kernels/igemm_u8s8.py: AVX-512 VNNI implicit GEMM) where the target
-Numba compiles for has AVX512-VNNI and ``INTSR_NO_VNNI`` is unset, else ``"portable"``
-(kernels/gemm_x8s8.py). Both
-compute the same integers; each public kernel below has a plain int64 reference under it.
+``PATH`` is the register tile of kernels/igemm_u8s8.py (implicit GEMM) that the target Numba
+compiles for can run (kernels/isa.py): ``"vnni"`` (AVX-512 VNNI) or ``"avx2"``; else, or with
+``INTSR_NO_VNNI`` set, ``"portable"`` (kernels/gemm_x8s8.py). All compute the same integers;
+each public kernel below has a plain int64 reference under it.
 
 Names follow the operand types (CMSIS-NN style): ``conv3x3_u8s8`` takes uint8 activations
 (the image, or post-ReLU values, which are never negative: their int8 bytes read as uint8 are
@@ -13,44 +13,13 @@ the same numbers) and int8 weights; ``agrad3x3_s8s8`` an int8 gradient and int8 
 import os
 
 import numpy as np
-from llvmlite import binding as llvm
 
 from intsr.kernels import gemm_x8s8, igemm_u8s8
+from intsr.kernels.isa import TILE, target  # noqa: F401  (target: `intsr info` reports it)
+from intsr.kernels.requant import max_abs_s32
 
-
-# LLVM CPU names whose feature set includes AVX512-VNNI (for a target named without features).
-_VNNI_CPUS = {"cascadelake", "cooperlake", "icelake-client", "icelake-server", "tigerlake",
-              "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids",
-              "graniterapids-d", "diamondrapids", "znver4", "znver5"}
-
-
-def target():
-    """(CPU name, feature string) that Numba compiles for: NUMBA_CPU_NAME / NUMBA_CPU_FEATURES
-    when set (Numba passes the host's features unless NUMBA_CPU_FEATURES is given), else the
-    host's."""
-    from numba.core import config
-    try:
-        name = config.CPU_NAME or llvm.get_host_cpu_name()
-        features = config.CPU_FEATURES
-        if features is None:
-            features = llvm.get_host_cpu_features().flatten()
-    except RuntimeError:  # llvmlite cannot read the host on some machines: stay portable
-        return "generic", ""
-    return name, features
-
-
-def _target_has_vnni(name, features):
-    # The VNNI tile emits llvm.x86.avx512.vpdpbusd, which LLVM cannot lower for a target
-    # without the feature (it aborts the process): ask the target, never the host alone.
-    flags = {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and len(f) > 1}
-    if "avx512vnni" in flags:
-        return flags["avx512vnni"]
-    return name in _VNNI_CPUS
-
-
-PATH = "vnni" if _target_has_vnni(*target()) and not os.environ.get("INTSR_NO_VNNI") \
-    else "portable"
-_TILE_MAX_N = 64  # output channels of one VNNI register tile
+PATH = TILE or "portable"
+_TILE_MAX_N = 64  # output channels of one register tile
 
 
 def kernels_cached():
@@ -69,9 +38,22 @@ def conv3x3_u8s8(x, w):
     """x (H, W, C_in) 8-bit, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
 
     Accepts int8 x too (the activation gradient passes its int8 gradient through here)."""
-    if PATH == "vnni" and w.shape[3] <= _TILE_MAX_N:
+    if PATH != "portable" and w.shape[3] <= _TILE_MAX_N:
         return igemm_u8s8.conv3x3(x, w)
     return gemm_x8s8.conv3x3_portable(x, w)
+
+
+def conv3x3_u8s8_max(x, w, mode, gate=None):
+    """conv3x3_u8s8 and Eq. 11's maximum of its gated output, (out, max |gated(out)|) with
+    kernels/requant.py's gate ``mode`` (``gate`` (H*W, C_out) for GATE_MASK). The tiles take
+    the maximum as each output row is finished, in cache; the portable path by max_abs_s32."""
+    if PATH != "portable" and w.shape[3] <= _TILE_MAX_N:
+        return igemm_u8s8.conv3x3(x, w, mode, gate)
+    out = gemm_x8s8.conv3x3_portable(x, w)
+    flat = out.reshape(-1, out.shape[2])
+    if gate is None:
+        gate = np.broadcast_to(np.zeros((1, 1), np.int8), flat.shape)
+    return out, int(max_abs_s32(flat, gate, mode))
 
 
 def agrad_weights(w, kept_in, kept_out):
@@ -91,7 +73,7 @@ def agrad3x3_s8s8(g, w, kept_in, kept_out):
 def wgrad3x3_u8s8(x, g):
     """Weight gradient of a 3x3 conv from its input x (H, W, C_in) 8-bit and the kept output
     gradient g (H, W, n_kept) int8 -> (9*C_in, n_kept) int64, exact; rows (dy*3 + dx)*C_in + c."""
-    if PATH == "vnni" and g.shape[2] <= _TILE_MAX_N:
+    if PATH != "portable" and g.shape[2] <= _TILE_MAX_N:
         return igemm_u8s8.wgrad3x3(x, g)
     return gemm_x8s8.wgrad3x3_portable(x, g)
 

@@ -27,6 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
+from intsr.kernels.isa import TILE as ISA
 
 MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
 
@@ -45,71 +46,145 @@ def _blocks(nb):
     return blocks
 
 
+def _vnni_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k4, ldb, o_off,
+               ldo, blocks):
+    """The AVX-512 VNNI tile: rows x blocks of int32 accumulators (16-lane zmm blocks, an
+    8-lane ymm for an odd width), one ``vpdpbusd`` per (row, block) and 4-byte step of K.
+    ``vpdpbusd`` adds its four u8 x s8 products in int32: exact for any bytes."""
+    vty = {16: _V16, 8: _V8}
+    fns = {n: cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty[n], [vty[n]] * 3),
+        f"llvm.x86.avx512.vpdpbusd.{32 * n}") for n in (16, 8)}
+
+    def madd(acc, word_vecs, bvec, n):
+        bcast = builder.shuffle_vector(word_vecs[0], ir.Constant(_V16, ir.Undefined),
+                                       ir.Constant(vty[n], None))
+        return builder.call(fns[n], [acc, bcast, bvec])
+
+    _emit_loops(builder, rows, blocks, vty, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda,
+                k4, ldb, o_off, ldo, lambda word: [word], madd)
+
+
+def _avx2_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k4, ldb, o_off,
+               ldo, blocks, split):
+    """The AVX2 tile: ``vpmaddubsw`` multiplies 32 u8 x s8 byte pairs and adds each pair into
+    an int16 lane, *saturating*; ``vpmaddwd`` by ones adds lane pairs into int32, so one
+    int32 lane gets the same four products as a ``vpdpbusd`` lane (same B packing).
+
+    Exactness: a pair sum is at most 2 * 127 * 128 = 32,512 < 2**15 when every A byte is
+    below 128 (post-ReLU int8 activations), so nothing saturates. With ``split`` (A bytes up
+    to 255: the image, sign-shifted gradients, the low byte planes of 16-bit operands) each
+    byte is taken apart as a = (a & 127) + 128 * (a >> 7): the low part's pair sums obey the
+    bound above, the high bit's are at most 2 * 128, and ``vpmaddwd`` weighs them by 1 and
+    128 into int32 (|sum| <= 4 * 255 * 128, as vpdpbusd's). Accumulation in int32 as VNNI's.
+    8-lane ymm blocks, at most two per pass (16 ymm registers: 4 x 2 accumulators, two B
+    vectors, the broadcasts and constants): a wider tile runs as several passes over K."""
+    v32i8, v16i16 = ir.VectorType(ir.IntType(8), 32), ir.VectorType(ir.IntType(16), 16)
+    ub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8] * 2),
+                                        "llvm.x86.avx2.pmadd.ub.sw")
+    wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [v16i16] * 2),
+                                        "llvm.x86.avx2.pmadd.wd")
+    ones = ir.Constant(v16i16, [1] * 16)
+    c128 = ir.Constant(v16i16, [128] * 16)
+
+    def parts(word):
+        if not split:
+            return [word]
+        return [builder.and_(word, ir.Constant(_I32, 0x7F7F7F7F)),
+                builder.and_(builder.lshr(word, ir.Constant(_I32, 7)),
+                             ir.Constant(_I32, 0x01010101))]
+
+    def madd(acc, word_vecs, bvec, n):
+        b8 = builder.bitcast(bvec, v32i8)
+        for vec, weight in zip(word_vecs, (ones, c128)):
+            bcast = builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
+                                           ir.Constant(_V8, None))
+            pairs = builder.call(ub, [builder.bitcast(bcast, v32i8), b8])
+            acc = builder.add(acc, builder.call(wd, [pairs, weight]))
+        return acc
+
+    for g in range(0, len(blocks), 2):
+        _emit_loops(builder, rows, blocks[g:g + 2], {8: _V8}, nseg, segs_ptr, a_ptr, b_ptr,
+                    o_ptr, a_off, lda, k4, ldb, o_off, ldo, parts, madd)
+
+
+def _emit_loops(builder, rows, blocks, vty, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda,
+                k4, ldb, o_off, ldo, parts, madd):
+    """The loop nest shared by the tiles: accumulators in registers, segments of K, each
+    4-byte step loading the B vectors once and broadcasting one A word per row (``parts``
+    may split the word; ``madd(acc, [word vectors], b vector, lanes)`` is the ISA's step)."""
+    acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None)) for _, n in blocks]
+           for _ in range(rows)]
+    bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
+    with cgutils.for_range(builder, nseg) as seg_loop:
+        seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
+        base = builder.add(a_off, seg)
+        with cgutils.for_range(builder, k4) as q_loop:
+            q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
+            bp = builder.load(bpos)
+            bvecs = []
+            for c0, n in blocks:
+                p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
+                bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()), align=1))
+            for r in range(rows):
+                off = builder.add(builder.add(base, q4), builder.mul(lda, ir.Constant(_I64, r)))
+                p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
+                vecs = [builder.insert_element(ir.Constant(_V16, ir.Undefined), w,
+                                               ir.Constant(_I32, 0))
+                        for w in parts(builder.load(p, align=1))]
+                for c, (_, n) in enumerate(blocks):
+                    builder.store(madd(builder.load(acc[r][c]), vecs, bvecs[c], n), acc[r][c])
+            builder.store(builder.add(bp, ldb), bpos)
+    for r in range(rows):
+        row = builder.add(o_off, builder.mul(ldo, ir.Constant(_I64, r)))
+        for c, (c0, n) in enumerate(blocks):
+            p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
+            builder.store(builder.load(acc[r][c]), builder.bitcast(p, vty[n].as_pointer()),
+                          align=1)
+
+
 @intrinsic
-def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
+def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
     """out[o_off + r*ldo + c] = sum_s sum_q sum_t a[a_off + r*lda + segs[s] + 4q + t]
                                               * b[(s*k4 + q)*ldb + 4c + t]
     for r < mr, c < 8*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
-    a compile-time constant, ``nb`` in 1..8). Each width is its own unrolled tile: a literal
-    ``nb`` compiles one, a run-time ``nb`` all eight behind one switch. Stores, does not
+    a compile-time constant, ``nb`` in 1..8). ``split``: whether an A byte may be 128 or more
+    (the AVX2 tile then takes bytes apart; VNNI ignores it). The instructions are those of
+    ``ISA``, the compile target's. Each width is its own unrolled tile: a literal ``nb``
+    compiles one, a run-time ``nb`` all eight behind one switch. Stores, does not
     accumulate."""
     if not isinstance(mr, types.IntegerLiteral) or not isinstance(nb, types.Integer):
         return None
     n_rows = mr.literal_value
-    sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb)
+    sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split)
 
     def codegen(context, builder, signature, args):
-        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, nb_v) = args
+        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, nb_v,
+         split_v) = args
         arr = [context.make_array(signature.args[i])(context, builder, args[i])
                for i in (0, 3, 5, 7)]
         a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
         i8p = ir.IntType(8).as_pointer()
         a_ptr = builder.bitcast(a_ptr, i8p)
         b_ptr = builder.bitcast(b_ptr, i8p)
-        vty = {16: _V16, 8: _V8}
-        fns = {n: cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty[n], [vty[n]] * 3),
-            f"llvm.x86.avx512.vpdpbusd.{32 * n}") for n in (16, 8)}
         nseg = builder.extract_value(arr[1].shape, 0)
 
-        def emit(blocks):
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None))
-                    for _, n in blocks] for _ in range(n_rows)]
-            bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
-            with cgutils.for_range(builder, nseg) as seg_loop:
-                seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
-                base = builder.add(a_off_v, seg)
-                with cgutils.for_range(builder, k4_v) as q_loop:
-                    q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
-                    bp = builder.load(bpos)
-                    bvecs = []
-                    for c0, n in blocks:
-                        p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
-                        bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()),
-                                                  align=1))
-                    for r in range(n_rows):
-                        off = builder.add(builder.add(base, q4),
-                                          builder.mul(lda_v, ir.Constant(_I64, r)))
-                        p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
-                        word = builder.load(p, align=1)
-                        vec = builder.insert_element(ir.Constant(_V16, ir.Undefined), word,
-                                                     ir.Constant(_I32, 0))
-                        bcast = {n: builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
-                                                           ir.Constant(vty[n], None))
-                                 for n in (16, 8)}
-                        for c, (_, n) in enumerate(blocks):
-                            builder.store(builder.call(fns[n], [builder.load(acc[r][c]),
-                                                                bcast[n], bvecs[c]]), acc[r][c])
-                    builder.store(builder.add(bp, ldb_v), bpos)
-            for r in range(n_rows):
-                row = builder.add(o_off_v, builder.mul(ldo_v, ir.Constant(_I64, r)))
-                for c, (c0, n) in enumerate(blocks):
-                    p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
-                    builder.store(builder.load(acc[r][c]),
-                                  builder.bitcast(p, vty[n].as_pointer()), align=1)
+        def emit(width):
+            loop = (builder, n_rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off_v, lda_v, k4_v,
+                    ldb_v, o_off_v, ldo_v)
+            if ISA != "avx2":
+                _vnni_emit(*loop, _blocks(width))
+                return
+            blocks = [(8 * i, 8) for i in range(width)]
+            flag = builder.icmp_unsigned("!=", split_v, ir.Constant(split_v.type, 0))
+            with builder.if_else(flag) as (whole_bytes, low_bytes):
+                with whole_bytes:
+                    _avx2_emit(*loop, blocks, True)
+                with low_bytes:
+                    _avx2_emit(*loop, blocks, False)
 
         if isinstance(signature.args[11], types.IntegerLiteral):
-            emit(_blocks(signature.args[11].literal_value))
+            emit(signature.args[11].literal_value)
             return context.get_dummy_value()
         # Run-time width: one unrolled tile per width behind a switch (anything else: width 1).
         end = builder.append_basic_block("tile_end")
@@ -119,7 +194,7 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
             if w != 1:
                 switch.add_case(ir.Constant(nb_v.type, w), block)
             builder.position_at_end(block)
-            emit(_blocks(w))
+            emit(w)
             builder.branch(end)
         builder.position_at_end(end)
         return context.get_dummy_value()
@@ -128,13 +203,14 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
 
 
 @njit(cache=True, inline="always")
-def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb):
+def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
     # MR-row tiles; a tail of fewer rows (image width not a multiple of MR) goes row by row.
     if mr == MR:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, nb)
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, nb, split)
     else:
         for r in range(mr):
-            _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb)
+            _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
+                  split)
 
 
 def _ceil(n, m):
@@ -153,19 +229,39 @@ def pack_b(w):
 
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
 # through float64 arithmetic, and no float may appear in the online path.
+@njit(cache=True, inline="always")
+def _row_max(out, y, gate, mode, width, n):
+    # Eq. 11's maximum of one output row while it is in cache: max(acc, 0) for the forward
+    # ReLU (mode 1), max |acc| where gate > 0 for the backward one (mode 2), max |acc| (0).
+    m = np.int64(0)
+    for xx in range(width):
+        r = y * width + xx
+        for j in range(n):
+            a = np.int64(out[y, xx, j])
+            if mode == 1:
+                m = max(m, a)
+            elif mode == 2:
+                m = max(m, abs(a) if gate[r, j] > 0 else np.int64(0))
+            else:
+                m = max(m, abs(a))
+    return m
+
+
 @njit(cache=True, parallel=True)
-def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
+def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, mode, gate,
+               rowmax):
     # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
     # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
     # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
     # results in a private buffer, copied out without the padding columns, so the caller
-    # still gets a contiguous (H, W, N) array.
+    # still gets a contiguous (H, W, N) array. With ``mode`` >= 0, rowmax[y] is the row's
+    # gated maximum (_row_max; gate (H*W, N) for mode 2).
     h, n = out.shape[0], out.shape[2]
     for y in prange(h):
         if n == npad:
             for x0 in range(0, width, MR):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
-                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 8)
+                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 8, split)
             if shifted:
                 for xx in range(width):
                     for j in range(n):
@@ -174,10 +270,12 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, out, o):
             row = np.empty(width * npad, np.int32)
             for x0 in range(0, width, MR):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
-                          x0 * npad, npad, min(MR, width - x0), npad // 8)
+                          x0 * npad, npad, min(MR, width - x0), npad // 8, split)
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
+        if mode >= 0:
+            rowmax[y] = _row_max(out, y, gate, mode, width, n)
 
 
 @njit(cache=True, parallel=True)
@@ -206,8 +304,22 @@ def _pad_u8(x, c4):
     return xp, shifted
 
 
-def conv3x3(x, w):
-    """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact."""
+def _split(x, shifted):
+    """Whether the A operand (x, +128 if ``shifted``) may hold a byte of 128 or more: the AVX2
+    tile then splits bytes (its exactness bound, _avx2_emit). Post-ReLU int8 activations never
+    do, which keeps most of a step on the faster form."""
+    return ISA == "avx2" and (shifted or (x.size > 0 and int(x.max()) >= 128))
+
+
+_NO_GATE = np.zeros((1, 1), np.uint8)
+
+
+def conv3x3(x, w, mode=-1, gate=None):
+    """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
+
+    With a requant gate ``mode`` (kernels/requant.py: 0 none, 1 ReLU, 2 mask by ``gate``, an
+    (H*W, C_out) array) returns (out, max |gated(out)|) instead: Eq. 11's maximum, taken row by
+    row as the tile finishes it, so no separate pass reads the int32 output again."""
     h, wd, c = x.shape
     n = w.shape[3]
     if n > 64:
@@ -222,13 +334,15 @@ def conv3x3(x, w):
     if shifted:
         corr[:] = 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
     out = np.empty((h, wd, n), np.int32)
+    rowmax = np.zeros(h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
-               out, out.reshape(-1))
-    return out
+               _split(x, shifted), out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
+               rowmax)
+    return out if mode < 0 else (out, int(rowmax.max()))
 
 
 @njit(cache=True, parallel=True)
-def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
+def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
     # a: the (C4, H+2, Wp+2) uint8 padded input, flat; bf: (H, Wp/4, Np, 4) int8, flat;
     # o: (chunks, 9*C4, Np) int32 partial sums, flat.
     h = hp - 2
@@ -242,7 +356,7 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, o):
         y1 = min(h, y0 + rows)
         _tile_any(a, ci * plane + (tap // 3) * wp2 + tap % 3, plane, segs[y0:y1], k4,
                   bf[y0 * row_bytes:], npad * 4, o, ((ch * 9 + tap) * c4 + ci) * npad, npad,
-                  MR, npad // 8)
+                  MR, npad // 8, split)
 
 
 @njit(cache=True, parallel=True)
@@ -275,7 +389,7 @@ def wgrad3x3(x, g):
     segs = np.arange(h, dtype=np.int64) * (wp + 2)
     partial = np.empty((nchunks, 9 * c4, b.shape[2]), np.int32)
     _wgrad_tasks(xp.reshape(-1), c4, h + 2, wp + 2, segs, rows, b.reshape(-1), wp // 4,
-                 b.shape[2], nchunks, partial.reshape(-1))
+                 b.shape[2], nchunks, _split(x, shifted), partial.reshape(-1))
     dw = (partial[0].astype(np.int64) if nchunks == 1 else partial.sum(axis=0, dtype=np.int64))
     dw = dw.reshape(9, c4, -1)[:, :c, :n].reshape(9 * c, n)
     if shifted:

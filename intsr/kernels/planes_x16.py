@@ -21,7 +21,7 @@ by at most 16 and summed six times: below 2**50. All int64, no wrap.
 import numpy as np
 from numba import njit, prange
 
-from intsr.kernels.dispatch import agrad_weights, conv3x3_u8s8, wgrad3x3_u8s8
+from intsr.kernels.dispatch import agrad_weights, conv3x3_u8s8, conv3x3_u8s8_max, wgrad3x3_u8s8
 
 
 @njit(cache=True, parallel=True)
@@ -90,11 +90,15 @@ def _int8_planes(w):
     return [((w >> 8).astype(np.int8), 8), (((w & 255) - 128).astype(np.int8), 0)], True
 
 
-def conv3x3_x16(x, w):
+def conv3x3_x16(x, w, mode=None, gate=None):
     """x (H, W, C_in) uint8/int8/uint16/int16, w (3, 3, C_in, C_out) int8/int16 -> (H, W, C_out)
-    exact: int32 (conv3x3_u8s8 itself) when both are 8-bit, else int64."""
+    exact: int32 (conv3x3_u8s8 itself) when both are 8-bit, else int64. With a requant gate
+    ``mode``: (out, Eq. 11's maximum from dispatch.conv3x3_u8s8_max, or None for 16-bit
+    operands, whose maximum the requantization then takes)."""
     if x.itemsize == 1 and w.dtype == np.int8:
-        return conv3x3_u8s8(x, w)
+        return conv3x3_u8s8(x, w) if mode is None else conv3x3_u8s8_max(x, w, mode, gate)
+    if mode is not None:
+        return conv3x3_x16(x, w), None
     h, wd = x.shape[:2]
     out = np.empty((h * wd, w.shape[3]), np.int64)
     first = True
@@ -110,9 +114,10 @@ def conv3x3_x16(x, w):
     return out.reshape(h, wd, -1)
 
 
-def agrad3x3_x16(g, w, kept_in, kept_out):
-    """dispatch.agrad3x3_s8s8 for int8/int16 gradients and weights: int32 or int64, exact."""
-    return conv3x3_x16(g, agrad_weights(w, kept_in, kept_out))
+def agrad3x3_x16(g, w, kept_in, kept_out, mode=None, gate=None):
+    """dispatch.agrad3x3_s8s8 for int8/int16 gradients and weights: int32 or int64, exact
+    (with ``mode``: and the maximum, as conv3x3_x16)."""
+    return conv3x3_x16(g, agrad_weights(w, kept_in, kept_out), mode, gate)
 
 
 def wgrad3x3_x16(x, g):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from helpers import X86
 from kernel_data import EXTREMES
 from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_ref,
                                     wgrad3x3_ref, wgrad3x3_u8s8)
@@ -56,6 +57,22 @@ def test_agrad_is_transposed_correlation(fill, kind):
                                   conv3x3_ref(g, agrad_weights(w, kin, kout)))
 
 
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_conv_with_maximum_on_every_path(fill, mode, portable, monkeypatch):
+    """conv3x3_u8s8_max: the conv and Eq. 11's gated maximum, the same on either path."""
+    from intsr.kernels import dispatch
+    from intsr.kernels.requant import max_abs_s32_ref
+    if portable:
+        monkeypatch.setattr(dispatch, "PATH", "portable")
+    x = fill((6, 7, 16), np.uint8, "mixed")
+    w = fill((3, 3, 16, 24), np.int8, "mixed")
+    gate = fill((42, 24), np.uint8, "random") if mode == 2 else None
+    out, m = dispatch.conv3x3_u8s8_max(x, w, mode, gate)
+    np.testing.assert_array_equal(out, conv3x3_ref(x, w))
+    assert m == max_abs_s32_ref(out.reshape(42, 24), gate, mode)
+
+
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
 @pytest.mark.parametrize("wgrad", [wgrad3x3_u8s8, wgrad3x3_portable])
@@ -103,22 +120,45 @@ def _step_digest(env_extra, tmp_path):
     return res.stdout.split()
 
 
-def test_an_avx2_target_chooses_portable_and_computes_the_same_integers(tmp_path):
+@pytest.mark.skipif(not X86, reason="x86 targets need an x86 machine")
+@pytest.mark.parametrize("cpu,path", [("haswell", "avx2"), ("x86-64", "portable")])
+def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, cpu, path):
     """Dispatch asks the target Numba compiles for (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES), not
-    the host: an AVX2-only target takes the portable kernels instead of aborting in LLVM, and
-    one masked step gives the same integers as this machine's own path, at int8 and with every
-    tensor 16-bit."""
-    path, digest = _step_digest({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""},
-                                tmp_path / "haswell")
-    assert path == "portable"
+    the host: an AVX2-only target takes the AVX2 tile, a baseline x86-64 (SSE2) the portable
+    kernels, neither aborts in LLVM on the host's VNNI, and one masked step gives the same
+    integers as this machine's own path, at int8 and with every tensor 16-bit."""
+    got_path, digest = _step_digest({"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""},
+                                    tmp_path / cpu)
+    assert got_path == path
     native_path, native = _step_digest({}, tmp_path / "native")
     assert native_path == PATH and digest == native
 
 
+@pytest.mark.skipif(not X86, reason="the AVX2 tile needs an x86 machine")
+def test_the_avx2_tile_is_bit_exact_at_every_extreme(tmp_path):
+    """tests/kernels/test_igemm_u8s8.py again, compiled for an AVX2-only CPU: on a VNNI machine
+    this is where the AVX2 tile meets the extremes (and its instructions are checked)."""
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="")
+    env.pop("INTSR_NO_VNNI", None)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          os.path.join(here, "test_igemm_u8s8.py")], env=env, cwd=here,
+                         capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert " passed" in res.stdout and "skipped" not in res.stdout
+
+
 def test_target_feature_parsing():
-    from intsr.kernels.dispatch import _target_has_vnni
-    assert not _target_has_vnni("haswell", "")
-    assert not _target_has_vnni("skylake-avx512", "")  # AVX-512 without VNNI
-    assert _target_has_vnni("cascadelake", "") and _target_has_vnni("znver4", "")
-    assert not _target_has_vnni("sapphirerapids", "+avx2,-avx512vnni")
-    assert _target_has_vnni("generic", "+avx512f,+avx512vnni")
+    from intsr.kernels.isa import tile_isa
+    assert tile_isa("haswell", "") == "avx2"
+    assert tile_isa("skylake-avx512", "") == "avx2"  # AVX-512 without VNNI
+    assert tile_isa("cascadelake", "") == "vnni" and tile_isa("znver4", "") == "vnni"
+    assert tile_isa("sapphirerapids", "+avx2,-avx512vnni") == "avx2"
+    assert tile_isa("generic", "+avx512f,+avx512vnni") == "vnni"
+    assert tile_isa("x86-64", "") is None and tile_isa("generic", "") is None
+    assert tile_isa("haswell", "-avx2") is None
+    assert tile_isa("cortex-a76", "+neon,+dotprod") is None

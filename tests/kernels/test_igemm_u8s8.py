@@ -1,7 +1,9 @@
-"""The AVX-512 VNNI implicit-GEMM kernels, bit-exact against the plain int64 references.
+"""The implicit-GEMM kernels, bit-exact against the plain int64 references, on the register
+tile of the compile target (AVX-512 VNNI or AVX2, kernels/isa.py).
 
-These kernels only exist where the CPU has AVX512-VNNI; elsewhere the portable kernels (tested
-in test_conv.py / test_backward.py) are the engine, so on such a CPU there is nothing to run."""
+They exist only where the target has one of the two; elsewhere the portable kernels are the
+engine. tests/kernels/test_dispatch.py reruns this file with Numba compiling for an AVX2-only
+CPU, so a VNNI machine checks both tiles."""
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from intsr.kernels.dispatch import PATH, conv3x3_ref
 from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
 
-pytestmark = pytest.mark.skipif(not PATH == "vnni", reason="CPU without AVX512-VNNI")
+pytestmark = pytest.mark.skipif(PATH == "portable", reason="target without AVX2 or VNNI")
 
 # (H, W, C_in, C_out): the net's layers, widths that are not a multiple of the 4-pixel tile,
 # channel counts that are not multiples of 4 (padding) or 16 (partial register blocks).
@@ -19,12 +21,23 @@ SHAPES = [(9, 11, 64, 64), (5, 8, 3, 64), (7, 5, 5, 3), (6, 13, 64, 3), (5, 6, 2
           (1, 1, 8, 16), (3, 2, 1, 1)]
 
 
+def _input(fill, shape, xdtype, kind):
+    # "u7": uint8 below 128, post-ReLU int8 activations as the conv reads them (the AVX2 tile's
+    # whole-byte form); the others reach 255 or are shifted (its split form)
+    if xdtype == "u7":
+        return fill(shape, np.uint8, kind) & np.uint8(127)
+    return fill(shape, xdtype, kind)
+
+
+XDTYPES = [np.int8, np.uint8, "u7"]
+
+
 @pytest.mark.parametrize("kind", EXTREMES)
-@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("xdtype", XDTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conv3x3_bit_exact(fill, kind, xdtype, shape):
     h, w, c, n = shape
-    x = fill((h, w, c), xdtype, kind)
+    x = _input(fill, (h, w, c), xdtype, kind)
     wt = fill((3, 3, c, n), np.int8, kind)
     got = igemm_u8s8.conv3x3(x, wt)
     assert got.dtype == np.int32 and got.shape == (h, w, n)
@@ -32,11 +45,11 @@ def test_conv3x3_bit_exact(fill, kind, xdtype, shape):
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
-@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("xdtype", XDTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wgrad3x3_bit_exact(fill, kind, xdtype, shape):
     h, w, c, n = shape
-    x = fill((h, w, c), xdtype, kind)
+    x = _input(fill, (h, w, c), xdtype, kind)
     g = fill((h, w, n), np.int8, kind)
     got = igemm_u8s8.wgrad3x3(x, g)
     assert got.dtype == np.int64
@@ -71,20 +84,55 @@ def test_too_many_output_channels():
         igemm_u8s8.conv3x3(np.zeros((2, 2, 4), np.uint8), np.zeros((3, 3, 4, 65), np.int8))
 
 
-def test_kernel_is_vnni():
-    """The register tile really compiles to vpdpbusd on 512-bit registers (a fresh, uncached
-    function: Numba cannot show the assembly of cached code)."""
+@pytest.mark.parametrize("split", [0, 1])
+def test_kernel_uses_the_targets_instructions(split):
+    """The register tile really compiles to vpdpbusd on 512-bit registers (VNNI) or to
+    vpmaddubsw + vpmaddwd on 256-bit ones (AVX2), with A bytes whole or split (a fresh,
+    uncached function: Numba cannot show the assembly of cached code)."""
     from numba import njit
 
     @njit
     def tile(a, segs, b, out):
-        igemm_u8s8._tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 8)
+        igemm_u8s8._tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 8, split)
 
-    a = np.arange(16, dtype=np.uint8)
+    a = np.arange(16, dtype=np.uint8) * (16 if split else 1)  # bytes to 240 when split
     b = np.ones(256, np.int8)
     out = np.zeros(256, np.int32)
     tile(a, np.zeros(1, np.int64), b, out)
     # row r, any column: one group of four bytes a[4r:4r+4] times ones
     np.testing.assert_array_equal(out.reshape(4, 64)[:, 0], a.reshape(4, 4).sum(axis=1))
     asm = "".join(tile.inspect_asm().values())
-    assert "vpdpbusd" in asm and "zmm" in asm
+    if PATH == "vnni":
+        assert "vpdpbusd" in asm and "zmm" in asm
+    else:
+        assert "vpmaddubsw" in asm and "vpmaddwd" in asm and "ymm" in asm
+        assert "zmm" not in asm and "vpdpbusd" not in asm
+
+
+def test_avx2_pair_sums_at_the_saturation_bound():
+    """Eq. of the AVX2 tile's exactness: a vpmaddubsw pair sum of two A bytes of 127 (or of the
+    split parts of 255) and B bytes of -128 is -32,512 / -65,280 in int32, never the int16
+    saturation -32,768. Checked at the extremes on whichever tile this target runs."""
+    for a_val, split_needed in ((127, False), (255, True)):
+        x = np.full((3, 5, 8), a_val, np.uint8)
+        w = np.full((3, 3, 8, 16), -128, np.int8)
+        assert igemm_u8s8._split(x, False) == (PATH == "avx2" and split_needed)
+        got = igemm_u8s8.conv3x3(x, w)
+        assert got[1, 1, 0] == 9 * 8 * a_val * -128
+        np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, w))
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(9, 11, 64, 64), (7, 5, 5, 3), (5, 6, 24, 40)])
+def test_conv3x3_row_maxima_are_eq11s_maximum(fill, kind, mode, shape):
+    """The maximum the tile takes row by row (Eq. 11's max |gated(acc)|) equals the plain
+    reference's for every gate mode, and the output is unchanged by taking it."""
+    from intsr.kernels.requant import max_abs_s32_ref
+    h, w, c, n = shape
+    x = fill((h, w, c), np.int8, kind)
+    wt = fill((3, 3, c, n), np.int8, kind)
+    gate = fill((h * w, n), np.int8, "random") if mode == 2 else None
+    out, m = igemm_u8s8.conv3x3(x, wt, mode, gate)
+    np.testing.assert_array_equal(out, igemm_u8s8.conv3x3(x, wt))
+    assert m == max_abs_s32_ref(out.reshape(h * w, n), gate, mode)
