@@ -17,6 +17,9 @@
                layers 1..k for every k (the same trained network for every k), Y-PSNR and the
                SR time of a 512 px image against k = 0 (alternated, medians); the longest
                prefix within --time-budget (default 30 %) is the shipped sr_act.
+  adapt        the whole `intsr.adapt` (son, 10 steps, SR pass) per profile on each LR image
+               of the first kernel, profiles alternated call by call, medians of 9: what a
+               user waits for, SR pass included.
 
     python benchmarks/precision.py --data ../shared/data/set5 --kernel K.npy [...] \
         --parts sensitivity --json docs/data/precision_sensitivity.json
@@ -207,7 +210,21 @@ def main():
         for r in rows:
             print(f"SR activations 16-bit in layers 1..{r['layers']}: {r['psnr']:.4f} dB, "
                   f"SR time x{r['time_ratio']:.3f}", flush=True)
-        out["sr"] = {"rows": rows, "chosen": chosen, "size": 512}
+        out["sr"] = {"rows": rows, "chosen": chosen, "size": 512,
+                     "kernels": [os.path.basename(k) for k in a.kernel]}
+        save()
+    if "adapt" in a.parts:
+        from intsr.online import adapt
+        names = ["int8", "mixed", "small", "int16"]
+        k = np.load(a.kernel[0])
+        rows = []
+        for c in cases[:len(images)]:
+            med = alternated_medians({p: (lambda p=p: adapt(c.lr, k, steps=a.steps, precision=p))
+                                      for p in names}, 9)
+            rows.append({"image": c.name, "lr_shape": list(c.lr.shape[:2]),
+                         "ms": {p: 1000 * med[p] for p in names}})
+            print(c.name, {p: round(1000 * med[p]) for p in names}, flush=True)
+        out["adapt"] = {"rows": rows, "kernel": os.path.basename(a.kernel[0])}
         save()
     if "profiles" in a.parts:
         out.setdefault("profiles", {})

@@ -187,10 +187,13 @@ def section_speed(out, plt):
     if rows is None:
         return
     out += ["## One adaptation step: speed and memory", "",
-            "```", "python benchmarks/bench_step.py --sizes 64 128 256 --prune 0 0.5 0.85 "
-            "--threads 2 --repeats 7 --json docs/data/bench_step.json", "```", "",
-            "Idle machine (2 cores, AMD Zen 5, AVX-512 VNNI), two threads for every engine, medians "
-            "of 7. Memory: peak traced by tracemalloc during one integer step (all transient "
+            "```", "python benchmarks/bench_step.py --sizes 32 64 128 256 --prune 0 0.5 0.85 "
+            "--threads 2 --repeats 15 --json docs/data/bench_step.json", "```", "",
+            f"Idle machine (2 cores, {rows[0].get('cpu', 'AMD Zen 5')}, kernels "
+            f"{rows[0].get('path', 'vnni')}), two threads for every engine, engines alternated "
+            "step by step, medians of 15 (this session's machine is a shared VM: at 32-64 px, "
+            "where the ~100 parallel regions of a step dominate, the int step measured 4.6-15 "
+            "ms between runs). Memory: peak traced by tracemalloc during one integer step (all transient "
             "buffers included), next to Eq. 16 as printed and in the Table-5 reading (8-bit "
             "activations, 32-bit weights); PyTorch: bytes autograd saves plus the gradients "
             "(its transient buffers not counted).", "",
@@ -205,6 +208,18 @@ def section_speed(out, plt):
                    f"{r['eq16_printed_kb']:,.0f} | {r['eq16_int_kb']:,.0f} | {tk:,.0f} | "
                    f"x{tk / r['int_peak_kb']:.2f} |")
     out.append("")
+    avx2 = load("bench_step_avx2.json")
+    if avx2:
+        out += ["The same benchmark as an AVX2-only CPU (`--target avx2`: Numba compiles for "
+                "haswell, PyTorch limited to AVX2 by `ATEN_CPU_CAPABILITY=avx2 "
+                "ONEDNN_MAX_CPU_ISA=AVX2`; the engine picks its AVX2 tile by itself), "
+                f"`--sizes 128 256 --prune 0 0.5 --repeats 11`, {avx2[0]['cpu']}, kernels "
+                f"{avx2[0]['path']}:", "",
+                "| px | prune | int ms | PyTorch fp32 ms | PyTorch / int |", "|---|---|---|---|---|"]
+        for r in avx2:
+            out.append(f"| {r['size']} | {r['prune']:.0%} | {r['int_ms']:.1f} | "
+                       f"{r['torch_ms']:.1f} | x{r['torch_ms'] / r['int_ms']:.2f} |")
+        out.append("")
     if plt:
         un = [r for r in rows if r["prune"] == 0]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -596,11 +611,14 @@ def section_precision(out, plt):
             "time (each allocation's own time measured, the time budget tightened until it "
             "fits): "
             + ", ".join(f"{names[f]} of layer {l + 1} to {b}" for f, l, b in mixed.changes())
-            + ".", ""]
+            + ("" if mixed.sr_act is None else "; for the SR pass after the steps, 16-bit "
+               "activations in layers " + ", ".join(str(l + 1) for l, b in
+                                                   enumerate(mixed.sr_act) if b == 16)
+               + " (`sr_act`, below)") + ".", ""]
     sr = load("precision_sr.json")
     if sr is not None:
         ks_sr = ", ".join(k.replace("gauss_iso_", "").replace("_15.npy", "")
-                          for k in sr["kernels"])
+                          for k in sr["sr"]["kernels"])
         out += ["### The SR pass's activations (`sr_act`)", "",
                 "After the ten steps, one more forward pass makes the output; it stores nothing "
                 "for a backward pass and runs in tiles, so its widths cost no Eq. 16 memory and "

@@ -13,7 +13,7 @@ from intsr import cost, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
 from intsr.io import (LOSSLESS_SUFFIXES, InputError, atomic_write, check_output_path, read_image,
                       read_kernel, write_image)
-from intsr.kernels import dispatch
+from intsr.kernels import dispatch, isa
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.state import is_state_file, load_state, save_state as save_state_file
 
@@ -253,7 +253,7 @@ def info_lines(weights_path):
         w, lines = wfiles.load_weights(weights_path), []
     lines.insert(0, f"architecture: 8 conv 3x3, channels {'-'.join(map(str, CHANNELS))}, no "
                     f"biases, ReLU, global residual; {num_weights():,} weights")
-    lines.insert(1, f"kernels: {dispatch.PATH} (compile target {dispatch.target()[0]})")
+    lines.insert(1, f"kernels: {dispatch.PATH} (compile target {isa.target()[0]})")
     for i, layer in enumerate(w, 1):
         lines.append(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) "
                      f"{dynamic_scale(layer)}  max|w| {float(np.abs(layer).max()):.4g}")

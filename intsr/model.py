@@ -165,24 +165,24 @@ class IntNet:
         acts = [x] if keep else []
         w8 = self.w8 if w8 is None else w8
         act_bits = self.prec.act if act_bits is None else act_bits
-        for l in range(NUM_LAYERS):
+        for l in range(NUM_LAYERS - 1):
             wq = w8[l]
             self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
-            exp = x.exp + wq.exp
-            if l == NUM_LAYERS - 1:
-                acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
-                break
             acc, m = conv3x3_x16(_as_unsigned(x.value), wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
-            x = requantize(flat, exp, None, GATE_RELU, self.nearest, st, self.unsigned,
-                           act_bits[l], m)
+            x = requantize(flat, x.exp + wq.exp, None, GATE_RELU, self.nearest, st,
+                           self.unsigned, act_bits[l], m)
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][l].append(x.scale)
             x = QTensor(x.value.reshape(h, w, -1), x.scale)
             if keep:
                 acts.append(x)
+        wq = w8[-1]
+        self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
+        acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
+        exp = x.exp + wq.exp
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
         # |acc| < 2**31 (int32); an int64 accumulator of 16-bit operands has its own bound

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from intsr.kernels import gemm_x8s8, igemm_u8s8
-from intsr.kernels.isa import TILE, target  # noqa: F401  (target: `intsr info` reports it)
+from intsr.kernels.isa import TILE
 from intsr.kernels.requant import max_abs_s32
 
 PATH = TILE or "portable"
@@ -34,11 +34,16 @@ def kernels_cached():
         return True
 
 
+def tile_fits(n):
+    """Whether the register tile computes a product with ``n`` output columns here."""
+    return PATH != "portable" and n <= _TILE_MAX_N
+
+
 def conv3x3_u8s8(x, w):
     """x (H, W, C_in) 8-bit, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
 
     Accepts int8 x too (the activation gradient passes its int8 gradient through here)."""
-    if PATH != "portable" and w.shape[3] <= _TILE_MAX_N:
+    if tile_fits(w.shape[3]):
         return igemm_u8s8.conv3x3(x, w)
     return gemm_x8s8.conv3x3_portable(x, w)
 
@@ -47,7 +52,7 @@ def conv3x3_u8s8_max(x, w, mode, gate=None):
     """conv3x3_u8s8 and Eq. 11's maximum of its gated output, (out, max |gated(out)|) with
     kernels/requant.py's gate ``mode`` (``gate`` (H*W, C_out) for GATE_MASK). The tiles take
     the maximum as each output row is finished, in cache; the portable path by max_abs_s32."""
-    if PATH != "portable" and w.shape[3] <= _TILE_MAX_N:
+    if tile_fits(w.shape[3]):
         return igemm_u8s8.conv3x3(x, w, mode, gate)
     out = gemm_x8s8.conv3x3_portable(x, w)
     flat = out.reshape(-1, out.shape[2])
@@ -73,7 +78,7 @@ def agrad3x3_s8s8(g, w, kept_in, kept_out):
 def wgrad3x3_u8s8(x, g):
     """Weight gradient of a 3x3 conv from its input x (H, W, C_in) 8-bit and the kept output
     gradient g (H, W, n_kept) int8 -> (9*C_in, n_kept) int64, exact; rows (dy*3 + dx)*C_in + c."""
-    if PATH != "portable" and g.shape[2] <= _TILE_MAX_N:
+    if tile_fits(g.shape[2]):
         return igemm_u8s8.wgrad3x3(x, g)
     return gemm_x8s8.wgrad3x3_portable(x, g)
 

@@ -314,6 +314,15 @@ def _split(x, shifted):
 _NO_GATE = np.zeros((1, 1), np.uint8)
 
 
+def _packed(w, c4):
+    """(3, 3, C_in, N) int8 -> the B operand of the tile (C_in padded to c4) and its column
+    sums times 128 (the sign-shift correction)."""
+    n = w.shape[3]
+    wk = np.zeros((3, 3, c4, n), np.int8)
+    wk[:, :, :w.shape[2]] = w
+    return pack_b(wk.reshape(9 * c4, n)), 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
+
+
 def conv3x3(x, w, mode=-1, gate=None):
     """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
 
@@ -326,18 +335,62 @@ def conv3x3(x, w, mode=-1, gate=None):
         raise ValueError("at most 64 output channels (one register tile wide)")
     c4 = _ceil(c, 4)
     xp, shifted = _pad_u8(x, c4)
-    wk = np.zeros((3, 3, c4, n), np.int8)
-    wk[:, :, :c] = w
-    b = pack_b(wk.reshape(9 * c4, n))
+    b, wsum = _packed(w, c4)
     segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
-    corr = np.zeros(n, np.int32)
-    if shifted:
-        corr[:] = 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
+    corr = wsum if shifted else np.zeros(n, np.int32)
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
                _split(x, shifted), out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
                rowmax)
+    return out if mode < 0 else (out, int(rowmax.max()))
+
+
+@njit(cache=True, parallel=True)
+def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, split_hi,
+                   split_lo, out, mode, gate, rowmax):
+    # _conv_rows for a 16-bit A as two byte planes: per output row, both planes' tiles into
+    # private int32 rows (each exact, as _conv_rows's), combined once into the int64 output
+    # as (hi - corr_hi) * 2**8 + (lo - corr_lo) while the rows are in cache.
+    # |hi| < 576 * 255 * 128 < 2**25, so the sum stays below 2**34.
+    h, n = out.shape[0], out.shape[2]
+    for y in prange(h):
+        hi = np.empty(width * npad, np.int32)
+        lo = np.empty(width * npad, np.int32)
+        for x0 in range(0, width, MR):
+            off, rows = (y * (width + 2) + x0) * c4, min(MR, width - x0)
+            _tile_any(a_hi, off, c4, segs, k4, bf, npad * 4, hi, x0 * npad, npad, rows,
+                      npad // 8, split_hi)
+            _tile_any(a_lo, off, c4, segs, k4, bf, npad * 4, lo, x0 * npad, npad, rows,
+                      npad // 8, split_lo)
+        for xx in range(width):
+            for j in range(n):
+                k = xx * npad + j
+                out[y, xx, j] = ((np.int64(hi[k]) - corr_hi[j]) << 8) + (lo[k] - corr_lo[j])
+        if mode >= 0:
+            rowmax[y] = _row_max(out, y, gate, mode, width, n)
+
+
+def conv3x3_x16(x, w, mode=-1, gate=None):
+    """conv3x3 for a 16-bit x (uint16, or int16 whose high byte is signed) and int8 w ->
+    (H, W, C_out) int64, exact, from its two byte planes in one pass (with ``mode``: and the
+    maximum, as conv3x3)."""
+    h, wd, c = x.shape
+    n = w.shape[3]
+    if n > 64:
+        raise ValueError("at most 64 output channels (one register tile wide)")
+    c4 = _ceil(c, 4)
+    hi, lo = (x >> 8).astype(np.int8 if x.dtype == np.int16 else np.uint8), \
+        (x & 255).astype(np.uint8)
+    (hp, hs), (lp, _) = _pad_u8(hi, c4), _pad_u8(lo, c4)
+    b, wsum = _packed(w, c4)
+    segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
+    zero = np.zeros(n, np.int32)
+    out = np.empty((h, wd, n), np.int64)
+    rowmax = np.zeros(h, np.int64)
+    _conv_rows_x16(hp.reshape(-1), lp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1),
+                   b.shape[1], wsum if hs else zero, zero, _split(hi, hs), _split(lo, False),
+                   out, mode, _NO_GATE if gate is None else gate, rowmax)
     return out if mode < 0 else (out, int(rowmax.max()))
 
 

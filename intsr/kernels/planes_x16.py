@@ -1,7 +1,9 @@
 """16-bit operands on the 8-bit kernels, exactly: each 16-bit tensor is split into byte planes
 that the u8 x s8 kernels of dispatch.py accept, and the partial products are added in int64
-with their shifts. No new inner loop: the same tiles (VNNI or portable) compute every product,
-so every path that computes the 8-bit kernels bit-exactly computes these too.
+with their shifts. No new inner loop: the same tiles (VNNI, AVX2 or portable) compute every
+product, so every path that computes the 8-bit kernels bit-exactly computes these too. The one
+common case of the mixed profiles, 16-bit data against 8-bit weights, runs both planes in one
+pass of the tile (igemm_u8s8.conv3x3_x16: no int32 partial arrays, one int64 write).
 
 Data operands (activations, gradients; the kernels take uint8 or int8 here):
   uint16 x = 256 * (x >> 8) + (x & 255)          both planes uint8
@@ -21,6 +23,7 @@ by at most 16 and summed six times: below 2**50. All int64, no wrap.
 import numpy as np
 from numba import njit, prange
 
+from intsr.kernels import dispatch, igemm_u8s8
 from intsr.kernels.dispatch import agrad_weights, conv3x3_u8s8, conv3x3_u8s8_max, wgrad3x3_u8s8
 
 
@@ -97,6 +100,9 @@ def conv3x3_x16(x, w, mode=None, gate=None):
     operands, whose maximum the requantization then takes)."""
     if x.itemsize == 1 and w.dtype == np.int8:
         return conv3x3_u8s8(x, w) if mode is None else conv3x3_u8s8_max(x, w, mode, gate)
+    if w.dtype == np.int8 and dispatch.tile_fits(w.shape[3]):
+        # 16-bit data, 8-bit weights: both planes in one tile pass (igemm_u8s8.conv3x3_x16)
+        return igemm_u8s8.conv3x3_x16(x, w, -1 if mode is None else mode, gate)
     if mode is not None:
         return conv3x3_x16(x, w), None
     h, wd = x.shape[:2]

@@ -136,3 +136,20 @@ def test_conv3x3_row_maxima_are_eq11s_maximum(fill, kind, mode, shape):
     out, m = igemm_u8s8.conv3x3(x, wt, mode, gate)
     np.testing.assert_array_equal(out, igemm_u8s8.conv3x3(x, wt))
     assert m == max_abs_s32_ref(out.reshape(h * w, n), gate, mode)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint16, np.int16])
+@pytest.mark.parametrize("shape", [(9, 11, 64, 64), (5, 8, 3, 64), (6, 13, 64, 3), (5, 6, 24, 40)])
+def test_conv3x3_x16_both_planes_in_one_pass(fill, kind, xdtype, shape):
+    """16-bit data x int8 weights, the two byte planes combined in the tile's row loop: exact
+    against the int64 reference at the extremes (-32768, 65535), maximum included."""
+    from intsr.kernels.requant import max_abs_s32_ref
+    h, w, c, n = shape
+    x = fill((h, w, c), xdtype, kind)
+    wt = fill((3, 3, c, n), np.int8, kind)
+    got = igemm_u8s8.conv3x3_x16(x, wt)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, conv3x3_ref(x, wt))
+    out, m = igemm_u8s8.conv3x3_x16(x, wt, 0)
+    assert m == max_abs_s32_ref(got.reshape(h * w, n), None, 0)
