@@ -1,4 +1,5 @@
-"""Implicit GEMM for 3x3 convolutions on AVX-512 VNNI: uint8 x int8 -> int32, no im2col.
+"""Implicit GEMM for 3x3 convolutions on AVX-512 VNNI or AVX2: uint8 x int8 -> int32, no
+im2col.
 
 ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four
 products into one of 16 int32 lanes (8 for its 256-bit form). The micro-kernel ``_tile`` keeps
@@ -17,8 +18,12 @@ on the A side are shifted into uint8 by flipping the sign bit (v + 128) and the 
 ``128 * sum(B column)`` is subtracted afterwards, exactly; the zero padding is shifted too, so
 the correction is the same for every output.
 
-Chosen by kernels/dispatch.py where the CPU has AVX512-VNNI; the portable kernels in
-gemm_x8s8.py compute the same integers everywhere else.
+On an AVX2-only target (kernels/isa.py) the same tile emits ``vpmaddubsw`` + ``vpmaddwd``
+instead (``_avx2_emit``: same packing, same int32 lanes, exact by the byte bound it states).
+Chosen by kernels/dispatch.py where the target has either; the portable kernels in
+gemm_x8s8.py compute the same integers everywhere else. The conv drivers also take Eq. 11's
+maximum row by row (``_row_max``) and run 16-bit data as two byte planes in one pass
+(``conv3x3_x16``).
 """
 import numpy as np
 from llvmlite import ir
