@@ -4,11 +4,12 @@ optional), at several image sizes and pruning ratios. The engines alternate step
 slow stretch of a noisy machine lands on all of them); medians of the repeats; ratios are
 against the integer engine.
 
-``--target avx2|avx512|native`` runs the whole benchmark as if on another x86 CPU: Numba
+``--target avx2|avxvnni|avx512|native`` runs the whole benchmark as if on another x86 CPU: Numba
 compiles for that target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, a separate kernel cache) and
 the engine dispatches by it (intsr.kernels.dispatch), PyTorch limits itself likewise
-(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA). avx2: Haswell-class, no AVX-512; avx512:
-Skylake-server-class, AVX-512 without VNNI.
+(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA). avx2: Haswell-class, no AVX-512; avxvnni: Alder
+Lake-class, AVX2 with the VEX-encoded VNNI, no AVX-512; avx512: Skylake-server-class, AVX-512
+without VNNI.
 
 Working memory: the integer engine's peak traced allocations during one step (tracemalloc
 sees NumPy arrays: every transient buffer counts), next to Eq. 16 for the same size and masks
@@ -41,6 +42,8 @@ from intsr.weights import load_model, shipped_precision
 TARGETS = {"native": {},
            "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "",
                     "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+           "avxvnni": {"NUMBA_CPU_NAME": "alderlake", "NUMBA_CPU_FEATURES": "",
+                       "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"},
            "avx512": {"NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": "",
                       "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}}
 

@@ -208,15 +208,17 @@ def section_speed(out, plt):
                    f"{r['eq16_printed_kb']:,.0f} | {r['eq16_int_kb']:,.0f} | {tk:,.0f} | "
                    f"x{tk / r['int_peak_kb']:.2f} |")
     out.append("")
-    avx2 = load("bench_step_avx2.json")
-    if avx2:
-        out += ["The same benchmark as an AVX2-only CPU (`--target avx2`: Numba compiles for "
-                "haswell, PyTorch limited to AVX2 by `ATEN_CPU_CAPABILITY=avx2 "
-                "ONEDNN_MAX_CPU_ISA=AVX2`; the engine picks its AVX2 tile by itself), "
-                f"`--sizes 128 256 --prune 0 0.5 --repeats 11`, {avx2[0]['cpu']}, kernels "
-                f"{avx2[0]['path']}:", "",
+    for target, cpu, limits in (("avx2", "haswell", "ONEDNN_MAX_CPU_ISA=AVX2"),
+                                ("avxvnni", "alderlake", "ONEDNN_MAX_CPU_ISA=AVX2_VNNI")):
+        emu = load(f"bench_step_{target}.json")
+        if not emu:
+            continue
+        out += [f"The same benchmark as another CPU (`--target {target}`: Numba compiles for "
+                f"{cpu}, PyTorch limited by `ATEN_CPU_CAPABILITY=avx2 {limits}`; the engine "
+                "picks its tile by itself), `--sizes 128 256 --prune 0 0.5 --repeats 11`, "
+                f"{emu[0]['cpu']}, kernels {emu[0]['path']}:", "",
                 "| px | prune | int ms | PyTorch fp32 ms | PyTorch / int |", "|---|---|---|---|---|"]
-        for r in avx2:
+        for r in emu:
             out.append(f"| {r['size']} | {r['prune']:.0%} | {r['int_ms']:.1f} | "
                        f"{r['torch_ms']:.1f} | x{r['torch_ms'] / r['int_ms']:.2f} |")
         out.append("")

@@ -10,6 +10,20 @@ from intsr.floatpath.gaussian import gaussian as floatpath_gaussian
 
 DATA = Path(__file__).parent / "data"
 X86 = platform.machine().lower() in ("x86_64", "amd64")  # can run code built for x86 targets
+# Code compiled for an emulated CPU runs here only if this CPU has that CPU's instructions.
+TARGET_NEEDS = {"x86-64": (), "haswell": ("avx2",), "alderlake": ("avx2", "avxvnni")}
+
+
+def host_runs(cpu):
+    """Whether this machine can run code Numba compiles for the LLVM CPU ``cpu``."""
+    if not X86:
+        return False
+    from llvmlite import binding as llvm
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:
+        return False
+    return all(features.get(f, False) for f in TARGET_NEEDS[cpu])
 WEIGHTS = Path(__file__).parent.parent / "weights"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
-from helpers import X86
+from helpers import host_runs
 from intsr.kernels.dispatch import PATH
 from intsr.arch import layer_shapes
 from intsr.model import IntNet
@@ -92,18 +92,21 @@ TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"
 
 @pytest.mark.parametrize("path", [
     "portable",
-    pytest.param("avx2", marks=pytest.mark.skipif(not X86, reason="not an x86 machine")),
+    pytest.param("avx2", marks=pytest.mark.skipif(not host_runs("haswell"), reason="no AVX2")),
+    pytest.param("avxvnni", marks=pytest.mark.skipif(not host_runs("alderlake"),
+                                                     reason="no AVX-VNNI")),
     pytest.param("vnni", marks=pytest.mark.skipif(PATH != "vnni", reason="CPU without VNNI"))])
 def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
-    """Each kernel path: portable, the AVX2 tile (Numba compiling for an AVX2-only CPU, which
-    any x86 CPU with AVX2 runs) and the VNNI tile where this CPU has it."""
+    """Each kernel path: portable, the AVX2 and AVX-VNNI tiles (Numba compiling for haswell /
+    alderlake, where this CPU can run them) and the AVX-512 VNNI tile where this CPU has it."""
     tests = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # compile afresh: IR is available
     env.pop("INTSR_NO_VNNI", None)
     if path == "portable":
         env["INTSR_NO_VNNI"] = "1"
-    elif path == "avx2":
-        env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    elif path in ("avx2", "avxvnni"):
+        env.update(NUMBA_CPU_NAME="haswell" if path == "avx2" else "alderlake",
+                   NUMBA_CPU_FEATURES="")
     res = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=tests)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

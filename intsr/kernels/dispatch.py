@@ -1,9 +1,9 @@
 """The three convolution kernels of a step, and the one place that chooses how they run.
 
 ``PATH`` is the register tile of kernels/igemm_u8s8.py (implicit GEMM) that the target Numba
-compiles for can run (kernels/isa.py): ``"vnni"`` (AVX-512 VNNI) or ``"avx2"``; else, or with
-``INTSR_NO_VNNI`` set, ``"portable"`` (kernels/gemm_x8s8.py). All compute the same integers;
-each public kernel below has a plain int64 reference under it.
+compiles for can run (kernels/isa.py): ``"vnni"`` (AVX-512 VNNI), ``"avxvnni"`` (AVX-VNNI on
+ymm) or ``"avx2"``; else, or with ``INTSR_NO_VNNI`` set, ``"portable"`` (kernels/gemm_x8s8.py).
+All compute the same integers; each public kernel below has a plain int64 reference under it.
 
 Names follow the operand types (CMSIS-NN style): ``conv3x3_u8s8`` takes uint8 activations
 (the image, or post-ReLU values, which are never negative: their int8 bytes read as uint8 are

@@ -19,7 +19,8 @@ on the A side are shifted into uint8 by flipping the sign bit (v + 128) and the 
 the correction is the same for every output.
 
 On an AVX2-only target (kernels/isa.py) the same tile emits ``vpmaddubsw`` + ``vpmaddwd``
-instead (``_avx2_emit``: same packing, same int32 lanes, exact by the byte bound it states).
+instead (``_avx2_emit``: same packing, same int32 lanes, exact by the byte bound it states);
+with AVX-VNNI but no AVX-512 it emits the VEX ``vpdpbusd`` on 8-lane ymm blocks.
 Chosen by kernels/dispatch.py where the target has either; the portable kernels in
 gemm_x8s8.py compute the same integers everywhere else. The conv drivers also take Eq. 11's
 maximum row by row (``_row_max``) and run 16-bit data as two byte planes in one pass
@@ -177,10 +178,14 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, s
         def emit(width):
             loop = (builder, n_rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off_v, lda_v, k4_v,
                     ldb_v, o_off_v, ldo_v)
-            if ISA != "avx2":
+            if ISA == "vnni":
                 _vnni_emit(*loop, _blocks(width))
                 return
-            blocks = [(8 * i, 8) for i in range(width)]
+            blocks = [(8 * i, 8) for i in range(width)]  # ymm
+            if ISA == "avxvnni":  # the VEX vpdpbusd: two blocks a pass (16 ymm registers)
+                for g in range(0, width, 2):
+                    _vnni_emit(*loop, blocks[g:g + 2])
+                return
             flag = builder.icmp_unsigned("!=", split_v, ir.Constant(split_v.type, 0))
             with builder.if_else(flag) as (whole_bytes, low_bytes):
                 with whole_bytes:

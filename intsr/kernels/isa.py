@@ -2,7 +2,8 @@
 (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when set, else the host), never from the host
 alone: an intrinsic the target lacks makes LLVM abort the process.
 
-``tile_isa(name, features)`` is ``"vnni"`` (AVX-512 VNNI: ``vpdpbusd`` on zmm), ``"avx2"``
+``tile_isa(name, features)`` is ``"vnni"`` (AVX-512 VNNI: ``vpdpbusd`` on zmm), ``"avxvnni"``
+(AVX-VNNI without AVX-512, Alder Lake and later: the VEX ``vpdpbusd`` on ymm), ``"avx2"``
 (``vpmaddubsw`` + ``vpmaddwd`` on ymm) or ``None`` (no tile: the portable kernels).
 """
 import os
@@ -13,6 +14,8 @@ from llvmlite import binding as llvm
 VNNI_CPUS = {"cascadelake", "cooperlake", "icelake-client", "icelake-server", "tigerlake",
              "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids",
              "graniterapids-d", "diamondrapids", "znver4", "znver5"}
+AVXVNNI_CPUS = {"alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
+                "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest"}
 AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cannonlake", "alderlake",
              "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
              "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest",
@@ -40,6 +43,8 @@ def tile_isa(name, features):
     flags = {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and len(f) > 1}
     if flags.get("avx512vnni", name in VNNI_CPUS) and flags.get("avx512bw", True):
         return "vnni"
+    if flags.get("avxvnni", name in AVXVNNI_CPUS) and flags.get("avx2", True):
+        return "avxvnni"
     if flags.get("avx2", name in AVX2_CPUS):
         return "avx2"
     return None

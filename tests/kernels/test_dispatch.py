@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import X86
+from helpers import host_runs
 from kernel_data import EXTREMES
 from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_ref,
                                     wgrad3x3_ref, wgrad3x3_u8s8)
@@ -120,13 +120,16 @@ def _step_digest(env_extra, tmp_path):
     return res.stdout.split()
 
 
-@pytest.mark.skipif(not X86, reason="x86 targets need an x86 machine")
-@pytest.mark.parametrize("cpu,path", [("haswell", "avx2"), ("x86-64", "portable")])
+@pytest.mark.parametrize("cpu,path", [("haswell", "avx2"), ("alderlake", "avxvnni"),
+                                      ("x86-64", "portable")])
 def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, cpu, path):
     """Dispatch asks the target Numba compiles for (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES), not
-    the host: an AVX2-only target takes the AVX2 tile, a baseline x86-64 (SSE2) the portable
-    kernels, neither aborts in LLVM on the host's VNNI, and one masked step gives the same
+    the host: an AVX2-only target takes the AVX2 tile, an AVX-VNNI one without AVX-512 the
+    ymm VNNI tile, a baseline x86-64 (SSE2) the portable kernels, none aborts in LLVM on the
+    host's AVX-512 VNNI, and one masked step gives the same
     integers as this machine's own path, at int8 and with every tensor 16-bit."""
+    if not host_runs(cpu):
+        pytest.skip(f"this CPU cannot run code built for {cpu}")
     got_path, digest = _step_digest({"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""},
                                     tmp_path / cpu)
     assert got_path == path
@@ -134,15 +137,18 @@ def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, c
     assert native_path == PATH and digest == native
 
 
-@pytest.mark.skipif(not X86, reason="the AVX2 tile needs an x86 machine")
-def test_the_avx2_tile_is_bit_exact_at_every_extreme(tmp_path):
-    """tests/kernels/test_igemm_u8s8.py again, compiled for an AVX2-only CPU: on a VNNI machine
-    this is where the AVX2 tile meets the extremes (and its instructions are checked)."""
+@pytest.mark.parametrize("cpu", ["haswell", "alderlake"])
+def test_the_ymm_tiles_are_bit_exact_at_every_extreme(tmp_path, cpu):
+    """tests/kernels/test_igemm_u8s8.py again, compiled for an AVX2-only CPU (haswell) and an
+    AVX-VNNI one without AVX-512 (alderlake): on an AVX-512 VNNI machine this is where those
+    tiles meet the extremes (and their instructions are checked)."""
+    if not host_runs(cpu):
+        pytest.skip(f"this CPU cannot run code built for {cpu}")
     import os
     import subprocess
     import sys
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="haswell",
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME=cpu,
                NUMBA_CPU_FEATURES="")
     env.pop("INTSR_NO_VNNI", None)
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -161,4 +167,7 @@ def test_target_feature_parsing():
     assert tile_isa("generic", "+avx512f,+avx512vnni") == "vnni"
     assert tile_isa("x86-64", "") is None and tile_isa("generic", "") is None
     assert tile_isa("haswell", "-avx2") is None
+    assert tile_isa("alderlake", "") == "avxvnni" and tile_isa("generic", "+avx2,+avxvnni") == \
+        "avxvnni"
+    assert tile_isa("sapphirerapids", "") == "vnni"  # both: the zmm tile
     assert tile_isa("cortex-a76", "+neon,+dotprod") is None

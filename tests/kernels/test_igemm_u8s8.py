@@ -3,7 +3,7 @@ tile of the compile target (AVX-512 VNNI or AVX2, kernels/isa.py).
 
 They exist only where the target has one of the two; elsewhere the portable kernels are the
 engine. tests/kernels/test_dispatch.py reruns this file with Numba compiling for an AVX2-only
-CPU, so a VNNI machine checks both tiles."""
+CPU and for an AVX-VNNI one without AVX-512, so an AVX-512 VNNI machine checks every tile."""
 import numpy as np
 import pytest
 
@@ -86,8 +86,9 @@ def test_too_many_output_channels():
 
 @pytest.mark.parametrize("split", [0, 1])
 def test_kernel_uses_the_targets_instructions(split):
-    """The register tile really compiles to vpdpbusd on 512-bit registers (VNNI) or to
-    vpmaddubsw + vpmaddwd on 256-bit ones (AVX2), with A bytes whole or split (a fresh,
+    """The register tile really compiles to vpdpbusd on 512-bit registers (VNNI), to the VEX
+    vpdpbusd on 256-bit ones (AVX-VNNI) or to vpmaddubsw + vpmaddwd on 256-bit ones (AVX2),
+    with A bytes whole or split (a fresh,
     uncached function: Numba cannot show the assembly of cached code)."""
     from numba import njit
 
@@ -104,13 +105,15 @@ def test_kernel_uses_the_targets_instructions(split):
     asm = "".join(tile.inspect_asm().values())
     if PATH == "vnni":
         assert "vpdpbusd" in asm and "zmm" in asm
+    elif PATH == "avxvnni":
+        assert "vpdpbusd" in asm and "ymm" in asm and "zmm" not in asm
     else:
         assert "vpmaddubsw" in asm and "vpmaddwd" in asm and "ymm" in asm
         assert "zmm" not in asm and "vpdpbusd" not in asm
 
 
 def test_avx2_pair_sums_at_the_saturation_bound():
-    """Eq. of the AVX2 tile's exactness: a vpmaddubsw pair sum of two A bytes of 127 (or of the
+    """The AVX2 tile's exactness bound: a vpmaddubsw pair sum of two A bytes of 127 (or of the
     split parts of 255) and B bytes of -128 is -32,512 / -65,280 in int32, never the int16
     saturation -32,768. Checked at the extremes on whichever tile this target runs."""
     for a_val, split_needed in ((127, False), (255, True)):
