@@ -45,6 +45,16 @@ from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate
 from intsr.weights import load_model, shipped_precision
 
 
+def trained(case, weights, masks, lr, precision, steps):
+    """An IntNet of ``precision`` after ``steps`` steps on the case's training pair."""
+    inp, tgt = case.pair
+    net = IntNet(weights_to_int(weights), masks, precision=precision)
+    mult, shift = lr_to_fixed(lr, tgt.size)
+    for _ in range(steps):
+        net.step(inp, tgt, mult, shift)
+    return net
+
+
 def set5_psnr(cases, weights, masks, lr, precision, steps):
     """Mean Y-PSNR after ``steps`` steps; None precision: the float reference."""
     out = []
@@ -56,10 +66,7 @@ def set5_psnr(cases, weights, masks, lr, precision, steps):
                 net.step(inp / np.float32(255), tgt / np.float32(255), lr)
             sr = net.predict(c.up / np.float32(255))
         else:
-            net = IntNet(weights_to_int(weights), masks, precision=precision)
-            mult, shift = lr_to_fixed(lr, tgt.size)
-            for _ in range(steps):
-                net.step(inp, tgt, mult, shift)
+            net = trained(c, weights, masks, lr, precision, steps)
             sr = net.predict(c.up, tile=SR_TILE) / 255.0
         out.append(psnr_y(sr, c.hr / 255.0, 4))
     return float(np.mean(out))
@@ -85,18 +92,13 @@ def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, 
     widths = [tuple(16 if l < k else b for l, b in enumerate(base.act)) for k in range(n + 1)]
     psnr = [[] for _ in widths]
     for c in cases:
-        inp, tgt = c.pair
-        net = IntNet(weights_to_int(weights), masks, precision=base)
-        mult, shift = lr_to_fixed(lr, tgt.size)
-        for _ in range(steps):
-            net.step(inp, tgt, mult, shift)
+        net = trained(c, weights, masks, lr, base, steps)
         for k, sr_act in enumerate(widths):
             net.prec = replace(base, sr_act=sr_act)
             psnr[k].append(psnr_y(net.predict(c.up, tile=SR_TILE) / 255.0, c.hr / 255.0, 4))
     img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    nets = {}
-    for k, sr_act in enumerate(widths):
-        nets[k] = IntNet(weights_to_int(weights), masks, precision=replace(base, sr_act=sr_act))
+    nets = {k: IntNet(weights_to_int(weights), masks, precision=replace(base, sr_act=sr_act))
+            for k, sr_act in enumerate(widths)}
     med = alternated_medians({k: (lambda n=n: n.predict(img, tile=SR_TILE))
                               for k, n in nets.items()}, repeats)
     rows = [{"layers": k, "sr_act": list(w), "psnr": float(np.mean(p)),

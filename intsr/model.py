@@ -13,7 +13,8 @@ import numpy as np
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
 from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
 from intsr.kernels.elementwise import gather_x8, l1_grad_s64, pixels_s64, residual_add_u8s32
-from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, requant_s32
+from intsr.kernels.requant import (GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate,
+                                   requant_s32)
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
@@ -30,7 +31,7 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
     (2**(8 - ...) unsigned; 15 / 16 at 16 bits). Static: s fixed, out-of-range values
     saturate."""
     if gate is None:
-        gate = _no_gate(acc)
+        gate = no_gate(acc.shape)
     if unsigned:
         frac, lo, hi, dt = bits, 0, (1 << bits) - 1, np.uint8 if bits == 8 else np.uint16
     else:
@@ -51,11 +52,6 @@ def _as_unsigned(v):
     int8 (int16) bytes read as uint8 (uint16) are the same numbers: the u8 x s8 kernels need no
     sign shift."""
     return v.view(np.uint8 if v.itemsize == 1 else np.uint16) if v.dtype.kind == "i" else v
-
-
-def _no_gate(acc):
-    # Kernels read gate[r, j] only in GATE_MASK mode; a broadcast view costs no memory.
-    return np.broadcast_to(np.zeros((1, 1), np.int8), acc.shape)
 
 
 def _weight_grad(dw, exp, bits, nearest, static_scale=None):
@@ -149,7 +145,7 @@ class IntNet:
         for w, f in zip(self.weights, self.prec.fwd):
             flat = w.value.reshape(-1, w.shape[3])
             out = np.empty(flat.shape, np.int8 if f == 8 else np.int16)
-            requant_s32(flat, _no_gate(flat), GATE_NONE, f - w.bits, self.nearest,
+            requant_s32(flat, no_gate(flat.shape), GATE_NONE, f - w.bits, self.nearest,
                         -(1 << (f - 1)), (1 << (f - 1)) - 1, out)
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 

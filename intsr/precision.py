@@ -24,7 +24,7 @@ from intsr.arch import NUM_LAYERS
 
 WIDTHS = {"act": (8, 16), "grad": (8, 16), "fwd": (8, 16), "master": (16, 32)}
 LENGTH = {"act": NUM_LAYERS - 1, "grad": NUM_LAYERS - 1, "fwd": NUM_LAYERS,
-          "master": NUM_LAYERS}
+          "master": NUM_LAYERS, "sr_act": NUM_LAYERS - 1}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Precision:
             checks.append(("sr_act", WIDTHS["act"]))
         for fam, allowed in checks:
             v = getattr(self, fam)
-            n = LENGTH.get(fam, LENGTH["act"])
+            n = LENGTH[fam]
             if not isinstance(v, tuple) or len(v) != n:
                 raise ValueError(f"{fam}: {n} widths, one per layer, not {v!r}")
             if any(isinstance(b, bool) or b not in allowed for b in v):

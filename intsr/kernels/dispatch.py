@@ -16,7 +16,7 @@ import numpy as np
 
 from intsr.kernels import gemm_x8s8, igemm_u8s8
 from intsr.kernels.isa import TILE
-from intsr.kernels.requant import max_abs_s32
+from intsr.kernels.requant import max_abs_s32, no_gate
 
 PATH = TILE or "portable"
 _TILE_MAX_N = 64  # output channels of one register tile
@@ -56,9 +56,7 @@ def conv3x3_u8s8_max(x, w, mode, gate=None):
         return igemm_u8s8.conv3x3(x, w, mode, gate)
     out = gemm_x8s8.conv3x3_portable(x, w)
     flat = out.reshape(-1, out.shape[2])
-    if gate is None:
-        gate = np.broadcast_to(np.zeros((1, 1), np.int8), flat.shape)
-    return out, int(max_abs_s32(flat, gate, mode))
+    return out, int(max_abs_s32(flat, no_gate(flat.shape) if gate is None else gate, mode))
 
 
 def agrad_weights(w, kept_in, kept_out):

@@ -333,6 +333,11 @@ def _packed(w, c4):
     return pack_b(wk.reshape(9 * c4, n)), 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
 
 
+def _tap_segments(wd, c4):
+    """Offsets of the nine 3x3 taps in a (H+2, W+2, C4) padded image: the conv's segments."""
+    return np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
+
+
 def conv3x3(x, w, mode=-1, gate=None):
     """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
 
@@ -346,7 +351,7 @@ def conv3x3(x, w, mode=-1, gate=None):
     c4 = _ceil(c, 4)
     xp, shifted = _pad_u8(x, c4)
     b, wsum = _packed(w, c4)
-    segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
+    segs = _tap_segments(wd, c4)
     corr = wsum if shifted else np.zeros(n, np.int32)
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h, np.int64)
@@ -394,7 +399,7 @@ def conv3x3_x16(x, w, mode=-1, gate=None):
         (x & 255).astype(np.uint8)
     (hp, hs), (lp, _) = _pad_u8(hi, c4), _pad_u8(lo, c4)
     b, wsum = _packed(w, c4)
-    segs = np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
+    segs = _tap_segments(wd, c4)
     zero = np.zeros(n, np.int32)
     out = np.empty((h, wd, n), np.int64)
     rowmax = np.zeros(h, np.int64)

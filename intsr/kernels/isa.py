@@ -16,11 +16,9 @@ VNNI_CPUS = {"cascadelake", "cooperlake", "icelake-client", "icelake-server", "t
              "graniterapids-d", "diamondrapids", "znver4", "znver5"}
 AVXVNNI_CPUS = {"alderlake", "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
                 "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest"}
-AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cannonlake", "alderlake",
-             "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake",
-             "pantherlake", "gracemont", "sierraforest", "grandridge", "clearwaterforest",
-             "znver1", "znver2", "znver3", "bdver4", "x86-64-v3", "x86-64-v4",
-             "core-avx2"} | VNNI_CPUS
+AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cannonlake", "znver1",
+             "znver2", "znver3", "bdver4", "x86-64-v3", "x86-64-v4", "core-avx2"} \
+    | AVXVNNI_CPUS | VNNI_CPUS
 
 
 def target():

@@ -17,6 +17,12 @@ from intsr.kernels.fixedpoint import saturate, shift_round
 GATE_NONE, GATE_RELU, GATE_MASK = 0, 1, 2
 
 
+def no_gate(shape):
+    """The gate argument of GATE_NONE / GATE_RELU calls: kernels read gate[r, j] only in
+    GATE_MASK mode, so a broadcast view of one zero (no memory) stands in."""
+    return np.broadcast_to(np.zeros((1, 1), np.int8), shape)
+
+
 @njit(cache=True, inline="always")
 def _gated(a, g, mode):
     if mode == 1 and a < 0:
