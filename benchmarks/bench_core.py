@@ -41,7 +41,7 @@ def median_time(fn, repeats):
 def _peak_loop(a, segs, b, out, reps):
     for t in prange(out.shape[0]):
         for _ in range(reps):
-            igemm_u8s8._tile(a, 0, 4, segs, 16, b, 256, out[t], 0, 64, 4, 8)
+            igemm_u8s8._tile(a, 0, 4, segs, 16, b, 256, out[t], 0, 64, 4, 8, False)
 
 
 def int8_peak_gops(repeats):

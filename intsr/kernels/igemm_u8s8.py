@@ -36,6 +36,12 @@ from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.isa import TILE as ISA
 
 MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
+# Narrow products (a pruned layer's kept channels, N <= 32: at most two zmm blocks) would load
+# one broadcast per two vpdpbusd at MR rows; on zmm (32 registers) they take twice the rows
+# instead, 8 x 2 accumulators, so the loads per vpdpbusd stay those of the full-width tile.
+# The ymm tiles (AVX2, AVX-VNNI: 16 registers) have no room for it.
+MR_NARROW = 2 * MR if ISA == "vnni" else MR
+NB_NARROW = 4  # widths (in 8-lane units) that take the MR_NARROW-row tile
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -196,9 +202,11 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, s
         if isinstance(signature.args[11], types.IntegerLiteral):
             emit(signature.args[11].literal_value)
             return context.get_dummy_value()
-        # Run-time width: one unrolled tile per width behind a switch (anything else: width 1).
+        # Run-time width: one unrolled tile per width behind a switch (anything else: width 1);
+        # a tile taller than MR only for the narrow widths (_tile_any calls it for no other).
         end = builder.append_basic_block("tile_end")
-        cases = {w: builder.append_basic_block(f"tile_nb{w}") for w in range(1, 9)}
+        widths = range(1, 9) if n_rows <= MR else range(1, NB_NARROW + 1)
+        cases = {w: builder.append_basic_block(f"tile_nb{w}") for w in widths}
         switch = builder.switch(nb_v, cases[1])
         for w, block in cases.items():
             if w != 1:
@@ -214,13 +222,20 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, s
 
 @njit(cache=True, inline="always")
 def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
-    # MR-row tiles; a tail of fewer rows (image width not a multiple of MR) goes row by row.
-    if mr == MR:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, 4, nb, split)
-    else:
-        for r in range(mr):
-            _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
-                  split)
+    # mr <= MR_NARROW rows as MR_NARROW-row tiles where the width allows, else MR-row tiles; a
+    # tail of fewer rows (image width not a multiple of MR) goes row by row.
+    r = 0
+    if MR_NARROW > MR and nb <= NB_NARROW and mr == MR_NARROW:
+        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, MR_NARROW, nb, split)
+        r = mr
+    while mr - r >= MR:
+        _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, MR, nb,
+              split)
+        r += MR
+    while r < mr:
+        _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
+              split)
+        r += 1
 
 
 def _ceil(n, m):
@@ -269,18 +284,19 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
     h, n = out.shape[0], out.shape[2]
     for y in prange(h):
         if n == npad:
-            for x0 in range(0, width, MR):
+            for x0 in range(0, width, MR_NARROW):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
-                          (y * width + x0) * npad, npad, min(MR, width - x0), npad // 8, split)
+                          (y * width + x0) * npad, npad, min(MR_NARROW, width - x0), npad // 8,
+                          split)
             if shifted:
                 for xx in range(width):
                     for j in range(n):
                         out[y, xx, j] -= corr[j]
         else:
             row = np.empty(width * npad, np.int32)
-            for x0 in range(0, width, MR):
+            for x0 in range(0, width, MR_NARROW):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
-                          x0 * npad, npad, min(MR, width - x0), npad // 8, split)
+                          x0 * npad, npad, min(MR_NARROW, width - x0), npad // 8, split)
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
@@ -290,17 +306,44 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
 
 @njit(cache=True, parallel=True)
 def _pad_x8(x, flip, xp, chw):
-    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (HWC) or xp[c, 1 + y, 1 + x]
-    # (CHW, ``chw``); border and extra channels preset by the caller; one pass, no temporary.
-    # Rows outer: reads stream, and in CHW a row's writes touch one cache line per plane.
+    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] = x ^ flip (HWC) or xp[c, 1 + y, 1 + x]
+    # (CHW, ``chw``); every other byte of xp is written too: the border (and the columns past
+    # W + 1 that round a CHW row up) with ``flip``, the zero shifted like the data, and the
+    # channels past C with 0 (they meet zero weights). One parallel pass, so the caller
+    # allocates xp uninitialised. Rows outer: reads stream, and in CHW a row's writes touch one
+    # cache line per plane.
     h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                if chw:
-                    xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
+    if chw:
+        c4, hp, wp2 = xp.shape
+    else:
+        hp, wp2, c4 = xp.shape
+    for yy in prange(hp):
+        y = yy - 1
+        inside = 0 <= y < h
+        if chw:
+            for ch in range(c4):
+                if ch >= c or not inside:
+                    v = flip if ch < c else np.uint8(0)
+                    for xx in range(wp2):
+                        xp[ch, yy, xx] = v
                 else:
-                    xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
+                    xp[ch, yy, 0] = flip
+                    for xx in range(w + 1, wp2):
+                        xp[ch, yy, xx] = flip
+            if inside:
+                for xx in range(w):
+                    for ch in range(c):
+                        xp[ch, yy, 1 + xx] = x[y, xx, ch] ^ flip
+        else:
+            for xx in range(wp2):
+                if inside and 0 < xx <= w:
+                    for ch in range(c):
+                        xp[yy, xx, ch] = x[y, xx - 1, ch] ^ flip
+                else:
+                    for ch in range(c):
+                        xp[yy, xx, ch] = flip
+                for ch in range(c, c4):
+                    xp[yy, xx, ch] = 0
 
 
 def _pad_u8(x, c4):
@@ -308,8 +351,7 @@ def _pad_u8(x, c4):
     int8 input is shifted by +128 (sign bit flipped), border included. Returns (xp, shifted)."""
     h, w, c = x.shape
     shifted = x.dtype == np.int8
-    xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
-    xp[:, :, c:] = 0  # extra channels meet zero weights either way
+    xp = np.empty((h + 2, w + 2, c4), np.uint8)
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, False)
     return xp, shifted
 
@@ -372,8 +414,8 @@ def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, 
     for y in prange(h):
         hi = np.empty(width * npad, np.int32)
         lo = np.empty(width * npad, np.int32)
-        for x0 in range(0, width, MR):
-            off, rows = (y * (width + 2) + x0) * c4, min(MR, width - x0)
+        for x0 in range(0, width, MR_NARROW):
+            off, rows = (y * (width + 2) + x0) * c4, min(MR_NARROW, width - x0)
             _tile_any(a_hi, off, c4, segs, k4, bf, npad * 4, hi, x0 * npad, npad, rows,
                       npad // 8, split_hi)
             _tile_any(a_lo, off, c4, segs, k4, bf, npad * 4, lo, x0 * npad, npad, rows,
@@ -416,15 +458,16 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
     h = hp - 2
     plane = hp * wp2
     row_bytes = k4 * npad * 4
-    tiles = c4 // MR
+    mr = MR_NARROW if c4 % MR_NARROW == 0 else MR  # channel groups of the tile's height
+    tiles = c4 // mr
     for task in prange(nchunks * 9 * tiles):
         ch, rest = task // (9 * tiles), task % (9 * tiles)
-        tap, ci = rest // tiles, rest % tiles * MR
+        tap, ci = rest // tiles, rest % tiles * mr
         y0 = ch * rows
         y1 = min(h, y0 + rows)
         _tile_any(a, ci * plane + (tap // 3) * wp2 + tap % 3, plane, segs[y0:y1], k4,
                   bf[y0 * row_bytes:], npad * 4, o, ((ch * 9 + tap) * c4 + ci) * npad, npad,
-                  MR, npad // 8, split)
+                  mr, npad // 8, split)
 
 
 @njit(cache=True, parallel=True)
@@ -447,8 +490,7 @@ def wgrad3x3(x, g):
         raise ValueError("at most 64 output channels (one register tile wide)")
     c4, wp = _ceil(c, 4), _ceil(wd, 4)
     shifted = x.dtype == np.int8
-    xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
-    xp[c:] = 0
+    xp = np.empty((c4, h + 2, wp + 2), np.uint8)
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, True)
     b = np.zeros((h, wp // 4, _ceil(n, 8), 4), np.int8)
     _pack_grad(g, b)
