@@ -306,44 +306,17 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
 
 @njit(cache=True, parallel=True)
 def _pad_x8(x, flip, xp, chw):
-    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] = x ^ flip (HWC) or xp[c, 1 + y, 1 + x]
-    # (CHW, ``chw``); every other byte of xp is written too: the border (and the columns past
-    # W + 1 that round a CHW row up) with ``flip``, the zero shifted like the data, and the
-    # channels past C with 0 (they meet zero weights). One parallel pass, so the caller
-    # allocates xp uninitialised. Rows outer: reads stream, and in CHW a row's writes touch one
-    # cache line per plane.
+    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (HWC) or xp[c, 1 + y, 1 + x]
+    # (CHW, ``chw``); border and extra channels preset by the caller; one pass, no temporary.
+    # Rows outer: reads stream, and in CHW a row's writes touch one cache line per plane.
     h, w, c = x.shape
-    if chw:
-        c4, hp, wp2 = xp.shape
-    else:
-        hp, wp2, c4 = xp.shape
-    for yy in prange(hp):
-        y = yy - 1
-        inside = 0 <= y < h
-        if chw:
-            for ch in range(c4):
-                if ch >= c or not inside:
-                    v = flip if ch < c else np.uint8(0)
-                    for xx in range(wp2):
-                        xp[ch, yy, xx] = v
+    for y in prange(h):
+        for xx in range(w):
+            for ch in range(c):
+                if chw:
+                    xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
                 else:
-                    xp[ch, yy, 0] = flip
-                    for xx in range(w + 1, wp2):
-                        xp[ch, yy, xx] = flip
-            if inside:
-                for xx in range(w):
-                    for ch in range(c):
-                        xp[ch, yy, 1 + xx] = x[y, xx, ch] ^ flip
-        else:
-            for xx in range(wp2):
-                if inside and 0 < xx <= w:
-                    for ch in range(c):
-                        xp[yy, xx, ch] = x[y, xx - 1, ch] ^ flip
-                else:
-                    for ch in range(c):
-                        xp[yy, xx, ch] = flip
-                for ch in range(c, c4):
-                    xp[yy, xx, ch] = 0
+                    xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
 
 
 def _pad_u8(x, c4):
@@ -351,7 +324,8 @@ def _pad_u8(x, c4):
     int8 input is shifted by +128 (sign bit flipped), border included. Returns (xp, shifted)."""
     h, w, c = x.shape
     shifted = x.dtype == np.int8
-    xp = np.empty((h + 2, w + 2, c4), np.uint8)
+    xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
+    xp[:, :, c:] = 0  # extra channels meet zero weights either way
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, False)
     return xp, shifted
 
@@ -490,7 +464,8 @@ def wgrad3x3(x, g):
         raise ValueError("at most 64 output channels (one register tile wide)")
     c4, wp = _ceil(c, 4), _ceil(wd, 4)
     shifted = x.dtype == np.int8
-    xp = np.empty((c4, h + 2, wp + 2), np.uint8)
+    xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
+    xp[c:] = 0
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, True)
     b = np.zeros((h, wp // 4, _ceil(n, 8), 4), np.int8)
     _pack_grad(g, b)

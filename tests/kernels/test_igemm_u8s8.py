@@ -125,29 +125,6 @@ def test_avx2_pair_sums_at_the_saturation_bound():
         np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, w))
 
 
-@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
-@pytest.mark.parametrize("chw", [False, True])
-@pytest.mark.parametrize("shape,c4,wp", [((5, 7, 3), 4, 8), ((4, 8, 64), 64, 8), ((2, 1, 5), 8, 4)])
-def test_padding_writes_every_byte(fill, xdtype, chw, shape, c4, wp):
-    """The kernels allocate padded inputs uninitialised: _pad_x8 must write the border (the
-    zero, shifted like the data), the extra channels (0) and the columns that round a CHW row
-    up to a multiple of 4, whatever the buffer held."""
-    h, w, c = shape
-    x = fill(shape, xdtype, "mixed")
-    flip = np.uint8(128 if xdtype == np.int8 else 0)
-    if chw:
-        ref = np.full((c4, h + 2, wp + 2), flip, np.uint8)
-        ref[:c, 1:h + 1, 1:w + 1] = x.view(np.uint8).transpose(2, 0, 1) ^ flip
-        ref[c:] = 0
-    else:
-        ref = np.full((h + 2, w + 2, c4), flip, np.uint8)
-        ref[1:-1, 1:-1, :c] = x.view(np.uint8) ^ flip
-        ref[:, :, c:] = 0
-    xp = np.full(ref.shape, 0x5A, np.uint8)
-    igemm_u8s8._pad_x8(x.view(np.uint8), flip, xp, chw)
-    np.testing.assert_array_equal(xp, ref)
-
-
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("mode", [0, 1, 2])
 @pytest.mark.parametrize("shape", [(9, 11, 64, 64), (7, 5, 5, 3), (5, 6, 24, 40)])
