@@ -89,8 +89,8 @@ def _avx2_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k
     byte is taken apart as a = (a & 127) + 128 * (a >> 7): the low part's pair sums obey the
     bound above, the high bit's are at most 2 * 128, and ``vpmaddwd`` weighs them by 1 and
     128 into int32 (|sum| <= 4 * 255 * 128, as vpdpbusd's). Accumulation in int32 as VNNI's.
-    8-lane ymm blocks, at most two per pass (16 ymm registers: 4 x 2 accumulators, two B
-    vectors, the broadcasts and constants): a wider tile runs as several passes over K."""
+    ``blocks``: at most two 8-lane ymm blocks (16 ymm registers: 4 x 2 accumulators, two B
+    vectors, the broadcasts and constants); _tile runs a wider tile as several passes over K."""
     v32i8, v16i16 = ir.VectorType(ir.IntType(8), 32), ir.VectorType(ir.IntType(16), 16)
     ub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8] * 2),
                                         "llvm.x86.avx2.pmadd.ub.sw")
@@ -115,9 +115,8 @@ def _avx2_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k
             acc = builder.add(acc, builder.call(wd, [pairs, weight]))
         return acc
 
-    for g in range(0, len(blocks), 2):
-        _emit_loops(builder, rows, blocks[g:g + 2], {8: _V8}, nseg, segs_ptr, a_ptr, b_ptr,
-                    o_ptr, a_off, lda, k4, ldb, o_off, ldo, parts, madd)
+    _emit_loops(builder, rows, blocks, {8: _V8}, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off,
+                lda, k4, ldb, o_off, ldo, parts, madd)
 
 
 def _emit_loops(builder, rows, blocks, vty, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda,
@@ -187,17 +186,18 @@ def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, s
             if ISA == "vnni":
                 _vnni_emit(*loop, _blocks(width))
                 return
-            blocks = [(8 * i, 8) for i in range(width)]  # ymm
-            if ISA == "avxvnni":  # the VEX vpdpbusd: two blocks a pass (16 ymm registers)
-                for g in range(0, width, 2):
-                    _vnni_emit(*loop, blocks[g:g + 2])
-                return
+            # ymm (16 registers): 8-lane blocks, two a pass over K
             flag = builder.icmp_unsigned("!=", split_v, ir.Constant(split_v.type, 0))
-            with builder.if_else(flag) as (whole_bytes, low_bytes):
-                with whole_bytes:
-                    _avx2_emit(*loop, blocks, True)
-                with low_bytes:
-                    _avx2_emit(*loop, blocks, False)
+            for g in range(0, width, 2):
+                pair = [(8 * i, 8) for i in range(g, min(g + 2, width))]
+                if ISA == "avxvnni":  # the VEX vpdpbusd
+                    _vnni_emit(*loop, pair)
+                    continue
+                with builder.if_else(flag) as (whole_bytes, low_bytes):
+                    with whole_bytes:
+                        _avx2_emit(*loop, pair, True)
+                    with low_bytes:
+                        _avx2_emit(*loop, pair, False)
 
         if isinstance(signature.args[11], types.IntegerLiteral):
             emit(signature.args[11].literal_value)
