@@ -12,7 +12,7 @@ import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
 from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
-from intsr.kernels.elementwise import gather_x8, l1_grad_s64, pixels_s64, residual_add_u8s32
+from intsr.kernels.elementwise import l1_grad_s64, pixels_s64, residual_add_u8s32
 from intsr.kernels.requant import (GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate,
                                    requant_s32)
 from intsr.kernels.update import sgd_update_s32
@@ -67,10 +67,40 @@ def _weight_grad(dw, exp, bits, nearest, static_scale=None):
 
 class Cache:
     """What the forward pass keeps for the backward pass: the layer inputs (int8 QTensors, the
-    image as uint8) and the final residual sum (int64 with exponent)."""
+    image as uint8), the final residual sum (int64 with exponent), and the channel orders and
+    forward weights those inputs were computed in (_kept_first)."""
 
-    def __init__(self, acts, out, out_exp):
+    def __init__(self, acts, out, out_exp, order=None, w8=None):
         self.acts, self.out, self.out_exp = acts, out, out_exp
+        self.order, self.w8 = order, w8
+
+
+def _kept_first(kept, c):
+    """The order a pruned layer's output channels are stored in during a training pass: its
+    kept channels first (ascending), then the others; None (as computed) when all or none are
+    kept. The activation gradient's ReLU gate then is the stored activation's first columns,
+    a view, instead of a gather of scattered kept columns on every step. Convolutions sum
+    channels exactly in integers and Eq. 11 takes one maximum per tensor, so the order changes
+    no integer of the step."""
+    if kept.size in (0, c):
+        return None
+    rest = np.ones(c, bool)
+    rest[kept] = False
+    return np.concatenate([kept, np.flatnonzero(rest)])
+
+
+def _reordered(w8, order):
+    """Forward weights in the storage order: layer l's input channels in order[l - 1], its
+    output channels in order[l] (None: as they are)."""
+    out = []
+    for l, wq in enumerate(w8):
+        v = wq.value
+        if l > 0 and order[l - 1] is not None:
+            v = v[:, :, order[l - 1]]
+        if order[l] is not None:
+            v = v[:, :, :, order[l]]
+        out.append(wq if v is wq.value else QTensor(np.ascontiguousarray(v), wq.scale))
+    return out
 
 
 def new_record():
@@ -161,9 +191,13 @@ class IntNet:
         acts = [x] if keep else []
         w8 = self.w8 if w8 is None else w8
         act_bits = self.prec.act if act_bits is None else act_bits
+        self.macs += h * w * sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
+        order = [None] * NUM_LAYERS  # the last layer is never pruned
+        if keep:  # a training pass: its backward gates on the kept channels
+            order[:-1] = [_kept_first(k, wq.shape[3]) for k, wq in zip(self.kept, w8[:-1])]
+            w8 = _reordered(w8, order)
         for l in range(NUM_LAYERS - 1):
             wq = w8[l]
-            self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
             acc, m = conv3x3_x16(_as_unsigned(x.value), wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][l]
@@ -176,7 +210,6 @@ class IntNet:
             if keep:
                 acts.append(x)
         wq = w8[-1]
-        self.macs += h * w * 9 * wq.shape[2] * wq.shape[3]
         acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
         exp = x.exp + wq.exp
         # Residual (image + net) at the finer of the two exponents, exact in int64.
@@ -191,7 +224,7 @@ class IntNet:
             exp = e = -8
         out = np.empty((h * w, 3), np.int64)
         residual_add_u8s32(image.reshape(h * w, 3), acc.reshape(h * w, 3), -8 - e, exp - e, out)
-        return Cache(acts, out, e)
+        return Cache(acts, out, e, order, w8)
 
     def predict(self, image, tile=None):
         """Super-resolve an upsampled (H, W, 3) uint8 image: uint8 output, rounded half up.
@@ -282,6 +315,9 @@ class IntNet:
             x = cache.acts[l]
             dw = wgrad3x3_x16(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
+            if l > 0 and cache.order[l - 1] is not None:  # rows back to the masters' order
+                c = x.shape[2]
+                dw = dw.reshape(9, c, -1)[:, np.argsort(cache.order[l - 1])].reshape(9 * c, -1)
             st = None if self.static is None else self.static["wgrad"][l]
             grads[l] = _weight_grad(dw, x.exp + g.exp, self._master_bits(l), self.nearest, st)
             del dw
@@ -297,16 +333,16 @@ class IntNet:
             kin = self.kept[l - 1]
             if kin.size == 0:
                 break
+            # Stored in kept-first order, the kept channels are the first columns on both
+            # sides of the product, and the ReLU gate is a view.
             act = cache.acts[l].value.reshape(h * w, -1)
-            if kin.size == act.shape[1]:
-                gate = act
-            else:
-                gate = np.empty((h * w, kin.size), act.dtype)
-                gather_x8(act, kin, gate)
-            acc, m = agrad3x3_x16(g.value, self.w8[l].value, kin, kept, GATE_MASK, gate)
+            gate = act[:, :kin.size]
+            wq = cache.w8[l]
+            acc, m = agrad3x3_x16(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
+                                  GATE_MASK, gate)
             self.macs += h * w * 9 * kept.size * kin.size
             st = None if self.static is None else self.static["grad"][l - 1]
-            gq = requantize(acc.reshape(h * w, -1), g.exp + self.w8[l].exp, gate, GATE_MASK,
+            gq = requantize(acc.reshape(h * w, -1), g.exp + wq.exp, gate, GATE_MASK,
                             self.nearest, st, bits=self.prec.grad[l - 1], max_abs=m)
             if record is not None:
                 record["grad"][l - 1].append(gq.scale)

@@ -132,6 +132,37 @@ def test_masked_channels_are_never_updated(shipped_weights, butterfly_pair):
     assert li[-1] < li[0] and lf[-1] < lf[0]
 
 
+def test_channel_order_changes_no_integer(shipped_weights, butterfly_pair):
+    """A training pass stores a pruned layer's kept channels first (model._kept_first), which
+    relies on the step being invariant to the order of hidden channels: the same network with
+    its hidden channels shuffled (weights and masks alike) ends two masked steps with the same
+    losses and, shuffled back, bit-identical masters."""
+    inp, tgt = butterfly_pair
+    rng = np.random.default_rng(11)
+    masks = [rng.random(w.shape[3]) < 0.4 for w in shipped_weights]
+    masks[-1][:] = True
+    perms = [rng.permutation(w.shape[3]) for w in shipped_weights[:-1]]
+    shuffled = []
+    for l, w in enumerate(shipped_weights):
+        if l > 0:
+            w = w[:, :, perms[l - 1]]
+        shuffled.append(w[..., perms[l]] if l < len(perms) else w)
+    shuffled_masks = [m[p] for m, p in zip(masks, perms)] + [masks[-1]]
+    mult, shift = lr_to_fixed(LR, tgt.size)
+    a = IntNet(weights_to_int(shipped_weights), masks)
+    b = IntNet(weights_to_int(shuffled), shuffled_masks)
+    for _ in range(2):
+        assert a.step(inp, tgt, mult, shift) == b.step(inp, tgt, mult, shift)
+    for l, (x, y) in enumerate(zip(a.weights, b.weights)):
+        back = y.value
+        if l > 0:
+            back = back[:, :, np.argsort(perms[l - 1])]
+        if l < len(perms):
+            back = back[..., np.argsort(perms[l])]
+        assert x.scale == y.scale
+        np.testing.assert_array_equal(x.value, back)
+
+
 def test_layerwise_freeze_trains_only_the_back(shipped_weights, butterfly_pair):
     """Table 6's layer-wise baseline is masks with nothing kept in the front layers: those
     layers get no gradient at all and stay bit-identical."""

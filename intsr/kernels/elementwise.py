@@ -1,19 +1,10 @@
-"""Element-wise integer kernels around the network: the kept-channel gather, the residual add,
-the L1 loss gradient and the final conversion to pixels. Each has a NumPy reference below it.
+"""Element-wise integer kernels around the network: the residual add, the L1 loss gradient and
+the final conversion to pixels. Each has a NumPy reference below it.
 """
 import numpy as np
 from numba import njit, prange
 
 from intsr.kernels.fixedpoint import saturate, shift_round
-
-
-@njit(cache=True, parallel=True)
-def gather_x8(x, idx, out):
-    """out[:, j] = x[:, idx[j]] for a (rows, C) 8-bit x: the kept channels, contiguous."""
-    rows = x.shape[0]
-    for r in prange(rows):
-        for j in range(idx.shape[0]):
-            out[r, j] = x[r, idx[j]]
 
 
 @njit(cache=True, parallel=True)

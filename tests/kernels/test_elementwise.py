@@ -1,7 +1,6 @@
 import numpy as np
-import pytest
 
-from intsr.kernels.elementwise import (gather_x8, l1_grad_s64, l1_grad_s64_ref, pixels_s64,
+from intsr.kernels.elementwise import (l1_grad_s64, l1_grad_s64_ref, pixels_s64,
                                        pixels_s64_ref, residual_add_u8s32,
                                        residual_add_u8s32_ref)
 
@@ -38,12 +37,3 @@ def test_residual_headroom_at_the_extremes():
         residual_add_u8s32(inp, acc, sh_i, sh_a, out)
         assert out.tolist()[0] == [(int(a) << sh_i) + (int(b) << sh_a)
                                    for a, b in zip(inp[0], acc[0])]
-
-
-@pytest.mark.parametrize("dt", [np.int8, np.uint8])
-def test_gather_channels_is_fancy_indexing(fill, dt):
-    x = fill((37, 64), dt, "mixed")
-    idx = np.array([0, 3, 4, 17, 63], np.int64)
-    out = np.empty((37, idx.size), dt)
-    gather_x8(x, idx, out)
-    np.testing.assert_array_equal(out, x[:, idx])
