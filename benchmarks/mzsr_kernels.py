@@ -9,7 +9,7 @@ this project's choice (MZSR names the kernel, not its covariance, in its paper).
 
     python benchmarks/mzsr_kernels.py OUT_DIR
 """
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,9 @@ def kernels():
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1])
+    ap = argparse.ArgumentParser(description="Write MZSR's three evaluation kernels as .npy files.")
+    ap.add_argument("out_dir", type=Path)
+    out = ap.parse_args().out_dir
     out.mkdir(parents=True, exist_ok=True)
     for name, k in kernels().items():
         np.save(out / f"{name}.npy", k)
