@@ -33,7 +33,8 @@ def kernels():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Write MZSR's three evaluation kernels as .npy files.")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path)
     out = ap.parse_args().out_dir
     out.mkdir(parents=True, exist_ok=True)
