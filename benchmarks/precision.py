@@ -10,16 +10,16 @@
                step-time budget on the measured single-change times; each allocation's own
                time is measured and the time budget tightened until it fits. Each allocation
                is evaluated the same way: the PSNR-vs-memory curve; the +20 % one under +30 %
-               time is the shipped "mixed".
+               time is the shipped "mixed" (x4; "mixed-x2" for x2: --scale 2 --grid corner).
   profiles     named precisions given as NAME=JSON, evaluated the same way.
-  sr           the SR pass's activation widths (Precision.sr_act) on top of the shipped
-               "mixed" training widths: after the 10 steps, SR with 16-bit activations in
-               layers 1..k for every k (the same trained network for every k), Y-PSNR and the
-               SR time of a 512 px image against k = 0 (alternated, medians); the longest
-               prefix within --time-budget (default 30 %) is the shipped sr_act.
-  adapt        the whole `intsr.adapt` (son, 10 steps, SR pass) per profile on each LR image
-               of the first kernel, profiles alternated call by call, medians of 9: what a
-               user waits for, SR pass included.
+  sr           the SR pass's activation widths (Precision.sr_act) on top of training widths
+               (--sr-base, default the shipped "mixed"): after the 10 steps, SR with 16-bit
+               activations in layers 1..k for every k (the same trained network for every k),
+               Y-PSNR and the SR time of a 512 px image against k = 0 (alternated, medians);
+               the longest prefix within --time-budget (default 30 %) is the shipped sr_act.
+  adapt        the whole `intsr.adapt` (son, 10 steps, SR pass) per profile (--adapt-profiles)
+               on each LR image of the first kernel, profiles alternated call by call, medians
+               of 9: what a user waits for, SR pass included.
 
     python benchmarks/precision.py --data ../shared/data/set5 --kernel K.npy [...] \
         --parts sensitivity --json docs/data/precision_sensitivity.json
@@ -55,7 +55,12 @@ def trained(case, weights, masks, lr, precision, steps):
     return net
 
 
-def set5_psnr(cases, weights, masks, lr, precision, steps):
+def shave(case):
+    """The scale of a case: the pixels Y-PSNR shaves."""
+    return case.hr.shape[0] // case.lr.shape[0]
+
+
+def mean_psnr(cases, weights, masks, lr, precision, steps):
     """Mean Y-PSNR after ``steps`` steps; None precision: the float reference."""
     out = []
     for c in cases:
@@ -68,7 +73,7 @@ def set5_psnr(cases, weights, masks, lr, precision, steps):
         else:
             net = trained(c, weights, masks, lr, precision, steps)
             sr = net.predict(c.up, tile=SR_TILE) / 255.0
-        out.append(psnr_y(sr, c.hr / 255.0, 4))
+        out.append(psnr_y(sr, c.hr / 255.0, shave(c)))
     return float(np.mean(out))
 
 
@@ -95,7 +100,8 @@ def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, 
         net = trained(c, weights, masks, lr, base, steps)
         for k, sr_act in enumerate(widths):
             net.prec = replace(base, sr_act=sr_act)
-            psnr[k].append(psnr_y(net.predict(c.up, tile=SR_TILE) / 255.0, c.hr / 255.0, 4))
+            psnr[k].append(psnr_y(net.predict(c.up, tile=SR_TILE) / 255.0, c.hr / 255.0,
+                                  shave(c)))
     img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     nets = {k: IntNet(weights_to_int(weights), masks, precision=replace(base, sr_act=sr_act))
             for k, sr_act in enumerate(widths)}
@@ -119,6 +125,9 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--kernel", action="append", required=True)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--scale", type=int, default=4, help="the shipped weights of this scale")
+    ap.add_argument("--grid", choices=("centre", "corner"), default="centre",
+                    help="sampling grid of Eq. 1 (docs/grid.md)")
     ap.add_argument("--parts", nargs="+", default=["sensitivity"])
     ap.add_argument("--profile", action="append", default=[],
                     help="NAME=JSON of a precision to evaluate (profiles part)")
@@ -126,18 +135,23 @@ def main():
                     help="extra Eq. 16 memory over int8, in percent (allocate part)")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="extra step work over int8 in percent (cost.step_work), or none")
+    ap.add_argument("--adapt-profiles", nargs="+", default=["int8", "mixed", "small", "int16"],
+                    help="shipped profiles the adapt part times")
+    ap.add_argument("--sr-base", default="mixed",
+                    help="training widths under the sr part: a shipped profile or a JSON precision")
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
-    weights, masks, lr = load_model()
-    images = load_hr(a.data, 4)
-    cases = [c for k in a.kernel for c in make_cases(images, np.load(k), 4)]
+    weights, masks, lr = load_model(scale=a.scale)
+    images = load_hr(a.data, a.scale)
+    cases = [c for k in a.kernel for c in make_cases(images, np.load(k), a.scale, a.grid)]
     out = json.load(open(a.json)) if os.path.exists(a.json) else {}
     out.update(cpu=cpu_name(), threads=os.environ.get("NUMBA_NUM_THREADS", "all"),
-               kernels=[os.path.basename(k) for k in a.kernel], steps=a.steps, lr=lr)
+               scale=a.scale, grid=a.grid, kernels=[os.path.basename(k) for k in a.kernel],
+               steps=a.steps, lr=lr)
 
     def run(name, precision):
         t0 = time.perf_counter()
-        p = set5_psnr(cases, weights, masks, lr, precision, a.steps)
+        p = mean_psnr(cases, weights, masks, lr, precision, a.steps)
         print(f"{name}: {p:.4f} dB ({time.perf_counter() - t0:.0f} s)", flush=True)
         return p
 
@@ -206,8 +220,9 @@ def main():
             out[key].append(row)
             save()
     if "sr" in a.parts:
-        rows, chosen = sr_prefixes(cases, weights, masks, lr,
-                                   replace(shipped_precision("mixed"), sr_act=None), a.steps,
+        base = (Precision.from_dict(json.loads(a.sr_base)) if a.sr_base.startswith("{")
+                else shipped_precision(a.sr_base))
+        rows, chosen = sr_prefixes(cases, weights, masks, lr, replace(base, sr_act=None), a.steps,
                                    30 if a.time_budget is None else a.time_budget)
         for r in rows:
             print(f"SR activations 16-bit in layers 1..{r['layers']}: {r['psnr']:.4f} dB, "
@@ -217,16 +232,17 @@ def main():
         save()
     if "adapt" in a.parts:
         from intsr.online import adapt
-        names = ["int8", "mixed", "small", "int16"]
+        names = a.adapt_profiles
         k = np.load(a.kernel[0])
         rows = []
         for c in cases[:len(images)]:
-            med = alternated_medians({p: (lambda p=p: adapt(c.lr, k, steps=a.steps, precision=p))
+            med = alternated_medians({p: (lambda p=p: adapt(c.lr, k, steps=a.steps, precision=p,
+                                                            scale=a.scale, grid=a.grid))
                                       for p in names}, 9)
             rows.append({"image": c.name, "lr_shape": list(c.lr.shape[:2]),
                          "ms": {p: 1000 * med[p] for p in names}})
             print(c.name, {p: round(1000 * med[p]) for p in names}, flush=True)
-        out["adapt"] = {"rows": rows, "kernel": os.path.basename(a.kernel[0])}
+        out["adapt"] = {"rows": rows, "kernel": os.path.basename(a.kernel[0]), "profiles": names}
         save()
     if "profiles" in a.parts:
         out.setdefault("profiles", {})

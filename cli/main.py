@@ -143,8 +143,9 @@ def _wrote(out, report, quiet):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the forward directions and mest regrowth (integer generator).")
 @click.option("--precision", default=None,
-              help="Bit widths per tensor: a shipped profile, int8 (default, the paper's), "
-                   "mixed, int16 or small (16-bit masters).")
+              help="Bit widths per tensor: a shipped profile, int8 (the paper's), mixed, "
+                   "mixed-x2, int16 or small (16-bit masters). Default: the scale's (int8 at x4, "
+                   "mixed-x2 at x2; `intsr info` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -262,7 +263,9 @@ def info(weights):
 @click.option("--scale", default=4, show_default=True, type=int)
 @click.option("--steps", default=10, show_default=True, type=int)
 @click.option("--config", "configs", multiple=True,
-              help="Configurations to run (repeatable; default: all but int8-blind).")
+              help="Configurations to run (repeatable): bicubic, fp, int8-ours, shipped (what "
+                   "adapt runs at the scale), int8-blind, ... (intsr.evaluate); default: the "
+                   "paper's.")
 @click.option("--prune", type=float, default=None, help="Shipped mask ratio for every config.")
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
               help="Masks .npz to take the --prune ratio from (default: the shipped one).")
@@ -311,8 +314,8 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, laye
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
               help="Masks .npz (keys p{pct}_l{l}); with --prune picks that ratio.")
 @click.option("--precision", default=None,
-              help="A shipped precision profile (int8, mixed, int16, small): per-tensor widths "
-                   "instead of --bits-f / --bits-w.")
+              help="A shipped precision profile (int8, mixed, mixed-x2, int16, small): "
+                   "per-tensor widths instead of --bits-f / --bits-w.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_fail_cleanly
 def cost_cmd(size, bits_f, bits_w, prune, masks_path, precision, as_json):

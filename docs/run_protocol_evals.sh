@@ -24,5 +24,5 @@ python benchmarks/blind_time.py --images $D/set5 --json $O/blind_time.json
 M="--kernel $K/mzsr/g_d_0.2.npy --kernel $K/mzsr/g_d_2.0.npy --kernel $K/mzsr/g_d_ani.npy --grid corner"
 for s in set5 bsd68 urban100; do
   intsr eval $D/$s $M $C --config int8-blind --quiet --json $O/mzsr_x4_$s.json > /dev/null
-  intsr eval $D/$s $M --scale 2 $C --quiet --json $O/mzsr_x2_$s.json > /dev/null
+  intsr eval $D/$s $M --scale 2 $C --config shipped --quiet --json $O/mzsr_x2_$s.json > /dev/null
 done

@@ -6,7 +6,11 @@ adaptation ("Init") and after ``steps`` steps.
 Configurations (``RUNNERS``):
   bicubic            Pillow bicubic of the LR image
   fp                 float32 reference (floatpath.network.FloatNet), same pruned back-prop
-  int8-ours          IntNet, 32-bit masters (Eq. 14-15), dynamic scales: what `intsr adapt` runs
+  int8-ours          IntNet, 32-bit masters (Eq. 14-15), dynamic scales, the paper's widths: what
+                     `intsr adapt --precision int8` runs
+  shipped            int8-ours with the scale's default precision (weights.default_precision):
+                     what `intsr adapt` runs without --precision (at x4 the same as int8-ours,
+                     at x2 the profile mixed-x2)
   int8-ours-static   the same with static scales
   int8-standard      8-bit weights (Eq. 12-13), dynamic scales
   int8-standard-static
@@ -44,7 +48,7 @@ from intsr.model import IntNet, calibrate
 from intsr.online import SR_TILE, estimate_kernel, make_learner, make_training_pair
 from intsr.quant import QTensor
 from intsr.state import State
-from intsr.weights import shipped_precision
+from intsr.weights import default_precision, shipped_precision
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -105,7 +109,8 @@ def run_fp(case, setup):
 
 def _int_runner(mode, static, profile=None, method="backprop"):
     def run(case, setup):
-        # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt`.
+        # The same calls, tiles and rounding as intsr.adapt: int8-ours is `intsr adapt
+        # --precision int8`.
         scales = None
         if static:
             others = [c.pair for c in setup.cases if c is not case] or [case.pair]
@@ -121,6 +126,10 @@ def _int_runner(mode, static, profile=None, method="backprop"):
             learner.step(inp, tgt, mult, shift)
         return sr0 / 255.0, net.predict(case.up, tile=SR_TILE) / 255.0, net.macs
     return run
+
+
+def run_shipped(case, setup):
+    return _int_runner("ours", False, default_precision(setup.scale))(case, setup)
 
 
 def run_blind(case, setup):
@@ -146,7 +155,8 @@ def run_blind(case, setup):
 
 
 RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
-           "int8-ours": _int_runner("ours", False), "int8-ours-static": _int_runner("ours", True),
+           "int8-ours": _int_runner("ours", False), "shipped": run_shipped,
+           "int8-ours-static": _int_runner("ours", True),
            "int8-standard": _int_runner("standard", False),
            "int8-standard-static": _int_runner("standard", True), "int8-blind": run_blind,
            "int8-forward": _int_runner("ours", False, method="forward"),
@@ -154,10 +164,11 @@ RUNNERS = {"bicubic": run_bicubic, "fp": run_fp,
            "int8-mixed": _int_runner("ours", False, "mixed"),
            "int16": _int_runner("ours", False, "int16"),
            "int8-small": _int_runner("ours", False, "small")}
-# the default: the paper's configurations; blind, the other learners and the other precision
-# profiles are asked for
-CONFIGS = tuple(c for c in RUNNERS if c not in ("int8-blind", "int8-forward", "int8-mest",
-                                                "int8-mixed", "int16", "int8-small"))
+# the default: the paper's configurations; the scale's shipped default, blind, the other learners
+# and the other precision profiles are asked for
+CONFIGS = tuple(c for c in RUNNERS if c not in ("shipped", "int8-blind", "int8-forward",
+                                                "int8-mest", "int8-mixed", "int16",
+                                                "int8-small"))
 
 
 def load_hr(folder, scale):

@@ -104,7 +104,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     ``adapt_on``; with ``continual`` it adapts ``steps`` steps on each image in order, keeping
     what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
     state is saved to ``save_state`` if given. ``method``, ``seed``, ``options``: how the
-    steps learn (intsr.online.make_learner); ``precision``: a shipped profile name. Returns a report dict (sizes, seconds,
+    steps learn (intsr.online.make_learner); ``precision``: a shipped profile name (None: the
+    scale's default, weights.default_precision). Returns a report dict (sizes, seconds,
     throughput); ``on_image(i, n, path)`` is called after each image is written."""
     from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
 
@@ -128,13 +129,14 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                                     or Path(save_kernel).is_dir()):
         raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
     kernel = None if blind_mode else read_kernel(kernel_path)
+    precision = precision or wfiles.default_precision(scale, method)
     t_start = time.perf_counter()
     ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid,
                  method=method, seed=seed, options=options, precision=precision)
     t_load = time.perf_counter() - t_start
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "method": method, "seed": seed, "method_options": dict(options or {}),
-              "precision": precision or "int8",
+              "precision": precision,
               "images": [], "kernels": dispatch.PATH}
     if blind_mode:
         kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
@@ -258,6 +260,7 @@ def info_lines(weights_path):
         lines.append(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) "
                      f"{dynamic_scale(layer)}  max|w| {float(np.abs(layer).max()):.4g}")
     for scale in wfiles.shipped_scales():
+        lines.append(f"  x{scale} adapts with precision {wfiles.default_precision(scale)}")
         masks_file = wfiles.WEIGHTS_DIR / wfiles.shipped_config(scale)["masks"]
         for ratio, masks in sorted(wfiles.load_masks(masks_file).items()):
             lines.append(f"  x{scale} masks {ratio:.2f}: kept filters per layer "

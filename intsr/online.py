@@ -22,7 +22,7 @@ from intsr.model import IntNet
 from intsr.state import State, is_state_file, kernel_digest, load_state
 from intsr.precision import Precision
 from intsr.quant import QTensor
-from intsr.weights import load_model, shipped_config, shipped_precision
+from intsr.weights import default_precision, load_model, shipped_config, shipped_precision
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -80,13 +80,16 @@ class Adapter:
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
     ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
     how the steps learn (make_learner); back-propagation unless told. ``precision``: a
-    shipped profile name ("int8", "mixed", "int16", "small"), a precision.Precision, or None
-    (int8: the paper's widths)."""
+    shipped profile name ("int8", "mixed", "mixed-x2", "int16", "small"), a
+    precision.Precision, or None (weights.default_precision: the scale's shipped profile, int8
+    at x4, mixed-x2 at x2)."""
 
     def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
                  grid="centre", method="backprop", seed=0, options=None, precision=None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
+        if precision is None:
+            precision = default_precision(scale, method)
         prec = precision if isinstance(precision, Precision) else shipped_precision(precision)
         if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
             weights = load_state(weights)
@@ -251,8 +254,9 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     intsr.forwardgrad) or "mest" (mutating masks, intsr.mest), with ``options`` for it
     (make_learner); ``seed`` seeds their integer random draws (back-propagation with
     round-to-nearest draws nothing: every step is deterministic). ``precision``: per-tensor
-    bit widths, a shipped profile name or a precision.Precision (None: int8). ``grid``: the sampling grid the image was
-    made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
+    bit widths, a shipped profile name or a precision.Precision (None: the scale's default,
+    as Adapter). ``grid``: the sampling grid the image was made on, "centre" (this project's
+    Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
     (weights, prune and lr then come from it); after the call it holds the adapted state.
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
     per-step losses, per-phase seconds, counted MACs and, if report['trace_memory'] is true,

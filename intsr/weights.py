@@ -183,7 +183,8 @@ def save_masks_npz(path, masks, taus):
 def shipped_config(scale=4):
     """The shipped configuration for ``scale``: the weights to adapt from (``weights``), the
     weights for SR without adaptation (``sr_weights``), the masks file, the kernel estimator
-    of blind mode if any (``estimator``), the learning rate and the default pruning ratio.
+    of blind mode if any (``estimator``), the default precision profile if not int8
+    (``precision``), the learning rate and the default pruning ratio.
     InputError for a scale nothing is shipped for (the weights are trained per scale)."""
     cfg = _config()
     per_scale = cfg.pop("scales")
@@ -208,6 +209,16 @@ def precision_profiles():
     with open(WEIGHTS_DIR / "precision.json") as f:
         table = json.load(f)["profiles"]
     return {name: precision.Precision.from_dict(d) for name, d in table.items()}
+
+
+def default_precision(scale=4, method="backprop"):
+    """The profile name a run uses without an explicit precision: for back-propagation the
+    scale's ``precision`` in weights/default.json (allocated for it on that scale's weights,
+    docs/precision.md), else int8, the paper's widths (forward gradients need 8-bit forward
+    weights; mutating masks were not measured with other widths)."""
+    if method != "backprop":
+        return "int8"
+    return _config()["scales"].get(str(scale), {}).get("precision", "int8")
 
 
 def shipped_precision(name=None):

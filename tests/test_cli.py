@@ -271,13 +271,18 @@ def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
 
 
 def test_precision_profiles_on_adapt_and_cost(tmp_path):
-    """--precision picks a shipped profile on adapt (reported in --json) and cost; an unknown
-    one is one line, exit 1, output untouched."""
+    """--precision picks a shipped profile on adapt (reported in --json, as is the scale's
+    default without it) and cost; an unknown one is one line, exit 1, output untouched."""
     out, rep = tmp_path / "m.png", tmp_path / "m.json"
     res = _run(["adapt", "--example", out, "--steps", "1", "--precision", "mixed", "--json", rep,
                 "--quiet"])
     assert res.exit_code == 0, res.output
     assert json.loads(rep.read_text())["precision"] == "mixed"
+    # without --precision the report names the scale's own (weights/default.json)
+    res = _run(["adapt", "--example", out, "--steps", "1", "--scale", "2", "--json", rep,
+                "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(rep.read_text())["precision"] == "mixed-x2"
     res = _run(["cost", "--precision", "int16", "--json"])
     assert res.exit_code == 0, res.output
     wide, base = json.loads(res.output), json.loads(_run(["cost", "--json"]).output)
