@@ -87,7 +87,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 PORTABLE = ["gemm_x8s8.gemm_x8s8", "im2col.im2col_3x3", "gemm_x8s8._wgrad_chunks"]
-TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"]
+TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8",
+        "igemm_u8s8._pack_w", "igemm_u8s8._pack_grad"]
 
 
 @pytest.mark.parametrize("path", [
@@ -114,6 +115,7 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
     # The check means something only if it saw the kernels of one step.
     for k in (PORTABLE if path == "portable" else TILE) + [
             "requant.requant_s32", "requant.max_abs_s32", "elementwise.l1_grad_s64",
+            "dispatch._agrad_weights",
             "elementwise.pixels_s64", "update.sgd_update_s32",
             "resample._degrade_u8", "resample._resample_rows_u8"]:
         assert "intsr.kernels." + k in data["found"], k

@@ -242,14 +242,24 @@ def _ceil(n, m):
     return -(-n // m) * m
 
 
-def pack_b(w):
-    """(K, N) int8 -> (K/4, Np, 4) int8 with K a multiple of 4 and Np = N rounded up to 8
-    (zero columns): the B operand as ``vpdpbusd`` reads it."""
-    k, n = w.shape
-    npad = _ceil(n, 8)
-    b = np.zeros((k // 4, npad, 4), np.int8)
-    b[:, :n] = w.reshape(k // 4, 4, n).transpose(0, 2, 1)
-    return b
+@njit(cache=True)
+def _pack_w(w, c4, b, wsum):
+    # w (3, 3, C, N) int8 -> the B operand as ``vpdpbusd`` reads it, b (9*C4/4, Np, 4) with Np =
+    # N rounded up to 8: b[k // 4, j, k % 4] = w[tap, c, j] for reduction index k = tap*C4 + c,
+    # zero for c >= C and j >= N; and wsum[j] = 128 * the column's sum, the sign shift's
+    # correction (|wsum| <= 128 * 576 * 128 < 2**24). One pass, every byte of b written.
+    cin, n = w.shape[2], w.shape[3]
+    npad = b.shape[1]
+    for j in range(npad):
+        wsum[j] = 0
+    for tap in range(9):
+        dy, dx = tap // 3, tap % 3
+        for c in range(c4):
+            k = tap * c4 + c
+            for j in range(npad):
+                v = w[dy, dx, c, j] if c < cin and j < n else np.int8(0)
+                b[k >> 2, j, k & 3] = v
+                wsum[j] += 128 * np.int64(v)
 
 
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
@@ -306,17 +316,44 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
 
 @njit(cache=True, parallel=True)
 def _pad_x8(x, flip, xp, chw):
-    # x (H, W, C) viewed as uint8 -> xp[1 + y, 1 + x, c] ^ flip (HWC) or xp[c, 1 + y, 1 + x]
-    # (CHW, ``chw``); border and extra channels preset by the caller; one pass, no temporary.
+    # x (H, W, C) viewed as uint8 -> xp (H+2, W2, C4) (HWC) or (C4, H+2, W2) (CHW, ``chw``),
+    # W2 >= W + 2: xp[1 + y, 1 + x, c] = x[y, x, c] ^ flip, the border ``flip`` (a zero after
+    # the sign shift), channels C..C4 zero. Every byte of xp is written here, in parallel, so
+    # the caller allocates it uninitialised (no serial memset of the whole buffer first).
     # Rows outer: reads stream, and in CHW a row's writes touch one cache line per plane.
     h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                if chw:
-                    xp[ch, 1 + y, 1 + xx] = x[y, xx, ch] ^ flip
-                else:
-                    xp[1 + y, 1 + xx, ch] = x[y, xx, ch] ^ flip
+    hp = h + 2
+    if chw:
+        c4, w2 = xp.shape[0], xp.shape[2]
+    else:
+        w2, c4 = xp.shape[1], xp.shape[2]
+    for i in prange(hp):
+        py = np.int64(i)  # prange's index may be unsigned: compared with a signed int, Numba
+        # would go through float64
+        for ch in range(c4):
+            edge = flip if ch < c else np.uint8(0)
+            if py == 0 or py == hp - 1 or ch >= c:
+                for px in range(w2):
+                    if chw:
+                        xp[ch, py, px] = edge
+                    else:
+                        xp[py, px, ch] = edge
+            elif chw:  # an inner row: its two borders (and W2's extra columns)
+                xp[ch, py, 0] = edge
+                for px in range(w + 1, w2):
+                    xp[ch, py, px] = edge
+            else:
+                xp[py, 0, ch] = edge
+                for px in range(w + 1, w2):
+                    xp[py, px, ch] = edge
+        if 0 < py < hp - 1:
+            y = py - 1
+            for xx in range(w):
+                for ch in range(c):
+                    if chw:
+                        xp[ch, py, 1 + xx] = x[y, xx, ch] ^ flip
+                    else:
+                        xp[py, 1 + xx, ch] = x[y, xx, ch] ^ flip
 
 
 def _pad_u8(x, c4):
@@ -324,8 +361,7 @@ def _pad_u8(x, c4):
     int8 input is shifted by +128 (sign bit flipped), border included. Returns (xp, shifted)."""
     h, w, c = x.shape
     shifted = x.dtype == np.int8
-    xp = np.full((h + 2, w + 2, c4), 128 if shifted else 0, np.uint8)
-    xp[:, :, c:] = 0  # extra channels meet zero weights either way
+    xp = np.empty((h + 2, w + 2, c4), np.uint8)
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, False)
     return xp, shifted
 
@@ -341,12 +377,12 @@ _NO_GATE = np.zeros((1, 1), np.uint8)
 
 
 def _packed(w, c4):
-    """(3, 3, C_in, N) int8 -> the B operand of the tile (C_in padded to c4) and its column
-    sums times 128 (the sign-shift correction)."""
-    n = w.shape[3]
-    wk = np.zeros((3, 3, c4, n), np.int8)
-    wk[:, :, :w.shape[2]] = w
-    return pack_b(wk.reshape(9 * c4, n)), 128 * w.reshape(-1, n).astype(np.int32).sum(axis=0)
+    """(3, 3, C_in, N) int8 -> the B operand of the tile (C_in padded to c4, _pack_w) and its
+    column sums times 128 (the sign-shift correction), int64."""
+    b = np.empty((9 * c4 // 4, _ceil(w.shape[3], 8), 4), np.int8)
+    wsum = np.empty(b.shape[1], np.int64)
+    _pack_w(w, c4, b, wsum)
+    return b, wsum[:w.shape[3]]
 
 
 def _tap_segments(wd, c4):
@@ -368,7 +404,7 @@ def conv3x3(x, w, mode=-1, gate=None):
     xp, shifted = _pad_u8(x, c4)
     b, wsum = _packed(w, c4)
     segs = _tap_segments(wd, c4)
-    corr = wsum if shifted else np.zeros(n, np.int32)
+    corr = wsum if shifted else np.zeros(n, np.int64)
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
@@ -416,7 +452,7 @@ def conv3x3_x16(x, w, mode=-1, gate=None):
     (hp, hs), (lp, _) = _pad_u8(hi, c4), _pad_u8(lo, c4)
     b, wsum = _packed(w, c4)
     segs = _tap_segments(wd, c4)
-    zero = np.zeros(n, np.int32)
+    zero = np.zeros(n, np.int64)
     out = np.empty((h, wd, n), np.int64)
     rowmax = np.zeros(h, np.int64)
     _conv_rows_x16(hp.reshape(-1), lp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1),
@@ -446,12 +482,19 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
 
 @njit(cache=True, parallel=True)
 def _pack_grad(g, b):
-    # g (H, W, N) int8 -> b[y, x // 4, n, x % 4] (b zeroed beforehand for padding).
+    # g (H, W, N) int8 -> b (H, Wp/4, Np, 4): b[y, x // 4, n, x % 4] = g[y, x, n], zero for
+    # x >= W and n >= N; every byte written (b is allocated uninitialised).
     h, w, n = g.shape
+    wp, npad = 4 * b.shape[1], b.shape[2]
     for y in prange(h):
         for xx in range(w):
             for j in range(n):
                 b[y, xx >> 2, j, xx & 3] = g[y, xx, j]
+            for j in range(n, npad):
+                b[y, xx >> 2, j, xx & 3] = 0
+        for xx in range(w, wp):
+            for j in range(npad):
+                b[y, xx >> 2, j, xx & 3] = 0
 
 
 def wgrad3x3(x, g):
@@ -464,10 +507,9 @@ def wgrad3x3(x, g):
         raise ValueError("at most 64 output channels (one register tile wide)")
     c4, wp = _ceil(c, 4), _ceil(wd, 4)
     shifted = x.dtype == np.int8
-    xp = np.full((c4, h + 2, wp + 2), 128 if shifted else 0, np.uint8)
-    xp[c:] = 0
+    xp = np.empty((c4, h + 2, wp + 2), np.uint8)
     _pad_x8(x.view(np.uint8), np.uint8(128 if shifted else 0), xp, True)
-    b = np.zeros((h, wp // 4, _ceil(n, 8), 4), np.int8)
+    b = np.empty((h, wp // 4, _ceil(n, 8), 4), np.int8)
     _pack_grad(g, b)
     rows = max(1, WGRAD_CHUNK // wp)
     nchunks = -(-h // rows)

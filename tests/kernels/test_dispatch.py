@@ -57,6 +57,22 @@ def test_agrad_is_transposed_correlation(fill, kind):
                                   conv3x3_ref(g, agrad_weights(w, kin, kout)))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_agrad_weights_gather_flip_transpose(fill, dtype):
+    """agrad_weights (one Numba pass) against NumPy's gathers, flip and transpose, for random
+    kept sets, the kept-first prefixes the model passes, and none kept."""
+    w = fill((3, 3, 12, 16), dtype, "mixed")
+    rng = np.random.default_rng(7)
+    sets = [(np.sort(rng.choice(12, k, replace=False)), np.sort(rng.choice(16, m, replace=False)))
+            for k, m in ((1, 16), (12, 1), (5, 9))] + [(np.arange(4), np.arange(7)),
+                                                      (np.arange(0), np.arange(3))]
+    for kin, kout in sets:
+        want = np.ascontiguousarray(w[:, :, kin][:, :, :, kout][::-1, ::-1].transpose(0, 1, 3, 2))
+        got = agrad_weights(w, kin, kout)
+        assert got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("portable", [False, True])
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_conv_with_maximum_on_every_path(fill, mode, portable, monkeypatch):

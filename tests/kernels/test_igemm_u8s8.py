@@ -56,6 +56,42 @@ def test_wgrad3x3_bit_exact(fill, kind, xdtype, shape):
     np.testing.assert_array_equal(got, wgrad_x8s8_ref(im2col(x), g.reshape(-1, n)))
 
 
+GARBAGE = 0x5A  # the buffers below start as this, not zero: the kernels must write every byte
+
+
+@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_operand_packing_writes_every_byte(fill, xdtype, shape):
+    """_pad_x8 (both layouts), _pack_grad and _pack_w fill buffers allocated uninitialised:
+    against plain NumPy forms built from zeros, on buffers that start as garbage."""
+    h, w, c, n = shape
+    x = fill((h, w, c), xdtype, "mixed")
+    c4, wp = -(-c // 4) * 4, -(-w // 4) * 4
+    flip = 128 if xdtype == np.int8 else 0
+    ref = np.full((h + 2, wp + 2, c4), flip, np.uint8)
+    ref[:, :, c:] = 0
+    ref[1:-1, 1:w + 1, :c] = x.view(np.uint8) ^ np.uint8(flip)
+    for chw, want in ((False, ref[:, :w + 2]), (True, ref.transpose(2, 0, 1))):
+        got = np.full(want.shape, GARBAGE, np.uint8)
+        igemm_u8s8._pad_x8(x.view(np.uint8), np.uint8(flip), got, chw)
+        np.testing.assert_array_equal(got, want)
+    g = fill((h, w, n), np.int8, "mixed")
+    npad = -(-n // 8) * 8
+    gp = np.zeros((h, wp, npad), np.int8)
+    gp[:, :w, :n] = g
+    got = np.full((h, wp // 4, npad, 4), GARBAGE, np.int8)
+    igemm_u8s8._pack_grad(g, got)
+    np.testing.assert_array_equal(got, gp.reshape(h, wp // 4, 4, npad).transpose(0, 1, 3, 2))
+    wt = fill((3, 3, c, n), np.int8, "mixed")
+    wk = np.zeros((3, 3, c4, npad), np.int8)
+    wk[:, :, :c, :n] = wt
+    got, wsum = np.full((9 * c4 // 4, npad, 4), GARBAGE, np.int8), np.full(npad, 7, np.int64)
+    igemm_u8s8._pack_w(wt, c4, got, wsum)
+    np.testing.assert_array_equal(got, wk.reshape(9 * c4 // 4, 4, npad).transpose(0, 2, 1))
+    np.testing.assert_array_equal(wsum[:n], 128 * wt.reshape(-1, n).astype(np.int64).sum(0))
+    assert not wsum[n:].any()
+
+
 @pytest.mark.parametrize("xdtype,val", [(np.int8, -128), (np.uint8, 255)])
 def test_wgrad3x3_chunks_past_int32(xdtype, val):
     """More pixels than one int32 accumulator holds at the extremes (400 x 400 products of
