@@ -692,6 +692,34 @@ def section_precision(out, plt):
                        "PSNR vs Eq. 16 memory per allocation")
 
 
+def section_precision_x2(out):
+    d = load("precision_x2.json")
+    if d is None:
+        return
+    alloc = d["allocations_timed"][-1]
+    out += ["### x2: `mixed-x2`, the x2 default (docs/precision.md, \"x2\")", "",
+            "The same procedure on the x2 weights (`--scale 2 --grid corner`, command in "
+            "weights/precision.json `made_by`), on the x2 validation set of training crops "
+            f"(weights/README.md) under MZSR's three kernels; CPU: {d['cpu']}. Float "
+            f"{d['fp']:.3f} dB, int8 {d['int8']:.3f}. Single changes worth more than 0.005 dB:",
+            "", "| tensor | layer | bits | validation Y-PSNR | vs int8 dB |", "|---|---|---|---|---|"]
+    for r in d["sensitivity"]:
+        if r["psnr"] - d["int8"] > 0.005:
+            out.append(f"| {r['family']} | {r['layer'] + 1} | {r['bits']} | {r['psnr']:.3f} | "
+                       f"{r['psnr'] - d['int8']:+.3f} |")
+    out += ["", f"Allocation at +{alloc['budget_pct']:g} % Eq. 16 memory and "
+            f"+{alloc['time_budget_pct']:g} % step time: {alloc['precision']} "
+            f"({alloc['extra_pct']:+.1f} % memory, step time {alloc['time_pct']:+.1f} %), "
+            f"{alloc['psnr']:.4f} dB. SR-pass prefixes on top of it:", "",
+            "| 16-bit SR activations | validation Y-PSNR | SR time |", "|---|---|---|"]
+    for r in d["sr"]["rows"]:
+        lay = f"layers 1-{r['layers']}" if r["layers"] else "as trained"
+        out.append(f"| {lay} | {r['psnr']:.4f} | x{r['time_ratio']:.3f} |")
+    out += ["", f"Shipped `sr_act`: {d['sr']['chosen']['sr_act']} "
+            f"({d['sr']['chosen']['psnr']:.4f} dB). Set5 x2 on MZSR's protocol: the table "
+            "\"MZSR's protocol\" above (column *intsr (told)*).", ""]
+
+
 def main():
     try:
         import matplotlib
@@ -716,6 +744,7 @@ def main():
     section_mzsr(out)
     section_learners(out, plt)
     section_precision(out, plt)
+    section_precision_x2(out)
     (DOCS / "results.md").write_text("\n".join(out) + "\n")
     print(f"wrote {DOCS / 'results.md'}" + ("" if plt else " (no plots: matplotlib missing)"))
 
