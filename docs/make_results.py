@@ -554,6 +554,15 @@ def section_learners(out, plt):
                             "PSNR vs step memory per method")[0]]
 
 
+def sr_prefix_rows(rows):
+    """Table rows of precision.py's sr part: 16-bit SR activations in layers 1..k."""
+    out = []
+    for r in rows:
+        lay = f"layers 1-{r['layers']}" if r["layers"] else "as trained"
+        out.append(f"| {lay} | {r['psnr']:.4f} | x{r['time_ratio']:.3f} |")
+    return out
+
+
 def section_precision(out, plt):
     from intsr.precision import INT8, Precision
     from intsr.weights import precision_profiles
@@ -637,9 +646,7 @@ def section_precision(out, plt):
                 f"CPU: {sr['cpu']}). Float: 29.852 dB on these kernels "
                 "(the table below).", "",
                 "| SR activations 16-bit | Set5 Y-PSNR | SR time |", "|---|---|---|"]
-        for r in sr["sr"]["rows"]:
-            lay = f"layers 1-{r['layers']}" if r["layers"] else "as trained"
-            out.append(f"| {lay} | {r['psnr']:.4f} | x{r['time_ratio']:.3f} |")
+        out += sr_prefix_rows(sr["sr"]["rows"])
         out += ["", f"Shipped in `mixed`: the longest prefix within +30 % SR time, layers 1-"
                 f"{sr['sr']['chosen']['layers']} (`sr_act` "
                 f"{sr['sr']['chosen']['sr_act']}); all seven layers would add "
@@ -712,9 +719,7 @@ def section_precision_x2(out):
             f"({alloc['extra_pct']:+.1f} % memory, step time {alloc['time_pct']:+.1f} %), "
             f"{alloc['psnr']:.4f} dB. SR-pass prefixes on top of it:", "",
             "| 16-bit SR activations | validation Y-PSNR | SR time |", "|---|---|---|"]
-    for r in d["sr"]["rows"]:
-        lay = f"layers 1-{r['layers']}" if r["layers"] else "as trained"
-        out.append(f"| {lay} | {r['psnr']:.4f} | x{r['time_ratio']:.3f} |")
+    out += sr_prefix_rows(d["sr"]["rows"])
     out += ["", f"Shipped `sr_act`: {d['sr']['chosen']['sr_act']} "
             f"({d['sr']['chosen']['psnr']:.4f} dB). Set5 x2 on MZSR's protocol: the table "
             "\"MZSR's protocol\" above (column *intsr (told)*).", ""]
