@@ -155,9 +155,10 @@ def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, c
 
 @pytest.mark.parametrize("cpu", ["haswell", "alderlake"])
 def test_the_ymm_tiles_are_bit_exact_at_every_extreme(tmp_path, cpu):
-    """tests/kernels/test_igemm_u8s8.py again, compiled for an AVX2-only CPU (haswell) and an
-    AVX-VNNI one without AVX-512 (alderlake): on an AVX-512 VNNI machine this is where those
-    tiles meet the extremes (and their instructions are checked)."""
+    """tests/kernels/test_igemm_u8s8.py (and the byte transpose its padding calls) again,
+    compiled for an AVX2-only CPU (haswell) and an AVX-VNNI one without AVX-512 (alderlake): on
+    an AVX-512 VNNI machine this is where those tiles meet the extremes (and their
+    instructions are checked)."""
     if not host_runs(cpu):
         pytest.skip(f"this CPU cannot run code built for {cpu}")
     import os
@@ -168,7 +169,8 @@ def test_the_ymm_tiles_are_bit_exact_at_every_extreme(tmp_path, cpu):
                NUMBA_CPU_FEATURES="")
     env.pop("INTSR_NO_VNNI", None)
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          os.path.join(here, "test_igemm_u8s8.py")], env=env, cwd=here,
+                          os.path.join(here, "test_igemm_u8s8.py"),
+                          os.path.join(here, "test_transpose_u8.py")], env=env, cwd=here,
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:]
     assert " passed" in res.stdout and "skipped" not in res.stdout

@@ -16,9 +16,10 @@ from intsr.kernels.im2col import im2col
 pytestmark = pytest.mark.skipif(PATH == "portable", reason="target without AVX2 or VNNI")
 
 # (H, W, C_in, C_out): the net's layers, widths that are not a multiple of the 4-pixel tile,
-# channel counts that are not multiples of 4 (padding) or 16 (partial register blocks).
+# channel counts that are not multiples of 4 (padding) or 16 (partial register blocks), and
+# widths and channels past 16 with tails (the weight gradient's 16 x 16 transpose blocks).
 SHAPES = [(9, 11, 64, 64), (5, 8, 3, 64), (7, 5, 5, 3), (6, 13, 64, 3), (5, 6, 24, 40),
-          (1, 1, 8, 16), (3, 2, 1, 1)]
+          (1, 1, 8, 16), (3, 2, 1, 1), (3, 37, 40, 24)]
 
 
 def _input(fill, shape, xdtype, kind):
