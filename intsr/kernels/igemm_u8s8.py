@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.isa import TILE as ISA
-from intsr.kernels.transpose_u8 import transpose16_u8
+from intsr.kernels.transpose_u8 import transpose4x16_u8, transpose16_u8
 
 MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
 # Narrow products (a pruned layer's kept channels, N <= 32: at most two zmm blocks) would load
@@ -517,16 +517,22 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
 @njit(cache=True, parallel=True)
 def _pack_grad(g, b):
     # g (H, W, N) int8 -> b (H, Wp/4, Np, 4): b[y, x // 4, n, x % 4] = g[y, x, n], zero for
-    # x >= W and n >= N; every byte written (b is allocated uninitialised).
+    # x >= W and n >= N; every byte written (b is allocated uninitialised). Full groups of
+    # 4 pixels x 16 channels move in registers (transpose4x16_u8), the rest byte by byte.
     h, w, n = g.shape
-    wp, npad = 4 * b.shape[1], b.shape[2]
+    quads, npad = b.shape[1], b.shape[2]
+    wq, nb = w - w % 4, n - n % 16
     for y in prange(h):
+        for q in range(wq // 4):
+            for j0 in range(0, nb, 16):
+                transpose4x16_u8(g, (y * w + 4 * q) * n + j0, n, b,
+                                 ((y * quads + q) * npad + j0) * 4)
         for xx in range(w):
-            for j in range(n):
+            for j in range(nb if xx < wq else 0, n):
                 b[y, xx >> 2, j, xx & 3] = g[y, xx, j]
             for j in range(n, npad):
                 b[y, xx >> 2, j, xx & 3] = 0
-        for xx in range(w, wp):
+        for xx in range(w, 4 * quads):
             for j in range(npad):
                 b[y, xx >> 2, j, xx & 3] = 0
 
@@ -544,7 +550,7 @@ def wgrad3x3(x, g):
     xp = np.empty((c4, h + 2, wp + 2), np.uint8)
     _pad_x8(np.ascontiguousarray(x).view(np.uint8), np.uint8(128 if shifted else 0), xp, True)
     b = np.empty((h, wp // 4, _ceil(n, 8), 4), np.int8)
-    _pack_grad(g, b)
+    _pack_grad(np.ascontiguousarray(g), b)
     rows = max(1, WGRAD_CHUNK // wp)
     nchunks = -(-h // rows)
     segs = np.arange(h, dtype=np.int64) * (wp + 2)
