@@ -266,20 +266,6 @@ def _pack_w(w, c4, b, wsum):
 
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
 # through float64 arithmetic, and no float may appear in the online path.
-@njit(cache=True)
-def _flat_max(row, mode):
-    # max(v, 0) over a contiguous block (mode 1), else max |v|: one flat loop, vectorized.
-    o = row.ravel()
-    m = np.int64(0)
-    if mode == 1:
-        for k in range(o.size):
-            m = max(m, np.int64(o[k]))
-    else:
-        for k in range(o.size):
-            m = max(m, abs(np.int64(o[k])))
-    return m
-
-
 @njit(cache=True, inline="always")
 def _row_max(out, y, gate, mode, width, n):
     # Eq. 11's maximum of output row y while it is in cache: max(acc, 0) for the forward ReLU
@@ -301,6 +287,21 @@ def _row_max(out, y, gate, mode, width, n):
     m = np.int64(0)
     for j in range(n):
         m = max(m, best[j])
+    return m
+
+
+@njit(cache=True)
+def _flat_max(row, mode):
+    # max(v, 0) over a C-contiguous block (mode 1), else max |v|: one flat loop, vectorized.
+    # ravel of a C-contiguous array is a view with no size check (unlike reshape, above).
+    o = row.ravel()
+    m = np.int64(0)
+    if mode == 1:
+        for k in range(o.size):
+            m = max(m, np.int64(o[k]))
+    else:
+        for k in range(o.size):
+            m = max(m, abs(np.int64(o[k])))
     return m
 
 

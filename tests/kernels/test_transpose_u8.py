@@ -37,8 +37,8 @@ def test_transpose16_moves_one_block_exactly(s_stride, d_stride, s_off, d_off, f
 
 
 def test_transpose16_of_a_3d_activation_block():
-    """The way _pad_x8 calls it: a (H, W, C) activation into (C, H+2, W+2) planes, with the
-    extremes 0 and 255 in every row and column of the block."""
+    """The way _pad_x8 calls it: a (H, W, C) activation into (C, H+2, W+2) planes, values drawn
+    from 0, 1, 127, 128 and 255."""
     rng = np.random.default_rng(0)
     x = rng.choice(np.array([0, 1, 127, 128, 255], np.uint8), (3, 20, 32))
     xp = np.full((32, 5, 22), GARBAGE, np.uint8)
