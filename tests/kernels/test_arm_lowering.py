@@ -1,6 +1,9 @@
 """What can be checked on this x86 machine about an ARM port of the VNNI tile
 (docs/performance.md, "ARM"): the LLVM that Numba uses lowers the dot-product instructions the
-tile would call for an aarch64 target. Nothing here runs ARM code."""
+tile would call, and the byte interleaves of the operand transposes, for an aarch64 target.
+Nothing here runs ARM code."""
+import re
+
 import llvmlite.binding as llvm
 import pytest
 
@@ -28,3 +31,29 @@ def test_llvm_lowers_the_arm_dot_products(op, features):
     module.verify()
     asm = tm.emit_assembly(module)
     assert f"{op}\tv0.4s, v1.16b, v2.16b" in asm
+
+
+def test_llvm_lowers_the_byte_interleaves_of_the_transposes_to_zip():
+    """kernels/transpose_u8.py's shuffles (byte interleaves, then byte-pair interleaves) become
+    Arm's zip1 / zip2 on 16-byte vectors: the transposes need nothing target-specific. (The
+    results are combined by xor so that LLVM cannot fold them into interleaving stores.)"""
+    from llvmlite import ir
+    from intsr.kernels.transpose_u8 import _BYTES, _PAIRS, _V16, _V8W
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    module = ir.Module()
+    module.triple = "aarch64-unknown-linux-gnu"
+    fn = ir.Function(module, ir.FunctionType(_V16, [_V16, _V16]), "interleave")
+    b = ir.IRBuilder(fn.append_basic_block())
+    x, y = fn.args
+    t = b.bitcast(b.xor(*[b.shuffle_vector(x, y, m) for m in _BYTES]), _V8W)
+    u = b.xor(*[b.shuffle_vector(t, b.bitcast(y, _V8W), m) for m in _PAIRS])
+    b.ret(b.bitcast(u, _V16))
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    tm = llvm.Target.from_triple(module.triple).create_target_machine(cpu="generic",
+                                                                      features="+neon")
+    asm = tm.emit_assembly(parsed)
+    for op, lanes in (("zip1", "16b"), ("zip2", "16b"), ("zip1", "8h"), ("zip2", "8h")):
+        assert re.search(rf"{op}\tv\d+\.{lanes}, v\d+\.{lanes}, v\d+\.{lanes}", asm), asm
+    assert "tbl" not in asm  # no table lookup: each shuffle is one instruction
