@@ -20,8 +20,8 @@ from numba import types
 from numba.extending import intrinsic
 
 _I32, _I64, _I8, _I16 = ir.IntType(32), ir.IntType(64), ir.IntType(8), ir.IntType(16)
-_V16 = ir.VectorType(_I8, 16)
-_V8W = ir.VectorType(_I16, 8)
+_V16B = ir.VectorType(_I8, 16)  # 16 bytes; as 8 x i16 for the pair interleave
+_V8H = ir.VectorType(_I16, 8)
 
 
 def _interleave(lanes):
@@ -52,7 +52,7 @@ def _codegen_parts(context, builder, signature, args):
 
 def _row(builder, base, off, stride, i):
     p = builder.gep(base, [builder.add(off, builder.mul(stride, ir.Constant(_I64, i)))])
-    return builder.bitcast(p, _V16.as_pointer())
+    return builder.bitcast(p, _V16B.as_pointer())
 
 
 @intrinsic
@@ -66,9 +66,9 @@ def transpose16_u8(typingctx, src, s_off, s_stride, dst, d_off, d_stride, flip):
     def codegen(context, builder, signature, args):
         (sp, dp), (s_off_v, s_stride_v, d_off_v, d_stride_v, flip_v) = _codegen_parts(
             context, builder, signature, args)
-        fv = builder.insert_element(ir.Constant(_V16, ir.Undefined), builder.trunc(flip_v, _I8),
+        fv = builder.insert_element(ir.Constant(_V16B, ir.Undefined), builder.trunc(flip_v, _I8),
                                     ir.Constant(_I32, 0))
-        fv = builder.shuffle_vector(fv, ir.Constant(_V16, ir.Undefined),
+        fv = builder.shuffle_vector(fv, ir.Constant(_V16B, ir.Undefined),
                                     ir.Constant(ir.VectorType(_I32, 16), None))
         rows = [builder.xor(builder.load(_row(builder, sp, s_off_v, s_stride_v, i), align=1), fv)
                 for i in range(16)]
@@ -95,12 +95,12 @@ def transpose4x16_u8(typingctx, src, s_off, s_stride, dst, d_off):
                                                                   args)
         r = [builder.load(_row(builder, sp, s_off_v, s_stride_v, i), align=1) for i in range(4)]
         # bytes: rows 0 and 1 -> (r0[j], r1[j]) pairs, rows 2 and 3 likewise
-        p01 = [builder.bitcast(builder.shuffle_vector(r[0], r[1], m), _V8W) for m in _BYTES]
-        p23 = [builder.bitcast(builder.shuffle_vector(r[2], r[3], m), _V8W) for m in _BYTES]
+        p01 = [builder.bitcast(builder.shuffle_vector(r[0], r[1], m), _V8H) for m in _BYTES]
+        p23 = [builder.bitcast(builder.shuffle_vector(r[2], r[3], m), _V8H) for m in _BYTES]
         # pairs: (r0[j], r1[j]) next to (r2[j], r3[j]), columns 0-3, 4-7, 8-11, 12-15
         out = [builder.shuffle_vector(p01[h], p23[h], m) for h in (0, 1) for m in _PAIRS]
         for k, v in enumerate(out):
-            builder.store(builder.bitcast(v, _V16), _row(builder, dp, d_off_v,
+            builder.store(builder.bitcast(v, _V16B), _row(builder, dp, d_off_v,
                                                          ir.Constant(_I64, 16), k), align=1)
         return context.get_dummy_value()
 

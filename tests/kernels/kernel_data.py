@@ -17,3 +17,4 @@ def _fill(rng, shape, dtype, kind):
 
 
 EXTREMES = ["random", "min", "max", "mixed"]
+GARBAGE = 0x5A  # what output buffers start as in tests of kernels that must write every byte

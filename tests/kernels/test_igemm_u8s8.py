@@ -7,7 +7,7 @@ CPU and for an AVX-VNNI one without AVX-512, so an AVX-512 VNNI machine checks e
 import numpy as np
 import pytest
 
-from kernel_data import EXTREMES
+from kernel_data import EXTREMES, GARBAGE
 from intsr.kernels import igemm_u8s8
 from intsr.kernels.dispatch import PATH, conv3x3_ref
 from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
@@ -57,7 +57,6 @@ def test_wgrad3x3_bit_exact(fill, kind, xdtype, shape):
     np.testing.assert_array_equal(got, wgrad_x8s8_ref(im2col(x), g.reshape(-1, n)))
 
 
-GARBAGE = 0x5A  # the buffers below start as this, not zero: the kernels must write every byte
 
 
 @pytest.mark.parametrize("xdtype", [np.int8, np.uint8])

@@ -5,10 +5,9 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from numba import njit
 
+from kernel_data import GARBAGE
 from intsr.kernels.transpose_u8 import (transpose4x16_u8, transpose4x16_u8_ref, transpose16_u8,
                                        transpose16_u8_ref)
-
-GARBAGE = 0x5A
 
 
 @njit(cache=True)
