@@ -1,5 +1,5 @@
 """Blind mode on held-out training images: what the estimator was chosen and checked on,
-never a test image. Images: every 10th image of the training folders (training/estimator.py's
+never a test image. Images: every 10th image of the training folders (training/data.py's
 HOLDOUT, never trained on), central crop of at most 256 x 256 HR pixels; kernels: seeded
 ``random_gaussian`` draws (sigma 1.0-2.8, half anisotropic), x4, centre grid. For each case:
 bicubic, told (10 integer steps on the true kernel) and blind (the same on the estimate), Y-PSNR,
@@ -24,8 +24,7 @@ from intsr.floatpath.gaussian import gaussian, log_cov_of, random_gaussian  # no
 from intsr.floatpath.metrics import psnr_y  # noqa: E402
 from intsr.kernels.resample import bicubic_upsample_u8  # noqa: E402
 from intsr.online import Adapter, estimate_kernel  # noqa: E402
-from training.data import load_images  # noqa: E402
-from training.estimator import HOLDOUT  # noqa: E402
+from training.data import HOLDOUT, load_images  # noqa: E402
 
 SCALE = 4
 

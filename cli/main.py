@@ -106,8 +106,9 @@ def _wrote(out, report, quiet):
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--kernel", "kernel_path", type=click.Path(dir_okay=False), default="auto",
               show_default=True,
-              help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel'); auto: "
-                   "estimate it on the device (blind mode).")
+              help="Blur kernel of the input (.npy, or .mat with 'kernel'/'Kernel'), a "
+                   "resizer that made it (bicubic, bilinear, box, lanczos, cv2-cubic, "
+                   "cv2-linear), or auto: estimate it on the device (blind mode).")
 @click.option("--save-kernel", type=click.Path(dir_okay=False), default=None,
               help="Blind mode: write the estimated kernel (.npy) for reuse with --kernel.")
 @click.option("--example", is_flag=True, help="Adapt the bundled sample; PATHS is just OUT.")
@@ -146,13 +147,23 @@ def _wrote(out, report, quiet):
               help="Bit widths per tensor: a shipped profile, int8 (the paper's), mixed, "
                    "mixed-x2, int16 or small (16-bit masters). Default: the scale's (int8 at x4, "
                    "mixed-x2 at x2; `intsr info` lists them).")
+@click.option("--noise", default=None,
+              help="Noise of the input in 8-bit levels (standard deviation), or auto: "
+                   "estimate it. The son gets as much. Default: auto in blind mode, else 0.")
+@click.option("--jpeg", default="auto", show_default=True,
+              help="JPEG quality the input was saved with (1-100), none, or auto: a JPEG "
+                   "input's own, from its quantization tables. The son gets the same round trip.")
+@click.option("--check/--no-check", default=None,
+              help="Safety net: score the adapted network against the direct-SR weights and "
+                   "bicubic on held-out rows of the son pair and keep the best. Default: on in "
+                   "blind mode.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_fail_cleanly
 def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
           continual, adapt_on, window, grid, method, directions, perturb, mutate_every, seed,
-          precision, json_path, quiet):
+          precision, noise, jpeg, check, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
     Without --kernel (or with --kernel auto) the kernel is estimated on the device first.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
@@ -214,11 +225,33 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
                              continual=continual, adapt_on=adapt_on, window=window,
                              progress=progress, on_image=_on_image(quiet), grid=grid,
                              save_kernel=save_kernel, on_estimate=on_estimate, method=method,
-                             seed=seed, options=options, precision=precision)
+                             seed=seed, options=options, precision=precision,
+                             noise=_noise_option(noise), jpeg=_jpeg_option(jpeg), check=check)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
     _wrote(out, report, quiet)
+
+
+def _noise_option(text):
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--noise must be a number of levels or auto, not {text!r}") from None
+
+
+def _jpeg_option(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        quality = int(text)
+    except ValueError:
+        quality = 0
+    if not 1 <= quality <= 100:
+        raise InputError(f"--jpeg must be a quality 1-100, none or auto, not {text!r}")
+    return quality
 
 
 @main.command(short_help="Super-resolve an image without adaptation.")

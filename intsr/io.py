@@ -98,6 +98,58 @@ def read_image(path):
         raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
 
 
+# IJG's (libjpeg's) luminance quantization table at quality 50, natural order (Annex K.1).
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.int64)
+
+
+def ijg_table(quality):
+    """libjpeg's luminance table for ``quality`` 1-100 (jcparam.c: scale 5000 / q below 50, else
+    200 - 2q, percent; rounded to nearest; clipped to 1-255 for baseline files)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((_IJG_LUMA * scale + 50) // 100, 1, 255)
+
+
+def jpeg_quality(path):
+    """(quality, subsampling) of a JPEG file, read from its headers without decoding: the IJG
+    quality whose luminance table is nearest the file's (sum of absolute differences; exact for
+    files libjpeg, Pillow, OpenCV or ImageMagick wrote with a quality setting) and Pillow's
+    subsampling code (0 4:4:4, 1 4:2:2, 2 4:2:0); None for any other file. A file whose tables
+    are not IJG's gets the quality of the nearest IJG table."""
+    try:
+        with Image.open(path, formats=["JPEG"]) as im:
+            tables = getattr(im, "quantization", None)
+            layers = getattr(im, "layer", None)
+            if not tables or 0 not in tables:
+                return None
+            luma = np.asarray(tables[0], np.int64)
+            sub = 0
+            if layers and len(layers) == 3:
+                h, v = layers[0][1], layers[0][2]
+                sub = {(1, 1): 0, (2, 1): 1, (2, 2): 2}.get((h, v), 2)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    if luma.shape != (64,):
+        return None
+    errors = [int(np.abs(ijg_table(q) - luma).sum()) for q in range(1, 101)]
+    return int(np.argmin(errors)) + 1, sub
+
+
+def jpeg_roundtrip(pixels, quality, subsampling=2):
+    """Encode and decode an (H, W[, 3]) uint8 image as a JPEG of ``quality`` with Pillow: libjpeg
+    (-turbo) with its default integer ('islow') DCT both ways and integer colour conversion, so
+    the round trip has no float value; ``subsampling`` is Pillow's code (grey images: none)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=int(quality),
+                                 subsampling=int(subsampling) if pixels.ndim == 3 else 0)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB" if pixels.ndim == 3 else "L"), dtype=np.uint8)
+
+
 def _image_planes(path, im):
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):

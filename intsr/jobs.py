@@ -11,8 +11,9 @@ import numpy as np
 
 from intsr import cost, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
-from intsr.io import (LOSSLESS_SUFFIXES, InputError, atomic_write, check_output_path, read_image,
-                      read_kernel, write_image)
+from intsr.floatpath.realdeg import RESIZERS
+from intsr.io import (LOSSLESS_SUFFIXES, InputError, atomic_write, check_output_path,
+                      jpeg_quality, read_image, read_kernel, write_image)
 from intsr.kernels import dispatch, isa
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.state import is_state_file, load_state, save_state as save_state_file
@@ -90,7 +91,8 @@ BLIND_IMAGES = 8  # a blind batch estimates its one kernel from its first images
 def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
                 window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
-                on_estimate=None, method="backprop", seed=0, options=None, precision=None):
+                on_estimate=None, method="backprop", seed=0, options=None, precision=None,
+                noise=None, jpeg="auto", check=None):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
 
     ``kernel_path`` None or "auto": blind mode, the kernel is estimated on the device
@@ -105,8 +107,13 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     what it learned, before super-resolving it (a camera with a fixed degradation). The adapted
     state is saved to ``save_state`` if given. ``method``, ``seed``, ``options``: how the
     steps learn (intsr.online.make_learner); ``precision``: a shipped profile name (None: the
-    scale's default, weights.default_precision). Returns a report dict (sizes, seconds,
-    throughput); ``on_image(i, n, path)`` is called after each image is written."""
+    scale's default, weights.default_precision). ``kernel_path`` may also name a resizer
+    (intsr.online.adapt). The son is degraded like the input: ``noise`` levels or "auto" (None:
+    "auto" in blind mode, else 0), ``jpeg`` a quality, None, or "auto" (an input JPEG's own
+    quality, read from its quantization tables: intsr.io.jpeg_quality); ``check``: the safety
+    net of intsr.online.adapt, single images only (None: on in blind mode). Returns a report
+    dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
+    written."""
     from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
 
     inputs, batch = expand_inputs(paths)
@@ -128,7 +135,16 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if save_kernel is not None and (Path(save_kernel).suffix.lower() != ".npy"
                                     or Path(save_kernel).is_dir()):
         raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
-    kernel = None if blind_mode else read_kernel(kernel_path)
+    if blind_mode:
+        kernel = None
+    elif str(kernel_path) in RESIZERS:
+        kernel = str(kernel_path)
+    else:
+        kernel = read_kernel(kernel_path)
+    if noise is None:
+        noise = "auto" if blind_mode else 0.0
+    if check and batch:
+        raise InputError("--check is for one input image (a batch has no single son pair)")
     precision = precision or wfiles.default_precision(scale, method)
     t_start = time.perf_counter()
     ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid,
@@ -145,7 +161,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         pixels, alpha = read_image(inputs[0])
         rep = {"trace_memory": True} if report_path else {}
         result = adapt(pixels, kernel, scale=scale, steps=steps, adapter=ad, progress=progress,
-                       report=rep)
+                       report=rep, noise=noise, jpeg=_jpeg_of(jpeg, inputs[0]),
+                       check=blind_mode if check is None else check)
         rep.pop("trace_memory", None)
         rep["seconds"]["load"] = t_load
         if blind_mode:
@@ -157,18 +174,23 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     else:
         report["mode"] = "continual" if continual else "once"
         if not continual:
+            if noise == "auto":
+                noise = 0.0  # a batch's son noise is given, not estimated (issue 28: open)
             if adapt_on is not None:
-                pairs = [ad.pair(read_image(adapt_on)[0], kernel)]
+                pairs = [ad.pair(read_image(adapt_on)[0], kernel, noise=noise,
+                                 jpeg=_jpeg_of(jpeg, adapt_on))]
                 report["adapt_on"] = str(adapt_on)
             else:
                 side = TRAIN_MAX if window is None else window
-                pairs = [ad.pair(read_image(p)[0], kernel, max_side=side) for p in inputs]
+                pairs = [ad.pair(read_image(p)[0], kernel, max_side=side, noise=noise,
+                                 jpeg=_jpeg_of(jpeg, p)) for p in inputs]
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
         for i, (inp, o) in enumerate(zip(inputs, outs)):
             pixels, alpha = read_image(inp)
             if continual:
-                ad.learn([ad.pair(pixels, kernel)], steps, progress)
+                ad.learn([ad.pair(pixels, kernel, noise=0.0 if noise == "auto" else noise,
+                                  jpeg=_jpeg_of(jpeg, inp))], steps, progress)
             result = ad.super_resolve(pixels)
             _write_sr(o, result, alpha, scale, grid)
             report["images"].append(_image_entry(inp, o, pixels, result))
@@ -183,6 +205,12 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         report["output"] = str(out)
         write_text(report_path, json.dumps(report, indent=2))
     return report
+
+
+def _jpeg_of(jpeg, path):
+    """The son's JPEG setting for an input: "auto" reads the file's own quality (None for a
+    file that is not a JPEG), anything else is the setting itself."""
+    return jpeg_quality(path) if isinstance(jpeg, str) and jpeg == "auto" else jpeg
 
 
 def _estimate(inputs, scale, report, save_kernel, on_estimate):

@@ -15,8 +15,11 @@ import tracemalloc
 import numpy as np
 
 from intsr import blind, forwardgrad, mest
-from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed, lr_to_fixed, weights_to_int
-from intsr.io import InputError, validate_kernel
+from intsr.floatpath.convert import (KERNEL_BITS, kernel_to_fixed, lr_to_fixed, noise_to_fixed,
+                                     weights_to_int)
+from intsr.floatpath.realdeg import RESIZERS, resizer_kernel
+from intsr.io import InputError, jpeg_roundtrip, validate_kernel
+from intsr.kernels.noise_u8 import add_noise_u8
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
 from intsr.state import State, is_state_file, kernel_digest, load_state
@@ -27,6 +30,8 @@ from intsr.weights import default_precision, load_model, shipped_config, shipped
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
 TRAIN_MAX = 256  # LR pixels per side the online steps train on (central window beyond that)
+CHECK_SHARE = 4  # the safety net holds out the last 1/CHECK_SHARE of the training window's rows
+MIN_CHECK_ROWS = 8  # ... and at least this many (else it does not run)
 METHODS = ("backprop", "forward", "mest")
 # options each method takes (intsr.forwardgrad.ForwardGradient, intsr.mest.Mest)
 METHOD_OPTIONS = {"backprop": (), "forward": ("layers", "directions", "estimate", "tile"),
@@ -111,25 +116,25 @@ class Adapter:
             self.net = IntNet(weights_to_int(wf), masks, precision=prec)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
-        self.scale, self.grid, self.method = scale, grid, method
+        self.scale, self.grid, self.method, self.seed = scale, grid, method, seed
         self.learner = make_learner(self.net, method, seed, options)
 
-    def pair(self, image, kernel, max_side=TRAIN_MAX):
+    def pair(self, image, kernel, max_side=TRAIN_MAX, noise=0.0, jpeg=None):
         """The online training pair of an HxW(x3) uint8 image and its kernel: a 2-D float
-        array, or a blind.Estimate (its fixed-point taps)."""
+        array, a resizer's name (RESIZERS), or a blind.Estimate (its fixed-point taps). The son
+        is degraded like the image: ``noise`` levels of seeded noise, then a JPEG round trip
+        at ``jpeg`` = quality or (quality, subsampling) if not None (make_training_pair)."""
         rgb, _ = _as_rgb(image)
-        if isinstance(kernel, blind.Estimate):
-            check_inputs(rgb.shape, kernel.k_fixed, self.scale, 0)
-            return self._pair(rgb, kernel.k_fixed, max_side)
-        kernel = validate_kernel(kernel)
-        check_inputs(rgb.shape, kernel, self.scale, 0)
-        return self._pair(rgb, kernel_to_fixed(kernel), max_side)
+        k_fixed = fixed_kernel(kernel, self.scale)
+        check_inputs(rgb.shape, k_fixed, self.scale, 0)
+        return self._pair(rgb, k_fixed, max_side, noise_to_fixed(noise), jpeg_setting(jpeg))
 
-    def _pair(self, rgb, k_fixed, max_side=TRAIN_MAX):
+    def _pair(self, rgb, k_fixed, max_side=TRAIN_MAX, noise_q8=0, jpeg=None):
         digest = kernel_digest(k_fixed)
         if digest not in self.kernels:
             self.kernels.append(digest)
-        return make_training_pair(rgb, k_fixed, self.scale, max_side, self.grid)
+        return make_training_pair(rgb, k_fixed, self.scale, max_side, self.grid, noise_q8, jpeg,
+                                  self.seed)
 
     def learn(self, pairs, steps, progress=None):
         """``steps`` SGD steps, step i on ``pairs[i % len(pairs)]``; returns the L1 losses in the
@@ -152,10 +157,13 @@ class Adapter:
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
         out = self.net.predict(bicubic_upsample_u8(rgb, self.scale, self.grid), tile=SR_TILE)
-        if gray:
-            # The three output channels are three estimates of the same grey level: average.
-            out = ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)
-        return out
+        return _grey(out) if gray else out
+
+    def held_out_l1(self, pair):
+        """Sum of |network output - target| in 8-bit levels over a pair (an int): the safety
+        net's score of this network on pixels it did not train on."""
+        inp, target = pair
+        return _l1(self.net.predict(inp, tile=SR_TILE), target)
 
     def state(self):
         # 16-bit masters (precision) widen to the file's int32 exactly: v << 16, same scale
@@ -173,6 +181,40 @@ def super_resolve(image, *, scale=4, weights=None, grid="centre"):
     rgb, _ = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
     return Adapter(weights, scale=scale, adapting=False, grid=grid).super_resolve(image)
+
+
+def _grey(out):
+    # The three output channels are three estimates of the same grey level: average.
+    return ((out.astype(np.int32).sum(axis=2) + 1) // 3).astype(np.uint8)
+
+
+def _l1(a, b):
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).sum(dtype=np.int64))
+
+
+def fixed_kernel(kernel, scale):
+    """Fixed-point taps of a kernel given as a 2-D float array, a resizer's name
+    (intsr.floatpath.realdeg.RESIZERS, at ``scale``) or a blind.Estimate."""
+    if isinstance(kernel, blind.Estimate):
+        return kernel.k_fixed
+    if isinstance(kernel, str):
+        if kernel not in RESIZERS:
+            raise InputError(f"kernel must be an array, 'auto' or a resizer "
+                             f"({', '.join(RESIZERS)}), not {kernel!r}")
+        return kernel_to_fixed(resizer_kernel(kernel, scale))
+    return kernel_to_fixed(validate_kernel(kernel))
+
+
+def jpeg_setting(jpeg):
+    """None, a quality 1-100, or (quality, Pillow subsampling code 0/1/2) -> None or a pair."""
+    if jpeg is None:
+        return None
+    q, sub = (jpeg, 2) if isinstance(jpeg, (int, np.integer)) else tuple(jpeg)
+    if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 1 <= q <= 100:
+        raise InputError(f"JPEG quality must be an integer from 1 to 100, not {q}")
+    if sub not in (0, 1, 2):
+        raise InputError(f"JPEG subsampling must be 0 (4:4:4), 1 (4:2:2) or 2 (4:2:0), not {sub}")
+    return int(q), int(sub)
 
 
 def _as_rgb(image):
@@ -205,10 +247,15 @@ def check_inputs(shape, kernel, scale, steps):
                          f"image {w}x{h}")
 
 
-def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre"):
+def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre", noise_q8=0,
+                       jpeg=None, seed=0):
     """(network input, target) for the online steps: bicubic_up(son) and I_LR cropped to a
     multiple of ``scale``; both (H', W', 3) uint8. The son is made, and upsampled, on ``grid``
     (the sampling grid the input image was made on: intsr.kernels.resample).
+
+    The son is degraded like its image (issue 28): ``noise_q8`` (sigma in levels, 8 fractional
+    bits) of noise seeded by ``seed`` (intsr.kernels.noise_u8), added to the 8-bit son, then a
+    JPEG round trip at ``jpeg`` = (quality, subsampling) if not None (intsr.io.jpeg_roundtrip).
 
     Images wider or taller than ``max_side`` train on their central ``max_side`` window (the
     son is still made from the whole image), which bounds a step's time and memory; Set5-sized
@@ -221,6 +268,12 @@ def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre"
     x0 = (w - side) // 2 // scale * scale if w > side else 0
     th, tw = min(h, side), min(w, side)
     son = np.ascontiguousarray(son[y0 // scale:(y0 + th) // scale, x0 // scale:(x0 + tw) // scale])
+    if noise_q8:
+        noisy = np.empty(son.size, np.uint8)
+        add_noise_u8(son.reshape(-1), noise_q8, seed, noisy)
+        son = noisy.reshape(son.shape)
+    if jpeg is not None:
+        son = jpeg_roundtrip(son, *jpeg)
     return (bicubic_upsample_u8(son, scale, grid),
             np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw]))
 
@@ -240,10 +293,12 @@ def estimate_kernel(images, *, scale=4, estimator=None):
 
 def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
           progress=None, report=None, adapter=None, grid="centre", estimator=None,
-          method="backprop", options=None, precision=None):
+          method="backprop", options=None, precision=None, noise=None, jpeg=None, check=None):
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a
+    resizer's name ("bicubic", "bilinear", "box", "lanczos", "cv2-cubic", "cv2-linear": the
+    antialiasing kernel of that resizer at ``scale``, intsr.floatpath.realdeg), a
     blind.Estimate, or "auto" / None: estimate it on the device (blind mode, estimate_kernel;
     ``estimator`` as there; report['kernel_estimate'] describes the estimate).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
@@ -252,48 +307,97 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     weights, or with ``steps=0`` the shipped weights for direct SR). ``lr``: SGD step (None: the
     weights' default). ``method``: "backprop" (Algorithm 2), "forward" (forward gradients,
     intsr.forwardgrad) or "mest" (mutating masks, intsr.mest), with ``options`` for it
-    (make_learner); ``seed`` seeds their integer random draws (back-propagation with
-    round-to-nearest draws nothing: every step is deterministic). ``precision``: per-tensor
-    bit widths, a shipped profile name or a precision.Precision (None: the scale's default,
-    as Adapter). ``grid``: the sampling grid the image was made on, "centre" (this project's
-    Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue an existing Adapter
-    (weights, prune and lr then come from it); after the call it holds the adapted state.
+    (make_learner); ``seed`` seeds their integer random draws and the son's noise
+    (back-propagation with round-to-nearest draws nothing: every step is deterministic).
+    ``precision``: per-tensor bit widths, a shipped profile name or a precision.Precision (None:
+    the scale's default, as Adapter). ``grid``: the sampling grid the image was made on,
+    "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue
+    an existing Adapter (weights, prune and lr then come from it); after the call it holds the
+    adapted state.
+
+    The son is degraded like the image (issue 28): ``noise`` levels of seeded noise ("auto":
+    estimated on the device, blind.estimate_noise; None: "auto" in blind mode, else 0) and a
+    JPEG round trip at ``jpeg`` (a quality, or (quality, subsampling); None: none).
+    ``check``: the safety net (None: on in blind mode). The steps then train on the window
+    without its last rows, and the adapted network, the shipped direct-SR weights and bicubic
+    are scored on those held-out rows of the son pair; the best of the three makes the output
+    (report['check']).
+
     ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
-    per-step losses, per-phase seconds, counted MACs and, if report['trace_memory'] is true,
-    the peak traced memory in bytes."""
-    rgb, _ = _as_rgb(image)
+    per-step losses, per-phase seconds, counted MACs, the degradation the son was made with
+    and, if report['trace_memory'] is true, the peak traced memory in bytes."""
+    rgb, gray = _as_rgb(image)
     timings = {}
     trace = bool(report and report.get("trace_memory"))
     if trace:
         tracemalloc.start()
-    t0 = time.perf_counter()
-    if kernel is None or isinstance(kernel, str) and kernel == "auto":
-        kernel = estimate_kernel(rgb, scale=scale, estimator=estimator)
-        timings["estimate"] = time.perf_counter() - t0
+    try:
+        blind_mode = kernel is None or isinstance(kernel, str) and kernel == "auto"
+        t0 = time.perf_counter()
+        if blind_mode:
+            kernel = estimate_kernel(rgb, scale=scale, estimator=estimator)
+            if report is not None:
+                report["kernel_estimate"] = kernel.describe()
+        if noise is None:
+            noise = "auto" if blind_mode else 0.0
+        noise_q8 = blind.estimate_noise(rgb) if noise == "auto" else noise_to_fixed(noise)
+        if blind_mode or noise == "auto":
+            timings["estimate"] = time.perf_counter() - t0
+        k_fixed = fixed_kernel(kernel, scale)
+        jpeg = jpeg_setting(jpeg)
+        check = blind_mode if check is None else bool(check)
+        check_inputs(rgb.shape, k_fixed, scale, steps)
+        t0 = time.perf_counter()
+        ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
+                                grid=grid, method=method, seed=seed, options=options,
+                                precision=precision)
+        timings["load"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        pair = ad._pair(rgb, k_fixed, TRAIN_MAX, noise_q8, jpeg) if steps else None
+        held = None
+        if pair is not None and check and pair[0].shape[0] >= CHECK_SHARE * MIN_CHECK_ROWS:
+            cut = pair[0].shape[0] - pair[0].shape[0] // CHECK_SHARE
+            pair, held = ((pair[0][:cut], pair[1][:cut]), (pair[0][cut:], pair[1][cut:]))
+        losses = ad.learn([pair] if steps else [], steps, progress)
+        timings["adapt"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        chosen, scores = "adapted", None
+        if held is not None:
+            chosen, scores, fallback = _safety_net(ad, held, scale, grid)
+        if chosen == "bicubic":
+            out = bicubic_upsample_u8(rgb, scale, grid)
+            out = _grey(out) if gray else out
+        else:
+            out = (fallback if chosen == "sr-weights" else ad).super_resolve(image)
+        timings["sr"] = time.perf_counter() - t0
         if report is not None:
-            report["kernel_estimate"] = kernel.describe()
-    if isinstance(kernel, blind.Estimate):
-        k_fixed = kernel.k_fixed
-    else:
-        k_fixed = kernel_to_fixed(validate_kernel(kernel))
-    check_inputs(rgb.shape, k_fixed, scale, steps)
-    t0 = time.perf_counter()
-    ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
-                            grid=grid, method=method, seed=seed, options=options,
-                            precision=precision)
-    timings["load"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    pairs = [ad._pair(rgb, k_fixed)] if steps else []
-    losses = ad.learn(pairs, steps, progress)
-    timings["adapt"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out = ad.super_resolve(image)
-    timings["sr"] = time.perf_counter() - t0
-    if report is not None:
-        report.update(losses=losses, seconds=timings, macs=int(ad.net.macs))
+            report.update(losses=losses, seconds=timings, macs=int(ad.net.macs),
+                          degradation={"grid": grid, "noise": noise_q8 / 256,
+                                       "noise_estimated": noise == "auto",
+                                       "jpeg": None if jpeg is None else jpeg[0],
+                                       "subsampling": None if jpeg is None else jpeg[1]})
+            if isinstance(kernel, str):
+                report["degradation"]["kernel"] = kernel
+            if held is not None:
+                report["check"] = {"chosen": chosen, "held_out_rows": int(held[0].shape[0]),
+                                   "l1": scores}
+            if trace:
+                report["peak_bytes"] = tracemalloc.get_traced_memory()[1]
+        return out
+    finally:
         if trace:
-            report["peak_bytes"] = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-    return out
+
+
+def _safety_net(ad, held, scale, grid):
+    """("adapted" | "sr-weights" | "bicubic", their held-out L1 sums, the direct-SR Adapter):
+    the adapted network is kept unless the shipped direct-SR weights or plain bicubic (the
+    network input itself) do better on the held-out rows of the son pair; ties keep it."""
+    fallback = Adapter(None, scale=scale, adapting=False, grid=grid)
+    scores = {"adapted": ad.held_out_l1(held), "sr-weights": fallback.held_out_l1(held),
+              "bicubic": _l1(held[0], held[1])}
+    best = min(scores.values())
+    chosen = next(k for k in ("adapted", "sr-weights", "bicubic") if scores[k] == best)
+    return chosen, scores, fallback

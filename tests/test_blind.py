@@ -126,6 +126,7 @@ def test_small_image_gets_a_kernel_that_fits():
     assert adapt(img, steps=1).shape == (64, 72, 3)
 
 
+@pytest.mark.slow
 def test_saved_estimate_reproduces_blind_run_bit_for_bit(hr, tmp_path):
     lr = lr_image(hr, gaussian(2.0), 4)
     report = {}
@@ -133,10 +134,14 @@ def test_saved_estimate_reproduces_blind_run_bit_for_bit(hr, tmp_path):
     est = estimate_kernel(lr)
     assert report["kernel_estimate"]["bank_index"] == est.index
     assert (kernel_to_fixed(est.kernel()) == est.k_fixed).all()
-    assert (adapt(lr, est.kernel(), steps=3) == blind_out).all()
+    # blind mode also estimates the noise and runs the safety net: told the same, it is the
+    # same run
+    told = adapt(lr, est.kernel(), steps=3, noise=report["degradation"]["noise"], check=True)
+    assert (told == blind_out).all()
     assert (adapt(lr, "auto", steps=3) == blind_out).all()
 
 
+@pytest.mark.slow
 def test_blind_adapt_is_bit_identical_across_thread_counts(tmp_path):
     script = ("import sys, numpy as np; from PIL import Image; from intsr.online import adapt; "
               "im = np.asarray(Image.open(sys.argv[1]).convert('RGB'))[:96, :96]; "
@@ -194,8 +199,9 @@ def test_cli_blind_adapt_reports_and_saves_the_estimate(tmp_path, hr):
     assert rep["seconds"]["estimate"] == est["seconds"]
     k = np.load(tmp_path / "k.npy")
     assert k.shape == (est["size"], est["size"]) and abs(k.sum() - 1) < 1e-12
+    # the noise estimate and the safety net are blind mode's too: told them, the same run
     res = _run(["adapt", tmp_path / "in.png", tmp_path / "told.png", "--steps", "2",
-                "--kernel", tmp_path / "k.npy"])
+                "--kernel", tmp_path / "k.npy", "--noise", rep["degradation"]["noise"], "--check"])
     assert res.exit_code == 0, res.output
     assert (np.asarray(Image.open(tmp_path / "told.png")) ==
             np.asarray(Image.open(tmp_path / "out.png"))).all()

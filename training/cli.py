@@ -34,7 +34,9 @@ def build_parser():
 
     p = sub.add_parser("pretrain", help="Eq. 2: L1 + Adam on D_bic or D_meta")
     _common(p)
-    p.add_argument("--degradation", choices=["bic", "gauss"], default="bic")
+    p.add_argument("--degradation", choices=["bic", "gauss", "real"], default="bic",
+                   help="bic: Pillow bicubic; gauss: random Gaussians (Eq. 1); real: the "
+                        "real-input model (intsr.floatpath.realdeg), held-out images excluded")
     p.add_argument("--batch", type=int, default=16, help="crops per process per step")
     p.add_argument("--crop", type=int, default=96, help="HR crop size (multiple of scale)")
     p.add_argument("--lr", type=float, default=3e-4)

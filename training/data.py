@@ -14,10 +14,18 @@ from PIL import Image
 
 from intsr.floatpath.degrade import bicubic_upsample, lr_image
 from intsr.floatpath.gaussian import gaussian
+from intsr.floatpath.realdeg import make_lr, random_degradation
 
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Test sets must never be trained on; refusing them by name catches a wrong path early.
 _FORBIDDEN = ("set5", "set14", "bsd68", "bsd100", "b100", "urban100")
+HOLDOUT = 10  # every HOLDOUT-th training image is validation only (estimator, real inputs)
+
+
+def split(images):
+    """(training images, held-out validation images): every HOLDOUT-th one is held out."""
+    return ([im for i, im in enumerate(images) if i % HOLDOUT],
+            [im for i, im in enumerate(images) if i % HOLDOUT == 0])
 
 
 def load_images(dirs):
@@ -82,6 +90,15 @@ def sr_pair(hr_u8, scale, kernel=None, grid="centre"):
     else:
         lr = lr_image(hr_u8, kernel, scale, grid) / 255.0
     return bicubic_upsample(lr, scale, grid=grid if kernel is not None else "centre"), hr
+
+
+def real_pair(hr_u8, scale, rng):
+    """(network input, target) for one HR crop under a draw of the real-input degradation model
+    (intsr.floatpath.realdeg: resizer or Gaussian blur, noise, JPEG); the input is the bicubic
+    upsampling on the degradation's grid, as the device makes it."""
+    deg = random_degradation(rng, scale)
+    lr = make_lr(hr_u8, deg, scale, rng) / 255.0
+    return bicubic_upsample(lr, scale, grid=deg.grid), hr_u8.astype(np.float64) / 255.0
 
 
 def task(hr_u8, kernel, scale, grid="centre"):

@@ -27,9 +27,6 @@ from intsr.io import atomic_write
 from intsr.kernels.resample import grid_offset
 from training import common, data
 
-HOLDOUT = 10  # every HOLDOUT-th training image is validation only
-
-
 class KernelNet(nn.Module):
     def __init__(self, width=32, layers=6):
         super().__init__()
@@ -47,11 +44,6 @@ class KernelNet(nn.Module):
         f = h.sum((2, 3))
         f = f.shape[1] * f / (f.sum(1, keepdim=True) + 1e-12)
         return self.head(f)
-
-
-def split(images):
-    return ([im for i, im in enumerate(images) if i % HOLDOUT],
-            [im for i, im in enumerate(images) if i % HOLDOUT == 0])
 
 
 def lr_batch(crops, kernels, scale, grids):
@@ -124,7 +116,7 @@ def run(args):
         torch.set_rng_state(ck["torch_rng"])
         step, wall, history = ck["step"], ck["wall"], ck.get("history", [])
         print(f"resumed {args.ckpt} at step {step} ({wall / 60:.1f} min so far)", flush=True)
-    train, held = split(data.load_images(args.data))
+    train, held = data.split(data.load_images(args.data))
     if args.export:
         print("validation (mean |error|):", validate(model, held, args))
         export(model, args.export, args)

@@ -1,5 +1,7 @@
-"""Stage 1: supervised pretraining with L1 (Eq. 2), Adam, on D_bic or on D_meta (random
-Gaussian kernels). The loop itself is ``common.train_loop``."""
+"""Stage 1: supervised pretraining with L1 (Eq. 2), Adam, on D_bic, on D_meta (random
+Gaussian kernels) or on real inputs (``real``: intsr.floatpath.realdeg's distribution of
+resizers, Gaussians, noise and JPEG, on the training images that are not held out for
+validation). The loop itself is ``common.train_loop``."""
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -12,6 +14,11 @@ def make_batch(sampler, args, rng):
     inps, tgts = [], []
     for _ in range(args.batch):
         hr = sampler.crop(args.crop)
+        if args.degradation == "real":
+            i, t = data.real_pair(hr, args.scale, rng)
+            inps.append(i)
+            tgts.append(t)
+            continue
         k = None if args.degradation == "bic" else data.random_kernel(
             rng, (args.sigma_min, args.sigma_max))
         i, t = data.sr_pair(hr, args.scale, k, args.grid)
@@ -24,7 +31,10 @@ def run(args):
     rank, world = common.setup(args.threads)
     model, opt, step, wall, history = common.build_and_resume(args, args.lr, rank)
     net = DDP(model) if world > 1 else model
-    sampler = data.CropSampler(data.load_images(args.data), None)
+    images = data.load_images(args.data)
+    if args.degradation == "real":
+        images = data.split(images)[0]
+    sampler = data.CropSampler(images, None)
 
     def batch_loss(rng, logged):
         x, y = make_batch(sampler, args, rng)

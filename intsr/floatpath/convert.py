@@ -3,6 +3,7 @@ weights (Eq. 14 / Eq. 10), the learning rate (an integer multiplier and shift) a
 kernel (fixed point). Nothing after these conversions touches a float value."""
 import numpy as np
 
+from intsr.kernels.noise_u8 import MAX_SIGMA_Q8
 from intsr.quant import QTensor, ceil_log2, dynamic_scale, quantize
 
 KERNEL_BITS = 16
@@ -53,3 +54,15 @@ def kernel_to_fixed(kernel):
     if np.abs(kq).sum() > _KERNEL_ABS_LIMIT:
         raise ValueError("kernel has too much negative mass for the integer correlation")
     return kq.astype(np.int32)
+
+
+def noise_to_fixed(sigma):
+    """Noise standard deviation in 8-bit levels -> ``sigma_q8``, 8 fractional bits, rounded to
+    nearest (intsr.kernels.noise_u8), within [0, MAX_SIGMA_Q8]."""
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"noise must be a finite number of levels >= 0, not {sigma}")
+    q = int(np.floor(float(sigma) * 256 + 0.5))
+    if q > MAX_SIGMA_Q8:
+        raise ValueError(f"noise of {sigma} levels is over the {MAX_SIGMA_Q8 // 256} the son "
+                         f"generator takes")
+    return q

@@ -1,0 +1,264 @@
+"""Issue 28, real inputs: the degradation model (resizers as Eq. 1 kernels, noise, JPEG), the
+son degraded like its image on the device, the JPEG quality read from a file, the noise level
+estimate and the safety net."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from cli.main import main
+from intsr.blind import estimate_noise
+from intsr.floatpath.convert import kernel_to_fixed, noise_to_fixed
+from intsr.floatpath.realdeg import (RESIZERS, Degradation, make_lr, random_degradation,
+                                     resizer_kernel)
+from intsr.io import ijg_table, jpeg_quality, jpeg_roundtrip
+from intsr.kernels.noise_u8 import add_noise_u8, add_noise_u8_ref
+from intsr.kernels.resample import bicubic_upsample_u8
+from intsr.online import Adapter, _safety_net, adapt, make_training_pair
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "box": Image.BOX,
+               "lanczos": Image.LANCZOS}
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return np.asarray(Image.open(os.path.join(DATA, "butterfly.png")).convert("RGB"))
+
+
+# --- the degradation model -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PIL_FILTERS))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_resizer_kernel_on_the_centre_grid_is_pillows_resize(photo, name, scale):
+    """A Pillow resize at an integer factor is Eq. 1 with resizer_kernel on the centre grid:
+    equal up to Pillow's 8-bit rounding between its two passes (Lanczos' lobes also clip
+    there), away from the borders (Pillow renormalises its edge taps, Eq. 1 reflects)."""
+    h, w = photo.shape[0] // scale * scale, photo.shape[1] // scale * scale
+    hr = np.ascontiguousarray(photo[:h, :w])
+    ref = np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), PIL_FILTERS[name]))
+    ours = make_lr(hr, Degradation(resizer_kernel(name, scale), name), scale)
+    d = np.abs(ref.astype(int) - ours.astype(int))[4:-4, 4:-4]
+    assert d.mean() < 0.45
+    assert d.max() <= (4 if name == "lanczos" else 1)
+
+
+@pytest.mark.parametrize("name", sorted(RESIZERS))
+@pytest.mark.parametrize("scale", [2, 4])
+def test_resizer_kernels_sum_to_one_and_the_device_takes_them(name, scale):
+    k = resizer_kernel(name, scale)
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+    assert abs(k.sum() - 1) < 1e-12
+    assert kernel_to_fixed(k).sum() == 1 << 16
+
+
+def test_resizer_phase_is_half_a_pixel_before_the_kept_one_for_even_scales():
+    """Pillow centres output pixel i at input (i + 1/2) s - 1/2: for even s, half a pixel
+    before the pixel the centre grid keeps (s i + s/2); for odd s on it."""
+    for scale, centroid in ((2, -0.5), (4, -0.5), (3, 0.0)):
+        k = resizer_kernel("bilinear", scale)
+        r = np.arange(k.shape[0]) - k.shape[0] // 2
+        assert abs((k.sum(axis=0) * r).sum() - centroid) < 1e-12
+
+
+def test_random_degradation_is_a_function_of_the_generator():
+    a = [random_degradation(np.random.default_rng(5), 4).describe() for _ in range(2)]
+    assert a[0] == a[1]
+    draws = [random_degradation(np.random.default_rng(i), 4) for i in range(300)]
+    names = {d.name for d in draws}
+    assert names == {"gauss"} | set(RESIZERS)
+    assert 0.3 < np.mean([d.noise > 0 for d in draws]) < 0.7
+    assert 0.3 < np.mean([d.jpeg is not None for d in draws]) < 0.7
+    assert all(50 <= d.jpeg <= 95 for d in draws if d.jpeg is not None)
+
+
+# --- JPEG ------------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(q=st.integers(1, 100), sub=st.sampled_from([0, 1, 2]))
+def test_jpeg_quality_is_read_exactly_from_the_tables(tmp_path_factory, q, sub):
+    path = tmp_path_factory.mktemp("j") / "a.jpg"
+    img = np.random.default_rng(q).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(img).save(path, quality=q, subsampling=sub)
+    assert jpeg_quality(path) == (q, sub)
+
+
+def test_jpeg_quality_of_other_files_is_none(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    assert jpeg_quality(tmp_path / "a.png") is None
+    assert jpeg_quality(tmp_path / "b.jpg") is None
+
+
+def test_ijg_table_is_libjpegs():
+    assert ijg_table(50)[:8].tolist() == [16, 11, 10, 16, 24, 40, 51, 61]
+    assert ijg_table(100).max() == 1 and ijg_table(1).min() == 255
+
+
+def test_jpeg_roundtrip_is_pillows_and_deterministic(photo):
+    a = jpeg_roundtrip(photo[:40, :40], 60)
+    assert (a == jpeg_roundtrip(photo[:40, :40], 60)).all()
+    assert 0 < np.abs(a.astype(int) - photo[:40, :40]).mean() < 8
+    assert jpeg_roundtrip(photo[:40, :40, 0], 60).shape == (40, 40)
+
+
+# --- the son's noise (intsr.kernels.noise_u8) -------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), sigma_q8=st.integers(0, 64 * 256), seed=st.integers(0, 2**63 - 1),
+       fill=st.sampled_from(["random", "zeros", "full"]))
+def test_add_noise_u8_is_its_reference_bit_for_bit(n, sigma_q8, seed, fill):
+    """Extremes included: 0 and 255 everywhere (saturation) and the largest sigma."""
+    rng = np.random.default_rng(n)
+    img = {"random": rng.integers(0, 256, n).astype(np.uint8),
+           "zeros": np.zeros(n, np.uint8), "full": np.full(n, 255, np.uint8)}[fill]
+    out = np.empty_like(img)
+    add_noise_u8(img, sigma_q8, seed, out)
+    assert (out == add_noise_u8_ref(img, sigma_q8, seed)).all()
+
+
+@pytest.mark.parametrize("sigma", [1.0, 5.0, 10.0])
+def test_son_noise_has_the_asked_standard_deviation(sigma):
+    """Irwin-Hall with 12 terms, then rounding to a level: variance sigma^2 + 1/12."""
+    img = np.full(200_000, 128, np.uint8)
+    out = np.empty_like(img)
+    add_noise_u8(img, noise_to_fixed(sigma), 3, out)
+    d = out.astype(np.float64) - 128
+    assert abs(d.mean()) < 0.05
+    assert abs(d.std() - np.sqrt(sigma ** 2 + 1 / 12)) < 0.02 * sigma
+
+
+def test_son_noise_is_the_same_for_any_thread_count():
+    code = ("import numpy as np, numba; from intsr.kernels.noise_u8 import add_noise_u8; "
+            "numba.set_num_threads(int(__import__('sys').argv[1])); "
+            "a = np.arange(100_000, dtype=np.int64).astype(np.uint8); o = np.empty_like(a); "
+            "add_noise_u8(a, 1280, 9, o); print(int(o.astype(np.int64) @ np.arange(o.size)))")
+    outs = {subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True,
+                           text=True, check=True).stdout for t in (1, 2)}
+    assert len(outs) == 1
+
+
+def test_noise_to_fixed_refuses_what_the_kernel_cannot_take():
+    assert noise_to_fixed(2.5) == 640
+    for bad in (-1.0, float("nan"), 65.0):
+        with pytest.raises(ValueError):
+            noise_to_fixed(bad)
+
+
+def test_the_son_is_degraded_like_its_image(photo):
+    lr = np.ascontiguousarray(photo[:64, :64])
+    k = kernel_to_fixed(resizer_kernel("bicubic", 4))
+    clean = make_training_pair(lr, k, 4)
+    noisy = make_training_pair(lr, k, 4, noise_q8=noise_to_fixed(5.0), seed=1)
+    again = make_training_pair(lr, k, 4, noise_q8=noise_to_fixed(5.0), seed=1)
+    other = make_training_pair(lr, k, 4, noise_q8=noise_to_fixed(5.0), seed=2)
+    jpg = make_training_pair(lr, k, 4, jpeg=(50, 2))
+    assert (noisy[1] == clean[1]).all()  # the target is the image itself
+    assert (noisy[0] == again[0]).all() and (noisy[0] != other[0]).any()
+    assert (noisy[0] != clean[0]).any() and (jpg[0] != clean[0]).any()
+
+
+# --- the noise level estimate ----------------------------------------------------------------
+
+def _smooth_scene():
+    """Gradients, a soft blob and two hard edges: flat enough for the quiet blocks to exist
+    (a textured photo reads 1-2 levels of 'noise' from its texture: docs/real-inputs.md)."""
+    y, x = np.mgrid[:256, :256] / 256.0
+    base = 0.3 + 0.4 * x * y + 0.2 * np.exp(-((x - 0.6) ** 2 + (y - 0.4) ** 2) * 20)
+    base = base + 0.2 * (x > 0.3) - 0.15 * (y > 0.7)
+    return (np.clip(np.stack([base, base * 0.8, base * 0.6], axis=-1), 0, 1) * 255).astype(
+        np.uint8)
+
+
+def test_noise_estimate_reads_clean_as_zero_and_noise_near_its_level():
+    rng = np.random.default_rng(0)
+    scene = _smooth_scene()
+    deg = Degradation(resizer_kernel("bicubic", 2), "bicubic")
+    assert estimate_noise(make_lr(scene, deg, 2)) == 0
+    for sigma in (3.0, 5.0, 10.0):
+        noisy = make_lr(scene, Degradation(deg.kernel, "bicubic", noise=sigma), 2, rng)
+        est = estimate_noise(noisy) / 256
+        assert 0.6 * sigma < est < 1.3 * sigma, est
+
+
+def test_noise_estimate_of_tiny_and_flat_images():
+    assert estimate_noise(np.zeros((5, 5, 3), np.uint8)) == 0
+    assert estimate_noise(np.full((40, 40, 3), 255, np.uint8)) == 0
+
+
+# --- the safety net ----------------------------------------------------------------------------
+
+def test_safety_net_keeps_bicubic_when_it_is_exact():
+    rng = np.random.default_rng(0)
+    up = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    ad = Adapter(scale=4)
+    chosen, scores, _ = _safety_net(ad, (up, up.copy()), 4, "centre")
+    assert chosen == "bicubic" and scores["bicubic"] == 0
+    assert scores["adapted"] > 0 and scores["sr-weights"] > 0
+
+
+def test_blind_adapt_reports_its_check_and_degradation(photo):
+    lr = np.ascontiguousarray(photo[:64, :64])
+    rep = {}
+    out = adapt(lr, steps=2, report=rep)
+    check = rep["check"]
+    assert check["chosen"] in ("adapted", "sr-weights", "bicubic")
+    assert check["held_out_rows"] == 64 // 4
+    assert set(check["l1"]) == {"adapted", "sr-weights", "bicubic"}
+    assert rep["degradation"]["noise_estimated"] is True
+    if check["chosen"] == "bicubic":
+        assert (out == bicubic_upsample_u8(lr, 4)).all()
+    told = adapt(lr, "bicubic", steps=2, report={})
+    assert told.shape == out.shape
+
+
+def test_told_adapt_runs_no_check_unless_asked(photo):
+    lr = np.ascontiguousarray(photo[:64, :64])
+    rep = {}
+    adapt(lr, "lanczos", steps=1, report=rep, noise=2.0, jpeg=80)
+    assert "check" not in rep
+    assert rep["degradation"] == {"grid": "centre", "noise": 2.0, "noise_estimated": False,
+                                  "jpeg": 80, "subsampling": 2, "kernel": "lanczos"}
+    rep = {}
+    adapt(lr, "lanczos", steps=1, report=rep, check=True)
+    assert "check" in rep
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+def _run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_reads_a_jpeg_inputs_quality_and_takes_named_resizers(photo, tmp_path):
+    Image.fromarray(photo[:48, :48]).save(tmp_path / "in.jpg", quality=70)
+    res = _run(["adapt", tmp_path / "in.jpg", tmp_path / "out.png", "--kernel", "bicubic",
+                "--steps", "1", "--json", tmp_path / "r.json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["degradation"]["jpeg"] == 70 and rep["degradation"]["kernel"] == "bicubic"
+    res = _run(["adapt", tmp_path / "in.jpg", tmp_path / "out2.png", "--kernel", "bicubic",
+                "--steps", "1", "--jpeg", "none", "--json", tmp_path / "r2.json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r2.json").read_text())["degradation"]["jpeg"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--noise", "loud"], "--noise must be a number"),
+    (["--noise", "-2"], "noise must be a finite number"),
+    (["--jpeg", "0"], "--jpeg must be a quality 1-100"),
+    (["--jpeg", "high"], "--jpeg must be a quality 1-100"),
+    (["--kernel", "sinc"], "not found"),
+])
+def test_cli_refuses_bad_degradations_in_one_line(photo, tmp_path, args, message):
+    Image.fromarray(photo[:48, :48]).save(tmp_path / "in.png")
+    res = _run(["adapt", tmp_path / "in.png", tmp_path / "out.png", "--quiet", *args])
+    assert res.exit_code != 0
+    assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "out.png").exists()
