@@ -1,4 +1,5 @@
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,22 @@ from intsr.floatpath.convert import kernel_to_fixed
 from intsr.floatpath.degrade import lr_image
 from intsr.online import make_training_pair
 from intsr.weights import load_model
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``torch`` marker, added here instead of by hand: every test under tests/training
+    and every test of a module that imported torch needs PyTorch (``-m "not torch"`` runs the
+    engine's tests without it)."""
+    for item in items:
+        module = getattr(item, "module", None)
+        imported = getattr(module, "torch", None)
+        in_training = TESTS / "training" in Path(item.path).resolve().parents
+        if in_training or (isinstance(imported, types.ModuleType)
+                           and imported.__name__ == "torch"):
+            item.add_marker(pytest.mark.torch)
 
 
 @pytest.fixture(scope="session")

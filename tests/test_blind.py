@@ -185,6 +185,7 @@ def _run(args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_cli_blind_adapt_reports_and_saves_the_estimate(tmp_path, hr):
     lr = lr_image(hr, gaussian(2.0), 4)[:48, :48]
     Image.fromarray(lr).save(tmp_path / "in.png")

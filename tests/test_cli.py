@@ -163,6 +163,7 @@ def test_rgba_keeps_alpha_and_sr_and_info(files, tmp_path):
     assert res.exit_code == 0 and "224,640 weights" in res.output
 
 
+@pytest.mark.slow
 def test_example_through_a_real_process(tmp_path):
     """The README's first command, as a user runs it."""
     out = tmp_path / "example_sr.png"
@@ -177,6 +178,7 @@ def test_example_through_a_real_process(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_eval_table_and_json(tmp_path):
     """`intsr eval` on the bundled test images: a table row per configuration, JSON records,
     integer and float paths within a few hundredths of a dB of each other."""
@@ -248,6 +250,7 @@ def test_command_summaries_survive_click_cutting():
     assert len(lines) == 5 and all(l.endswith(".") and not l.endswith("...") for l in lines)
 
 
+@pytest.mark.slow
 def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
     """--method forward / mest run and say so in --json; an option of another method, or a
     bad value, is one line, exit 1, and the output file is untouched."""
@@ -270,6 +273,7 @@ def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
         _assert_clean_failure(_run(["adapt", "--example", out] + args, out), out, needle)
 
 
+@pytest.mark.slow
 def test_precision_profiles_on_adapt_and_cost(tmp_path):
     """--precision picks a shipped profile on adapt (reported in --json, as is the scale's
     default without it) and cost; an unknown one is one line, exit 1, output untouched."""

@@ -38,6 +38,7 @@ def fuzz_report(tmp_path_factory):
                  cli_per_loader=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", USER_LOADERS)
 def test_short_fuzz_pass(fuzz_report, loader):
     """No death, hang, bug or allocation past the cap on any input; the CLI refuses cleanly."""
@@ -51,6 +52,7 @@ def test_short_fuzz_pass(fuzz_report, loader):
     assert not cli_bad, cli_bad
 
 
+@pytest.mark.slow
 def test_harness_sees_crashes_bugs_and_hangs(tmp_path):
     """A loader that segfaults, raises a bug, or blocks in a way no signal interrupts: each
     is counted, the run goes on after it, and the input is kept."""

@@ -58,6 +58,7 @@ def test_loss_pass_equals_the_training_forward_exactly():
     assert Fraction(total) * Fraction(2) ** e == _real_loss(net, inp, tgt)
 
 
+@pytest.mark.slow
 def test_tiled_loss_adds_tiles_exactly_and_stays_close_to_untiled():
     """Tiles of 8 output pixels with a HALO margin: the sum equals the tiles' own losses added
     (each computed on its crop as one untiled pass), and the whole within 2 %."""
@@ -141,6 +142,7 @@ def test_forward_step_equals_its_rational_reference(estimate):
         assert np.abs(want).max() > 100  # the step moved something measurable
 
 
+@pytest.mark.slow
 def test_many_directions_point_along_the_backpropagated_gradient():
     """E[(g . u) u] = g: with 1024 directions the forward estimate of the last layer's gradient
     has a clearly positive cosine with the back-propagated one (Eq. 6-15 path)."""
@@ -158,6 +160,7 @@ def test_many_directions_point_along_the_backpropagated_gradient():
     assert cos > 0.4, cos  # sqrt(n / (n + d)) = 0.61 for n = 1024, d = 1728; 0 +- 0.03 by chance
 
 
+@pytest.mark.slow
 def test_forward_method_keeps_no_activation_and_fits_in_a_quarter_of_backprop():
     """The loss-only passes store no layer input: a forward-gradient step at 160 px (two tiles
     a side) peaks well under a back-propagation step (traced, all transient buffers)."""
@@ -245,6 +248,7 @@ def test_mutation_keeps_the_eq9_cost_and_swaps_the_least_important(seed, ratio):
         assert not grown & old
 
 
+@pytest.mark.slow
 def test_mest_mutates_every_k_steps_and_is_reproducible():
     from intsr.weights import load_model
     masks = load_model(prune=0.5)[1]
@@ -287,6 +291,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_new_methods_are_bit_identical_across_thread_counts():
     one, two = last_line_per_thread_count(_DET)
     assert one == two
@@ -302,6 +307,7 @@ def test_adapter_state_carries_mutated_masks(butterfly_lr):
     assert all(np.array_equal(np.flatnonzero(m), k) for m, k in zip(state.masks, ad.net.kept))
 
 
+@pytest.mark.slow
 def test_forward_method_improves_the_pretrained_net_on_its_pair(butterfly_pair):
     """From the Gaussian pretrain (a good SR net), 30 forward-gradient steps on the last
     layer lower the L1 loss of the training pair."""
@@ -315,6 +321,7 @@ def test_forward_method_improves_the_pretrained_net_on_its_pair(butterfly_pair):
         Fraction(first[0]) * Fraction(2) ** first[1] * Fraction(995, 1000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,method", [("int8-forward", "forward"), ("int8-mest", "mest")])
 def test_eval_configs_run_what_intsr_adapt_runs(tmp_path, config, method):
     """`intsr eval --config int8-forward / int8-mest` is `intsr adapt --method ...`, exactly."""

@@ -50,6 +50,7 @@ def test_int_forward_matches_float_forward(start_weights, butterfly_lr):
     assert _psnr(got, ref) > FORWARD_PSNR[name]
 
 
+@pytest.mark.slow
 def test_ten_steps_update_direction_matches_float(start_weights, butterfly_pair):
     """Eq. 15 training: the total weight update of 10 integer steps has cosine >= 0.95 with
     the float path's update from the same start; every layer's >= 0.9 (measured: 0.991 and
@@ -66,6 +67,7 @@ def test_ten_steps_update_direction_matches_float(start_weights, butterfly_pair)
     assert min(per_layer) >= 0.9
 
 
+@pytest.mark.slow
 def test_twenty_steps_lower_loss_like_float(start_weights, butterfly_pair):
     """20 integer steps lower the L1 loss by at least 80% of what the float path achieves
     (measured: 102% and 96%); the starting losses agree within 2% (1.1% and 0.07%)."""
@@ -78,6 +80,7 @@ def test_twenty_steps_lower_loss_like_float(start_weights, butterfly_pair):
     assert li[0] - li[-1] >= 0.8 * (lf[0] - lf[-1]) > 0
 
 
+@pytest.mark.slow
 def test_floor_rounding_is_the_paper_mode_and_worse(shipped_weights, butterfly_pair):
     """The paper's floor (Eq. 10-15 as printed) stays selectable; it learns less than nearest
     (docs/integer-semantics.md has the numbers)."""
@@ -86,6 +89,7 @@ def test_floor_rounding_is_the_paper_mode_and_worse(shipped_weights, butterfly_p
     assert l_near[-1] < l_floor[-1]
 
 
+@pytest.mark.slow
 def test_standard_8bit_weights_barely_move(start_weights, butterfly_pair):
     """Eq. 12-13 (8-bit weights): lr x gradient is mostly below half a weight step, so little
     update survives rounding; the 32-bit masters (Eq. 15) keep learning. From the

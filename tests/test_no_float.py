@@ -91,6 +91,7 @@ TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8"
         "igemm_u8s8._flat_max", "igemm_u8s8._pack_w", "igemm_u8s8._pack_grad"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [
     "portable",
     pytest.param("avx2", marks=pytest.mark.skipif(not host_runs("haswell"), reason="no AVX2")),
@@ -123,6 +124,7 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
     assert {"double", "fmul", "sitofp"} <= set(data["control"])
 
 
+@pytest.mark.slow
 def test_python_glue_handles_no_float_array():
     weights, masks, lr, k = _random_setup(np.random.default_rng(1))
     net = IntNet(weights_to_int(weights), masks)  # boundary: float -> int, before tracing

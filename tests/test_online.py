@@ -52,6 +52,7 @@ def test_adapt_shapes_and_modes(butterfly_lr):
     assert super_resolve(butterfly_lr[:20, :24], scale=4).shape == (80, 96, 3)
 
 
+@pytest.mark.slow
 def test_adaptation_improves_the_son_fit(butterfly_lr):
     """The online steps lower the L1 loss on (son -> LR)."""
     report = {}
@@ -81,6 +82,7 @@ print(hashlib.sha256(a.tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_bit_identical_across_runs_and_thread_counts(tmp_path):
     """Same inputs -> the same bytes, with NUMBA_NUM_THREADS=1 and 2 (integer sums are exact,
     so the order threads combine them in cannot matter; this checks nothing else does)."""
@@ -88,6 +90,7 @@ def test_bit_identical_across_runs_and_thread_counts(tmp_path):
     assert one == two
 
 
+@pytest.mark.slow
 def test_tiled_sr_matches_untiled_within_a_hundredth_of_a_db(shipped_weights, butterfly_lr,
                                                              butterfly_pair):
     """Tiles with an 8-pixel halo: identical receptive fields, own dynamic scales; after the
@@ -171,6 +174,7 @@ def test_scale_without_shipped_weights_is_refused_unless_weights_given(butterfly
     assert out.shape == (96, 96, 3)
 
 
+@pytest.mark.slow
 def test_black_image_and_black_tiles_super_resolve():
     """A flat black input makes every activation 0, so each Eq. 11 scale falls to its
     accumulator's exponent; the all-zero output must still meet the image exactly."""
@@ -183,6 +187,7 @@ def test_black_image_and_black_tiles_super_resolve():
     assert (out[:, 4 * 40:] == 0).all() and out[:, :40].mean() > 150
 
 
+@pytest.mark.slow
 def test_corner_grid_input_needs_the_corner_grid(butterfly_lr):
     """An image made on MZSR's corner grid: adapting on the centre grid teaches the network a
     shift and loses to bicubic; with --grid corner the son and the upsampler sit on the image's

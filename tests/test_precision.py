@@ -93,6 +93,7 @@ def _steps(precision, weights, pair, steps=10):
     return [q.dequantize() - w for q, w in zip(net.weights, weights)]
 
 
+@pytest.mark.slow
 def test_sixteen_bits_everywhere_follow_the_float_path_closer(shipped_weights, butterfly_pair):
     """Ten steps from the shipped start: the update with every tensor 16-bit is closer to the
     float path's update than int8's (cosine), and very close (>= 0.995)."""
@@ -197,6 +198,7 @@ def test_shipped_profiles_and_refusals():
         shipped_precision("int4")
 
 
+@pytest.mark.slow
 def test_each_scale_adapts_with_its_shipped_precision(butterfly_lr):
     """Without a precision a run takes its scale's from weights/default.json: mixed-x2 at x2
     (allocated on the x2 weights, docs/precision.md), int8 at x4 and at a scale nothing is
@@ -217,6 +219,7 @@ def test_each_scale_adapts_with_its_shipped_precision(butterfly_lr):
     assert not np.array_equal(run[None], run["int8"])
 
 
+@pytest.mark.slow
 def test_sr_act_widths_the_sr_pass_only(shipped_weights, butterfly_pair):
     """``sr_act``: the activation widths of the SR pass (None: the training ones). Training is
     untouched by it (same masters after two steps); the SR pass with 16-bit activations is
@@ -272,6 +275,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_profiles_are_bit_identical_across_thread_counts():
     one, two = last_line_per_thread_count(_DET)
     assert one == two

@@ -29,6 +29,7 @@ def folder(tmp_path_factory, butterfly_lr):
     return d
 
 
+@pytest.mark.slow
 def test_save_then_resume_equals_one_run_and_sr_reproduces(folder, tmp_path):
     """adapt 5 steps + save + adapt 5 more from the state == adapt 10 in one go, bit for bit;
     `intsr sr --weights STATE` reproduces the adapted output bit for bit."""
@@ -74,6 +75,7 @@ def test_state_file_is_plain_arrays_and_checked(folder, tmp_path):
     assert res.exit_code == 1 and "adapted for x4" in res.stderr
 
 
+@pytest.mark.slow
 def test_continual_batch_is_image_by_image_adaptation(folder, tmp_path):
     """--continual: each image adapts `steps` steps starting where the previous one ended, and
     is super-resolved with what has been learned so far."""
@@ -92,6 +94,7 @@ def test_continual_batch_is_image_by_image_adaptation(folder, tmp_path):
     assert load_state(tmp_path / "s.npz").steps == 6
 
 
+@pytest.mark.slow
 def test_batch_once_over_windows_and_adapt_on(folder, tmp_path):
     k = folder.parent / "k.npy"
     _run("adapt", folder / "im0.png", folder / "im1.png", tmp_path / "a", "--kernel", k,
@@ -123,6 +126,7 @@ def test_batch_refuses_before_any_work(folder, tmp_path):
     assert not (tmp_path / "d").exists()  # refused before making anything
 
 
+@pytest.mark.slow
 def test_eval_and_info_accept_a_state(folder, tmp_path):
     """`intsr eval --weights STATE` starts int8-ours from the state's masters: at 0 steps it
     scores exactly what `intsr sr --weights STATE` writes."""

@@ -136,6 +136,7 @@ def _step_digest(env_extra, tmp_path):
     return res.stdout.split()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cpu,path", [("haswell", "avx2"), ("alderlake", "avxvnni"),
                                       ("x86-64", "portable")])
 def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, cpu, path):
@@ -153,6 +154,7 @@ def test_each_target_chooses_its_tile_and_computes_the_same_integers(tmp_path, c
     assert native_path == PATH and digest == native
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cpu", ["haswell", "alderlake"])
 def test_the_ymm_tiles_are_bit_exact_at_every_extreme(tmp_path, cpu):
     """tests/kernels/test_igemm_u8s8.py (and the byte transpose its padding calls) again,

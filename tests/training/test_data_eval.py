@@ -82,6 +82,7 @@ def _weights(tmp_path):
     return load_hwio(str(path))
 
 
+@pytest.mark.slow
 def test_torch_runner_through_the_harness(tiny_images, kernel_file, tmp_path):
     w = _weights(tmp_path)
     kernels = [("k", read_kernel(kernel_file))]
@@ -103,6 +104,7 @@ def test_torch_runner_through_the_harness(tiny_images, kernel_file, tmp_path):
             assert r["psnr"] != r["psnr_init"]
 
 
+@pytest.mark.slow
 def test_torch_runner_zero_steps_and_masks(tiny_images, kernel_file, tmp_path):
     w = _weights(tmp_path)
     cases = harness.make_cases(harness.load_hr(tiny_images, 4)[:1], read_kernel(kernel_file), 4)

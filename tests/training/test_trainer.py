@@ -136,6 +136,7 @@ def test_second_order_inner_loop_matches_finite_differences():
     assert not torch.allclose(g_so[0], g_fo[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 @pytest.mark.parametrize("stage", ["pretrain", "meta"])
 def test_ddp_two_processes(tiny_images, tmp_path, stage):
@@ -183,6 +184,7 @@ def test_masks_and_export_stages(tiny_images, kernel_file, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_ddp_averages_second_order_meta_gradients():
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_meta_sync.py")
