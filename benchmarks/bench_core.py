@@ -12,16 +12,15 @@ GOPS counts a multiply-accumulate as 2 operations."""
 import argparse
 import json
 import time
+from functools import partial
 
 import numpy as np
-
 from numba import njit, prange
 
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.kernels import igemm_u8s8
-from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_u8s8,
-                                    wgrad3x3_u8s8)
+from intsr.kernels.dispatch import PATH, agrad3x3_s8s8, agrad_weights, conv3x3_u8s8, wgrad3x3_u8s8
 from intsr.kernels.gemm_x8s8 import conv3x3_portable, wgrad3x3_portable
 from intsr.model import IntNet
 from intsr.weights import load_model
@@ -77,23 +76,26 @@ def main():
         w = rng.integers(-128, 128, (3, 3, 64, 64), dtype=np.int8)
         kept = np.arange(64)
         macs = n * n * 576 * 64
-        gops = lambda fn: 2 * macs / median_time(fn, args.repeats) / 1e9
+
+        def gops(fn, macs=macs):
+            return 2 * macs / median_time(fn, args.repeats) / 1e9
+
         wf = agrad_weights(w, kept, kept)
-        row = dict(size=n, conv_fwd_gops=gops(lambda: conv3x3_u8s8(x, w)),
-                   agrad_gops=gops(lambda: agrad3x3_s8s8(g, w, kept, kept)),
-                   wgrad_gops=gops(lambda: wgrad3x3_u8s8(x, g)),
-                   portable_conv_fwd_gops=gops(lambda: conv3x3_portable(x, w)),
-                   portable_agrad_gops=gops(lambda: conv3x3_portable(g, wf)),
-                   portable_wgrad_gops=gops(lambda: wgrad3x3_portable(x, g)))
+        row = dict(size=n, conv_fwd_gops=gops(partial(conv3x3_u8s8, x, w)),
+                   agrad_gops=gops(partial(agrad3x3_s8s8, g, w, kept, kept)),
+                   wgrad_gops=gops(partial(wgrad3x3_u8s8, x, g)),
+                   portable_conv_fwd_gops=gops(partial(conv3x3_portable, x, w)),
+                   portable_agrad_gops=gops(partial(conv3x3_portable, g, wf)),
+                   portable_wgrad_gops=gops(partial(wgrad3x3_portable, x, g)))
 
         inp = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
         tgt = rng.integers(0, 256, (n, n, 3), dtype=np.uint8)
         net = IntNet(weights_to_int(weights))
         mult, shift = lr_to_fixed(0.01, tgt.size)
-        t_int = median_time(lambda: net.step(inp, tgt, mult, shift), args.repeats)
+        t_int = median_time(partial(net.step, inp, tgt, mult, shift), args.repeats)
         fnet = FloatNet(weights)
         xf, yf = inp / np.float32(255), tgt / np.float32(255)
-        t_float = median_time(lambda: fnet.step(xf, yf, 0.01), args.repeats)
+        t_float = median_time(partial(fnet.step, xf, yf, 0.01), args.repeats)
         row.update(int_step_ms=1e3 * t_int, float_step_ms=1e3 * t_float,
                    float_over_int=t_float / t_int)
         rows.append(row)

@@ -27,15 +27,17 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from functools import partial
 
 import numpy as np
-from machine import cpu_name
 
 from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
 from intsr.weights import load_model, shipped_precision
+
+from machine import cpu_name
 
 # environment of each emulated target (empty NUMBA_CPU_FEATURES: otherwise Numba passes the
 # host's features, AVX-512 VNNI included, whatever the CPU name)
@@ -99,7 +101,7 @@ def torch_step(weights, masks, x, y, threads):
         loss = forward()
         grads = torch.autograd.grad(loss, ws)
         with torch.no_grad():
-            for i, (w, g) in enumerate(zip(ws, grads)):
+            for i, (w, g) in enumerate(zip(ws, grads, strict=True)):
                 w -= 0.01 * (g if ms is None else g * ms[i])
 
     def memory():
@@ -142,10 +144,10 @@ def main():
             fns = {}
             for name in args.precision:
                 net = IntNet(weights_to_int(weights), masks, precision=shipped_precision(name))
-                fns[name] = (lambda net=net: net.step(inp, tgt, mult, shift))
+                fns[name] = partial(net.step, inp, tgt, mult, shift)
             fnet = FloatNet(weights, masks)
             xf, yf = inp / np.float32(255), tgt / np.float32(255)
-            fns["numpy"] = lambda: fnet.step(xf, yf, 0.01)
+            fns["numpy"] = partial(fnet.step, xf, yf, 0.01)
             torch_fns = torch_step(weights, masks, xf, yf, args.threads)
             if torch_fns is not None:
                 fns["torch"] = torch_fns[0]

@@ -18,6 +18,7 @@ from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.gaussian import gaussian
 from intsr.kernels import dispatch
 from intsr.online import adapt
+
 from machine import cpu_name
 
 

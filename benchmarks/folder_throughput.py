@@ -5,7 +5,8 @@ Two folders are made from the evaluation data: Set14 at x4 (Eq. 1, Gaussian sigm
 ten 480x270 frames (x4 -> 1920x1080 output) cut from the centre of Urban100 images degraded
 by Eq. 1 at x2.
 
-    python benchmarks/folder_throughput.py --data ../shared/data --work throughput_work [--json out.json]
+    python benchmarks/folder_throughput.py --data ../shared/data --work throughput_work \\
+        [--json out.json]
 """
 import argparse
 import json
@@ -45,10 +46,11 @@ def main():
     kernel, folders = make_folders(args.data, args.work)
     rows = []
     for d in folders:
-        runs = [("sr", lambda o: sr_paths([d], o)),
-                ("adapt once (10 steps over windows)", lambda o: adapt_paths([d], o, kernel)),
+        runs = [("sr", lambda o, d=d: sr_paths([d], o)),
+                ("adapt once (10 steps over windows)",
+                 lambda o, d=d: adapt_paths([d], o, kernel)),
                 ("adapt --continual (10 steps per image)",
-                 lambda o: adapt_paths([d], o, kernel, continual=True))]
+                 lambda o, d=d: adapt_paths([d], o, kernel, continual=True))]
         for i, (name, run) in enumerate(runs):
             r = run(args.work / f"out_{d.name}_{i}")
             rows.append([d.name, name, len(r["images"]), f"{r['total_seconds']:.1f}",

@@ -21,7 +21,7 @@ from machine import cpu_name  # noqa: E402
 
 
 def main():
-    user = [l for l in F.LOADERS if not l.startswith("_")]
+    user = [name for name in F.LOADERS if not name.startswith("_")]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-loader", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=16)

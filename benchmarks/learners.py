@@ -23,7 +23,6 @@ import time
 import tracemalloc
 
 import numpy as np
-from machine import cpu_name
 
 from intsr import cost
 from intsr.arch import HALO, layer_shapes
@@ -35,6 +34,8 @@ from intsr.model import IntNet
 from intsr.online import SR_TILE, make_learner
 from intsr.pruning import RATIOS
 from intsr.weights import WEIGHTS_DIR, load_model
+
+from machine import cpu_name
 
 STARTS = ("meta.npz", "pretrained_gauss.npz")
 CHECKPOINTS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500, 700, 1000)

@@ -31,18 +31,19 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from bench_step import alternated_medians
-from machine import cpu_name
 
+from intsr import cost
 from intsr.evaluate import load_hr, make_cases
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.metrics import psnr_y
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
 from intsr.online import SR_TILE
-from intsr import cost
 from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate
 from intsr.weights import load_model, shipped_precision
+
+from bench_step import alternated_medians
+from machine import cpu_name
 
 
 def trained(case, weights, masks, lr, precision, steps):
@@ -94,7 +95,8 @@ def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, 
     """The ``sr`` part: [{layers, sr_act, psnr, time_ratio}] for 16-bit SR activations in
     layers 1..k, k = 0..7, after ``steps`` steps of ``base``; and the chosen row."""
     n = LENGTH["act"]
-    widths = [tuple(16 if l < k else b for l, b in enumerate(base.act)) for k in range(n + 1)]
+    widths = [tuple(16 if layer < k else b for layer, b in enumerate(base.act))
+              for k in range(n + 1)]
     psnr = [[] for _ in widths]
     for c in cases:
         net = trained(c, weights, masks, lr, base, steps)
@@ -108,7 +110,8 @@ def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, 
     med = alternated_medians({k: (lambda n=n: n.predict(img, tile=SR_TILE))
                               for k, n in nets.items()}, repeats)
     rows = [{"layers": k, "sr_act": list(w), "psnr": float(np.mean(p)),
-             "time_ratio": med[k] / med[0]} for k, (w, p) in enumerate(zip(widths, psnr))]
+             "time_ratio": med[k] / med[0]}
+            for k, (w, p) in enumerate(zip(widths, psnr, strict=True))]
     chosen = max((r for r in rows if r["time_ratio"] - 1 <= time_budget / 100),
                  key=lambda r: r["layers"])
     return rows, chosen
@@ -116,8 +119,8 @@ def sr_prefixes(cases, weights, masks, lr, base, steps, time_budget, repeats=9, 
 
 def single_changes():
     """Every (family, layer, bits) one step away from INT8."""
-    return [(fam, l, [b for b in WIDTHS[fam] if b != getattr(INT8, fam)[l]][0])
-            for fam in WIDTHS for l in range(LENGTH[fam])]
+    return [(fam, layer, [b for b in WIDTHS[fam] if b != getattr(INT8, fam)[layer]][0])
+            for fam in WIDTHS for layer in range(LENGTH[fam])]
 
 
 def main():
@@ -163,9 +166,9 @@ def main():
         out["fp"] = run("fp", None)
         out["int8"] = run("int8", INT8)
         out["sensitivity"] = []
-        for fam, l, bits in single_changes():
-            p = run(f"{fam} layer {l + 1} -> {bits}", INT8.with_bits(fam, l, bits))
-            out["sensitivity"].append({"family": fam, "layer": l, "bits": bits, "psnr": p})
+        for fam, layer, bits in single_changes():
+            p = run(f"{fam} layer {layer + 1} -> {bits}", INT8.with_bits(fam, layer, bits))
+            out["sensitivity"].append({"family": fam, "layer": layer, "bits": bits, "psnr": p})
             save()
     if "timing" in a.parts:
         for r in out["sensitivity"]:
@@ -198,8 +201,8 @@ def main():
                     budget = (budget, int(10 * tpct))
                 names, gain, _ = allocate(items, budget)
                 prec = INT8
-                for fam, l, bits in names:
-                    prec = prec.with_bits(fam, l, bits)
+                for fam, layer, bits in names:
+                    prec = prec.with_bits(fam, layer, bits)
                 work = cost.step_work(32, 32, precision=prec) / base_work - 1
                 if a.time_budget is None:
                     break
@@ -236,8 +239,9 @@ def main():
         k = np.load(a.kernel[0])
         rows = []
         for c in cases[:len(images)]:
-            med = alternated_medians({p: (lambda p=p: adapt(c.lr, k, steps=a.steps, precision=p,
-                                                            scale=a.scale, grid=a.grid))
+            med = alternated_medians({p: (lambda p=p, c=c: adapt(c.lr, k, steps=a.steps,
+                                                                 precision=p, scale=a.scale,
+                                                                 grid=a.grid))
                                       for p in names}, 9)
             rows.append({"image": c.name, "lr_shape": list(c.lr.shape[:2]),
                          "ms": {p: 1000 * med[p] for p in names}})

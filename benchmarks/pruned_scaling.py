@@ -8,16 +8,18 @@ size; the measured speed-up over the unpruned step next to the MAC ratio the ker
 """
 import argparse
 import json
+from functools import partial
 
 import numpy as np
-from bench_step import alternated_medians
-from machine import cpu_name
 
 from intsr import cost
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.kernels.dispatch import PATH
 from intsr.model import IntNet
 from intsr.weights import load_model
+
+from bench_step import alternated_medians
+from machine import cpu_name
 
 
 def main():
@@ -37,7 +39,7 @@ def main():
         for p in [0.0] + a.prune:
             w, masks, _ = load_model(None, prune=p)
             net = IntNet(weights_to_int(w), masks)
-            steps[p] = lambda net=net: net.step(inp, tgt, *lrf)
+            steps[p] = partial(net.step, inp, tgt, *lrf)
             macs[p] = cost.step_macs(size, size, masks)
         med = alternated_medians(steps, a.repeats)
         for p in a.prune:

@@ -6,7 +6,9 @@ uint8 post-ReLU activation store ("ours-u8") against the paper's int8.
 For each image and kernel: Y-PSNR of the 0-step and 10-step SR against HR, the cosine between
 the integer and float total weight updates of 10 steps, and the L1 loss drop on the son pair.
 
-    python benchmarks/quant_modes.py --data ../shared/data/set5 --kernels ../shared/data/kernels/gauss_iso_s1.6_15.npy ../shared/data/kernels/gauss_iso_s2.4_15.npy
+    python benchmarks/quant_modes.py --data ../shared/data/set5 \\
+        --kernels ../shared/data/kernels/gauss_iso_s1.6_15.npy \\
+                  ../shared/data/kernels/gauss_iso_s2.4_15.npy
 """
 import argparse
 import json
@@ -49,7 +51,8 @@ def main():
             f0 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
             lf = [fnet.step(inp / 255.0, tgt / 255.0, lr) for _ in range(args.steps)]
             f10 = psnr_y(fnet.predict(up / 255.0), hr / 255.0, s)
-            df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, weights)])
+            df = np.concatenate([(a - w).ravel()
+                                 for a, w in zip(fnet.weights, weights, strict=True)])
             row = {"bicubic": psnr_y(up / 255.0, hr / 255.0, s), "float": [f0, f10],
                    "float_loss": [lf[0], lf[-1]], "float_curve": lf}
             for cfg_mode, rounding, static in CONFIGS:
@@ -69,7 +72,7 @@ def main():
                     li.append(np.ldexp(float(num), e) / tgt.size * 256 / 255)
                 p10 = psnr_y(net.predict(up) / 255.0, hr / 255.0, s)
                 di = np.concatenate([(q.dequantize() - w).ravel()
-                                     for q, w in zip(net.weights, weights)])
+                                     for q, w in zip(net.weights, weights, strict=True)])
                 cos = float(di @ df / (np.linalg.norm(di) * np.linalg.norm(df) + 1e-30))
                 key = f"{cfg_mode}/{rounding}/{'static' if static else 'dynamic'}"
                 row[key] = {"psnr": [p0, p10], "cos": cos, "loss": [li[0], li[-1]], "curve": li}

@@ -2,14 +2,15 @@
 Eq. 1, 10 online steps with the shipped weights, then the SR pass untiled and in tiles with a
 HALO-pixel margin; prints the Y-PSNR of both, their difference and how many pixels differ.
 
-    python benchmarks/tiled_sr.py ../shared/data/set14 --kernel ../shared/data/kernels/gauss_iso_s1.6_15.npy
+    python benchmarks/tiled_sr.py ../shared/data/set14 \\
+        --kernel ../shared/data/kernels/gauss_iso_s1.6_15.npy
 """
 import argparse
 
 import numpy as np
 
-from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed
 from intsr.evaluate import load_hr
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed
 from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.metrics import psnr_y
 from intsr.kernels.resample import bicubic_upsample_u8

@@ -48,7 +48,8 @@ def section_main(out):
         mean(r, "int8-ours", "psnr")
     out += ["## Table 1 style: Set5 x4, 10 online steps", "",
             "```", "./docs/run_evals.sh   # all the eval JSON below", "```", "",
-            "| weights | config | Init | 10 steps | paper Init | paper 10 steps |", "|---|---|---|---|---|---|",
+            "| weights | config | Init | 10 steps | paper Init | paper 10 steps |",
+            "|---|---|---|---|---|---|",
             f"| - | bicubic | {bic:.2f} | {bic:.2f} | 27.41 | 27.41 |"]
     paper = {("pretrained_bic", "fp"): ("29.26", "29.76"),
              ("pretrained_gauss", "fp"): ("29.26", "29.76"),
@@ -114,7 +115,8 @@ def section_pruning(out, plt):
         out.append(f"| {r:.0%} | {counts} | {mean(rec, 'int8-ours', 'psnr_init'):.2f} | {p:.2f} | "
                    f"{' '.join(map(str, eq8[str(r)]['counts']))} | "
                    f"{mean(lit['records'], 'int8-ours', 'psnr'):.2f} |")
-    out += ["", "Paper (Table 1, MAML + 8-bit): 29.89 / 29.87 / 29.85 / 29.84 / 29.79 for 0-85 %.", ""]
+    out += ["", "Paper (Table 1, MAML + 8-bit): 29.89 / 29.87 / 29.85 / 29.84 / 29.79 "
+            "for 0-85 %.", ""]
     lw = [(n, load(f"eval_set5_meta_layerwise{n}.json")) for n in LAYERWISE]
     lw = [(n, d) for n, d in lw if d is not None]
     psnr_lw = []
@@ -131,10 +133,11 @@ def section_pruning(out, plt):
         out.append("")
     if plt:
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(*zip(*psnr_masks), "o-", label="knapsack masks (kept share)")
-        ax.plot(*zip(*psnr_eq8), "^:", label="knapsack, Eq. 8 as printed")
+        ax.plot(*zip(*psnr_masks, strict=True), "o-", label="knapsack masks (kept share)")
+        ax.plot(*zip(*psnr_eq8, strict=True), "^:", label="knapsack, Eq. 8 as printed")
         if psnr_lw:
-            ax.plot(*zip(*([(0.0, psnr_masks[0][1])] + psnr_lw)), "s--", label="layer-wise")
+            ax.plot(*zip(*([(0.0, psnr_masks[0][1])] + psnr_lw), strict=True), "s--",
+                    label="layer-wise")
         ax.set_xlabel("pruning ratio (Eq. 9 cost removed)")
         ax.set_ylabel("Set5 Y-PSNR after 10 steps (dB)")
         ax.legend()
@@ -149,11 +152,14 @@ def section_quant(out, plt):
     rows = list(d.values())
     keys = [k for k in rows[0] if "/" in k]
     out += ["## Integer semantics, measured (Set5 x4, sigma 1.6 and 2.4, default weights)", "",
-            "```", "NUMBA_NUM_THREADS=1 python benchmarks/quant_modes.py --data ../shared/data/set5 "
+            "```",
+            "NUMBA_NUM_THREADS=1 python benchmarks/quant_modes.py --data ../shared/data/set5 "
             "--kernels ../shared/data/kernels/gauss_iso_s1.6_15.npy "
-            "../shared/data/kernels/gauss_iso_s2.4_15.npy --json docs/data/quant_modes.json", "```", "",
+            "../shared/data/kernels/gauss_iso_s2.4_15.npy --json docs/data/quant_modes.json",
+            "```", "",
             "`ours` = 32-bit master weights (Eq. 14-15), `standard` = 8-bit weights (Eq. 12-13), "
-            "`-u8` = uint8 post-ReLU store; rounding `nearest` (the engine) or `floor` (as printed); "
+            "`-u8` = uint8 post-ReLU store; rounding `nearest` (the engine) or `floor` (as "
+            "printed); "
             "static scales calibrated leave-one-out on the other Set5 images. Update cosine: "
             "total 10-step weight update against the float32 one from the same start.", "",
             "| config | PSNR 0 steps | PSNR 10 steps | update cosine vs float | L1 drop |",
@@ -193,7 +199,8 @@ def section_speed(out, plt):
             f"{rows[0].get('path', 'vnni')}), two threads for every engine, engines alternated "
             "step by step, medians of 15 (this session's machine is a shared VM: at 32-64 px, "
             "where the ~100 parallel regions of a step dominate, the int step measured 4.6-15 "
-            "ms between runs). Memory: peak traced by tracemalloc during one integer step (all transient "
+            "ms between runs). Memory: peak traced by tracemalloc during one integer step (all "
+            "transient "
             "buffers included), next to Eq. 16 as printed and in the Table-5 reading (8-bit "
             "activations, 32-bit weights); PyTorch: bytes autograd saves plus the gradients "
             "(its transient buffers not counted).", "",
@@ -217,7 +224,8 @@ def section_speed(out, plt):
                 f"{cpu}, PyTorch limited by `ATEN_CPU_CAPABILITY=avx2 {limits}`; the engine "
                 "picks its tile by itself), `--sizes 128 256 --prune 0 0.5 --repeats 11`, "
                 f"{emu[0]['cpu']}, kernels {emu[0]['path']}:", "",
-                "| px | prune | int ms | PyTorch fp32 ms | PyTorch / int |", "|---|---|---|---|---|"]
+                "| px | prune | int ms | PyTorch fp32 ms | PyTorch / int |",
+                "|---|---|---|---|---|"]
         for r in emu:
             out.append(f"| {r['size']} | {r['prune']:.0%} | {r['int_ms']:.1f} | "
                        f"{r['torch_ms']:.1f} | x{r['torch_ms'] / r['int_ms']:.2f} |")
@@ -249,10 +257,13 @@ def section_speed(out, plt):
 
 
 def section_table5(out):
-    rows = [("Original (FP32)", 32, 32, 19371), ("8-bit", 8, 8, 4840), ("8-bit (ours)", 8, 32, 5517)]
+    rows = [("Original (FP32)", 32, 32, 19371), ("8-bit", 8, 8, 4840),
+            ("8-bit (ours)", 8, 32, 5517)]
     out += ["## Table 5: back-propagation memory, Eq. 16 (`intsr cost`)", "",
-            "h = w = 32, all 8 layers, k^2 on the weight and im2col-input terms, KB = 1000 bytes.", "",
-            "| method | Eq. 16 (Table-5 reading) KB | Eq. 16 as printed KB | paper KB |", "|---|---|---|---|"]
+            "h = w = 32, all 8 layers, k^2 on the weight and im2col-input terms, KB = 1000 "
+            "bytes.", "",
+            "| method | Eq. 16 (Table-5 reading) KB | Eq. 16 as printed KB | paper KB |",
+            "|---|---|---|---|"]
     for name, bf, bw, paper in rows:
         out.append(f"| {name} | {cost.memory_kb(32, bf, bw):,.2f} | "
                    f"{cost.memory_kb(32, bf, bw, reading='printed'):,.2f} | {paper:,} |")
@@ -277,7 +288,8 @@ def section_tables27(out):
             "Table 2 multiplies it by the operand width ratio 32/8 (Eq. 17 is linear in b_F). "
             "**memory** = Eq. 16 as printed (no k^2), 32 px, relative to the unpruned 8/32-bit "
             "network (Table 7) or to FP32 (Table 2). The Table-5 reading (k^2 on the im2col "
-            "input) moves the memory ratios further from the paper (x1.16 instead of x1.37 at 50 %). "
+            "input) moves the memory ratios further from the paper (x1.16 instead of x1.37 at "
+            "50 %). "
             "The pruning ratio of the shipped masks is the fraction of the Eq. 9 cost removed; "
             "the paper's layer-wise ratio is the fraction of the six prunable hidden layers frozen "
             "(N/6 gives exactly its 17/50/66/83 %).", "",
@@ -530,7 +542,7 @@ def section_learners(out, plt):
     if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
-    for ax, q in zip(axes, d["quality"]):
+    for ax, q in zip(axes, d["quality"], strict=True):
         start = q["start"]
         for method, marker in (("backprop", "o"), ("mest", "s")):
             pts = sorted((mem[(px, r["ratio"], method)]["peak_kb"] / 1000, r["psnr"]["10"],
@@ -538,7 +550,7 @@ def section_learners(out, plt):
                          if r["start"] == start and r["method"] == method)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker,
                     label=f"{method}, 10 steps, pruning 0-85 %")
-        for f, marker in zip(q["forward"], ("^", "v")):
+        for f, marker in zip(q["forward"], ("^", "v"), strict=True):
             curve = {int(k): v for k, v in f["curve"].items()}
             name = f"forward {f['options']['layers']}:{f['options']['directions']}"
             best = max(curve, key=curve.get)
@@ -583,7 +595,8 @@ def section_precision(out, plt):
             "--kernel ../../shared/data/kernels/gauss_iso_s2.4_15.npy --json "
             "../docs/data/precision.json --parts sensitivity allocate` (one Numba thread), then "
             "`--parts timing allocate --time-budget 30` (two threads, idle machine; step times "
-            f"at 128 px, alternated with int8, medians of 9); CPU: {d['cpu']}. Set5 x4 under {ks}, 10 steps from the shipped "
+            f"at 128 px, alternated with int8, medians of 9); CPU: {d['cpu']}. Set5 x4 under "
+            f"{ks}, 10 steps from the shipped "
             f"weights. Float {d['fp']:.3f} dB, int8 {d['int8']:.3f} dB (gap "
             f"{d['fp'] - d['int8']:.3f}). Memory: Eq. 16 at 32 px, Table-5 reading, with "
             "per-tensor widths (`cost.memory_bits(precision=...)`; int8 = 5,516.80 KB). Work: "
@@ -626,9 +639,10 @@ def section_precision(out, plt):
     out += ["", "The shipped `mixed` profile is the allocation at +20 % memory and +30 % step "
             "time (each allocation's own time measured, the time budget tightened until it "
             "fits): "
-            + ", ".join(f"{names[f]} of layer {l + 1} to {b}" for f, l, b in mixed.changes())
+            + ", ".join(f"{names[f]} of layer {layer + 1} to {b}"
+                        for f, layer, b in mixed.changes())
             + ("" if mixed.sr_act is None else "; for the SR pass after the steps, 16-bit "
-               "activations in layers " + ", ".join(str(l + 1) for l, b in
+               "activations in layers " + ", ".join(str(layer + 1) for layer, b in
                                                    enumerate(mixed.sr_act) if b == 16)
                + " (`sr_act`, below)") + ".", ""]
     sr = load("precision_sr.json")
@@ -709,7 +723,8 @@ def section_precision_x2(out):
             "weights/precision.json `made_by`), on the x2 validation set of training crops "
             f"(weights/README.md) under MZSR's three kernels; CPU: {d['cpu']}. Float "
             f"{d['fp']:.3f} dB, int8 {d['int8']:.3f}. Single changes worth more than 0.005 dB:",
-            "", "| tensor | layer | bits | validation Y-PSNR | vs int8 dB |", "|---|---|---|---|---|"]
+            "", "| tensor | layer | bits | validation Y-PSNR | vs int8 dB |",
+            "|---|---|---|---|---|"]
     for r in d["sensitivity"]:
         if r["psnr"] - d["int8"] > 0.005:
             out.append(f"| {r['family']} | {r['layer'] + 1} | {r['bits']} | {r['psnr']:.3f} | "
@@ -734,7 +749,8 @@ def main():
     except ImportError:
         plt = None
     out = ["# Results", "",
-           "Generated by `python docs/make_results.py` from `docs/data/*.json`; do not edit by hand. "
+           "Generated by `python docs/make_results.py` from `docs/data/*.json`; do not edit by "
+           "hand. "
            "Y-PSNR is BT.601 with 4 pixels shaved; LR by Eq. 1 rounded to 8 bits; 10 online steps "
            "at lr 0.01. `int8-ours` is exactly `intsr adapt` (tested); `fp` the NumPy float32 "
            "reference of the same steps. Paper Table 1 (its own kernels): bicubic 27.41, Pretrain "

@@ -32,9 +32,9 @@ def layer_channels(masks=None):
     """[(c_in, c_out, c~_in, c~_out)] per layer."""
     kept = kept_counts(masks)
     rows = []
-    for l in range(NUM_LAYERS):
-        c_in, c_out = CHANNELS[l], CHANNELS[l + 1]
-        rows.append((c_in, c_out, c_in if l == 0 else kept[l - 1], kept[l]))
+    for layer in range(NUM_LAYERS):
+        c_in, c_out = CHANNELS[layer], CHANNELS[layer + 1]
+        rows.append((c_in, c_out, c_in if layer == 0 else kept[layer - 1], kept[layer]))
     return rows
 
 
@@ -46,8 +46,9 @@ def layer_widths(bits_f=8, bits_w=32, precision=None):
     if precision is None:
         return [(bits_f, bits_f, bits_w, bits_f)] * NUM_LAYERS
     p = precision
-    return [(8 if l == 0 else p.act[l - 1], 8 if l == NUM_LAYERS - 1 else p.grad[l],
-             p.master[l], p.fwd[l]) for l in range(NUM_LAYERS)]
+    return [(8 if layer == 0 else p.act[layer - 1],
+             8 if layer == NUM_LAYERS - 1 else p.grad[layer], p.master[layer], p.fwd[layer])
+            for layer in range(NUM_LAYERS)]
 
 
 def memory_bits(size=32, bits_f=8, bits_w=32, masks=None, reading="table5", precision=None):
@@ -64,7 +65,7 @@ def memory_bits(size=32, bits_f=8, bits_w=32, masks=None, reading="table5", prec
     return [hw * co_k * b_g + k2 * co_k * ci_k * b_t + k2 * hw * ci * b_in
             + (KSIZE * KSIZE * ci * co * (b_fwd - 8) if precision is not None else 0)
             for (ci, co, ci_k, co_k), (b_in, b_g, b_t, b_fwd)
-            in zip(layer_channels(masks), layer_widths(bits_f, bits_w, precision))]
+            in zip(layer_channels(masks), layer_widths(bits_f, bits_w, precision), strict=True)]
 
 
 def memory_kb(size=32, bits_f=8, bits_w=32, masks=None, reading="table5", precision=None):
@@ -81,7 +82,7 @@ def cost(size=32, bits_f=8, masks=None, precision=None):
     hw = size * size
     return [max(b_in, b_g) * hw * ci * (2 * co_k - 1) + max(b_g, b_f) * ci_k * co_k * (2 * hw - 1)
             for (ci, _, ci_k, co_k), (b_in, b_g, _, b_f)
-            in zip(layer_channels(masks), layer_widths(bits_f, 32, precision))]
+            in zip(layer_channels(masks), layer_widths(bits_f, 32, precision), strict=True)]
 
 
 def step_work(h, w, masks=None, precision=None):
@@ -94,16 +95,17 @@ def step_work(h, w, masks=None, precision=None):
     k2, hw = KSIZE * KSIZE, h * w
     rows = layer_channels(masks)
     widths = layer_widths(precision=precision)
-    planes = lambda *bits: np.prod([b // 8 for b in bits])
+    def planes(*bits):
+        return np.prod([b // 8 for b in bits])
     total = sum(hw * k2 * ci * co * planes(b_in, b_f)
-                for (ci, co, _, _), (b_in, _, _, b_f) in zip(rows, widths))
-    for l in range(NUM_LAYERS - 1, -1, -1):
-        ci, _, ci_k, co_k = rows[l]
-        b_in, b_g, _, b_f = widths[l]
+                for (ci, co, _, _), (b_in, _, _, b_f) in zip(rows, widths, strict=True))
+    for layer in range(NUM_LAYERS - 1, -1, -1):
+        ci, _, ci_k, co_k = rows[layer]
+        b_in, b_g, _, b_f = widths[layer]
         if co_k == 0:
             break
         total += hw * k2 * ci * co_k * planes(b_in, b_g)
-        if l == 0 or ci_k == 0:
+        if layer == 0 or ci_k == 0:
             break
         total += hw * k2 * co_k * ci_k * planes(b_g, b_f)
     return int(total)
@@ -117,12 +119,12 @@ def step_macs(h, w, masks=None):
     rows = layer_channels(masks)
     fwd = sum(hw * k2 * ci * co for ci, co, _, _ in rows)
     back = 0
-    for l in range(NUM_LAYERS - 1, -1, -1):
-        ci, _, ci_k, co_k = rows[l]
+    for layer in range(NUM_LAYERS - 1, -1, -1):
+        ci, _, ci_k, co_k = rows[layer]
         if co_k == 0:
             break
         back += hw * k2 * ci * co_k
-        if l == 0 or ci_k == 0:
+        if layer == 0 or ci_k == 0:
             break
         back += hw * k2 * co_k * ci_k
     return fwd + back
@@ -146,8 +148,8 @@ def forward_memory_bits(size=32, tile=128, layers=tuple(range(NUM_LAYERS)), mask
     hw, k2 = side * side, KSIZE * KSIZE
     rows = layer_channels(masks)
     act = max(hw * (ci * bits_f + co * (bits_f + 32)) for ci, co, _, _ in rows)
-    copies = sum(k2 * rows[l][0] * rows[l][1] * bits_f for l in layers)
-    est = max(k2 * rows[l][0] * rows[l][3] * (8 + 64) for l in layers)
+    copies = sum(k2 * rows[layer][0] * rows[layer][1] * bits_f for layer in layers)
+    est = max(k2 * rows[layer][0] * rows[layer][3] * (8 + 64) for layer in layers)
     return act + copies + est
 
 

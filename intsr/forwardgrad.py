@@ -77,7 +77,7 @@ class ForwardGradient:
                              "precision with 8-bit forward weights")
         self.net, self.n, self.estimate, self.tile = net, int(directions), estimate, tile
         layers = range(NUM_LAYERS) if layers is None else layers
-        self.layers = [l for l in sorted(set(layers)) if net.kept[l].size]
+        self.layers = [layer for layer in sorted(set(layers)) if net.kept[layer].size]
         if not self.layers:
             raise ValueError("no perturbed layer keeps a channel: nothing to train")
         self.seed, self.t = int(seed), 0
@@ -90,20 +90,20 @@ class ForwardGradient:
         """Loss passes (forward passes over the pair) per step."""
         return 2 * self.n if self.estimate == "central" else self.n + 1
 
-    def _dir(self, k, l):
-        w = self.net.w8[l]
-        return direction(self.seed, self.t, k, l, (w.shape[0] * w.shape[1] * w.shape[2],
-                                                   self.net.kept[l].size))
+    def _dir(self, k, layer):
+        w = self.net.w8[layer]
+        return direction(self.seed, self.t, k, layer, (w.shape[0] * w.shape[1] * w.shape[2],
+                                                       self.net.kept[layer].size))
 
     def _perturbed(self, k, sign):
         w8 = list(self.net.w8)
-        for l in self.layers:
-            flat = w8[l].value.reshape(-1, w8[l].shape[3])
-            cols = self.net.kept[l]
+        for layer in self.layers:
+            flat = w8[layer].value.reshape(-1, w8[layer].shape[3])
+            cols = self.net.kept[layer]
             p = flat.astype(np.int16)
-            p[:, cols] += sign * self._dir(k, l)
-            w8[l] = QTensor(np.clip(p, -128, 127).astype(np.int8).reshape(w8[l].shape),
-                            w8[l].scale)
+            p[:, cols] += sign * self._dir(k, layer)
+            w8[layer] = QTensor(np.clip(p, -128, 127).astype(np.int8).reshape(w8[layer].shape),
+                                w8[layer].scale)
         return w8
 
     def step(self, inp, target, lr_mult, lr_shift):
@@ -127,14 +127,15 @@ class ForwardGradient:
         # Real d_k = D_k * 2**(e + r) / (2 if central) * 2**-ceil(log2 N), the mean-L1 folding
         # of IntNet.loss_grad (lr_to_fixed holds the rest of 1/N).
         exp = e + r - ceil_log2(target.size) - (1 if self.estimate == "central" else 0)
-        for l in self.layers:
-            acc = np.zeros((int(np.prod(net.w8[l].shape[:3])), net.kept[l].size), np.int64)
+        for layer in self.layers:
+            wq = net.w8[layer]
+            acc = np.zeros((int(np.prod(wq.shape[:3])), net.kept[layer].size), np.int64)
             for k, d in enumerate(diffs):
                 if d:
-                    acc += np.int64(d) * self._dir(k, l)
+                    acc += np.int64(d) * self._dir(k, layer)
             # divided by eps_l = 2**(s_l - 7): the exponent of g_l
-            gq = _weight_grad(acc, exp - (net.w8[l].scale - 7), net._master_bits(l), net.nearest)
-            net._update_layer(l, gq, lr_mult, lr_shift)
+            gq = _weight_grad(acc, exp - (wq.scale - 7), net._master_bits(layer), net.nearest)
+            net._update_layer(layer, gq, lr_mult, lr_shift)
         net._derive_forward_weights()
         self.t += 1
         if base is not None:

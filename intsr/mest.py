@@ -18,6 +18,7 @@ import numpy as np
 
 from intsr.arch import NUM_LAYERS
 
+
 def _draw(seed, mutation, layer, pool, count):
     """``count`` distinct entries of ``pool`` (int array) by a Fisher-Yates shuffle on raw
     64-bit words (modulo bias below 2**-57 for pools of at most 64)."""
@@ -54,20 +55,20 @@ class Mest:
         self.importance = [np.zeros(k.size, np.int64) for k in self.net.kept]
         self.exp = [None] * NUM_LAYERS
 
-    def observe(self, l, gq):
-        """IntNet.backward's hook: add |gradient| per kept channel of layer l."""
+    def observe(self, layer, gq):
+        """IntNet.backward's hook: add |gradient| per kept channel of ``layer``."""
         col = np.abs(gq.value.astype(np.int64)).sum(axis=0)  # |v| < 2**31, <= 576 rows
-        e, old = gq.exp, self.exp[l]
+        e, old = gq.exp, self.exp[layer]
         # One exponent per layer, the coarser of the two: the finer sum is floored to it (its
         # lost bits are below the other's last). Sums of < 2**41 over
         # `every` <= 2**20 steps stay below 2**62.
         if old is not None and e > old:
-            self.importance[l] >>= np.int64(min(e - old, 63))
+            self.importance[layer] >>= np.int64(min(e - old, 63))
         elif old is not None and e < old:
             col >>= np.int64(min(old - e, 63))
             e = old
-        self.importance[l] += col
-        self.exp[l] = e
+        self.importance[layer] += col
+        self.exp[layer] = e
 
     def lr_divisor(self):
         return 1
@@ -83,16 +84,16 @@ class Mest:
     def mutate(self):
         """Swap channels in every layer that can (see the module docstring)."""
         net = self.net
-        for l in range(NUM_LAYERS - 1):
-            kept, c_out = net.kept[l], net.w8[l].shape[3]
+        for layer in range(NUM_LAYERS - 1):
+            kept, c_out = net.kept[layer], net.w8[layer].shape[3]
             if kept.size == 0 or kept.size == c_out:
                 continue
-            n = min(self.swap[l], kept.size, c_out - kept.size)
-            order = np.lexsort((kept, self.importance[l]))  # by importance, then index
+            n = min(self.swap[layer], kept.size, c_out - kept.size)
+            order = np.lexsort((kept, self.importance[layer]))  # by importance, then index
             dropped = kept[order[:n]]
             free = np.setdiff1d(np.arange(c_out), kept)
-            grown = _draw(self.seed, self.mutations, l, free, n)
+            grown = _draw(self.seed, self.mutations, layer, free, n)
             new = np.union1d(np.setdiff1d(kept, dropped), grown).astype(np.int64)
-            net.kept[l] = new
+            net.kept[layer] = new
         self.mutations += 1
         self._reset()

@@ -11,10 +11,9 @@ precision profile (intsr.precision) any of the 8-bit tensors above may be 16-bit
 import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
-from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
 from intsr.kernels.elementwise import l1_grad_s64, pixels_s64, residual_add_u8s32
-from intsr.kernels.requant import (GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate,
-                                   requant_s32)
+from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
+from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate, requant_s32
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
@@ -90,15 +89,15 @@ def _kept_first(kept, c):
 
 
 def _reordered(w8, order):
-    """Forward weights in the storage order: layer l's input channels in order[l - 1], its
-    output channels in order[l] (None: as they are)."""
+    """Forward weights in the storage order: a layer's input channels in order[layer - 1], its
+    output channels in order[layer] (None: as they are)."""
     out = []
-    for l, wq in enumerate(w8):
+    for layer, wq in enumerate(w8):
         v = wq.value
-        if l > 0 and order[l - 1] is not None:
-            v = v[:, :, order[l - 1]]
-        if order[l] is not None:
-            v = v[:, :, :, order[l]]
+        if layer > 0 and order[layer - 1] is not None:
+            v = v[:, :, order[layer - 1]]
+        if order[layer] is not None:
+            v = v[:, :, :, order[layer]]
         out.append(wq if v is wq.value else QTensor(np.ascontiguousarray(v), wq.scale))
     return out
 
@@ -140,7 +139,8 @@ class IntNet:
         if rounding not in ("floor", "nearest"):
             raise ValueError("rounding must be 'floor' or 'nearest'")
         shapes = layer_shapes()
-        if len(weights) != NUM_LAYERS or any(w.shape != s for w, s in zip(weights, shapes)):
+        if len(weights) != NUM_LAYERS or any(w.shape != s
+                                             for w, s in zip(weights, shapes, strict=True)):
             raise ValueError("weights do not match the architecture")
         want = np.int32 if mode == "ours" else np.int8
         if any(w.value.dtype != want for w in weights):
@@ -153,11 +153,12 @@ class IntNet:
         rnd = "nearest" if self.nearest else "floor"
         self.weights = [QTensor(w.value.copy(), w.scale) if b == 32 else
                         QTensor(saturate(shift_round(w.value, b - 32, rnd), b), w.scale)
-                        for w, b in zip(weights, self.prec.master)]
+                        for w, b in zip(weights, self.prec.master, strict=True)]
         if masks is None:
             masks = [np.ones(s[3], bool) for s in shapes]
         masks = [np.asarray(m, bool) for m in masks]
-        if len(masks) != NUM_LAYERS or any(m.shape != (s[3],) for m, s in zip(masks, shapes)):
+        if len(masks) != NUM_LAYERS or any(m.shape != (s[3],)
+                                           for m, s in zip(masks, shapes, strict=True)):
             raise ValueError("masks do not match the architecture")
         if not masks[-1].all():
             raise ValueError("the last layer is never pruned")
@@ -172,7 +173,7 @@ class IntNet:
             self.w8 = list(self.weights)  # a snapshot: updates replace entries of self.weights
             return
         self.w8 = []
-        for w, f in zip(self.weights, self.prec.fwd):
+        for w, f in zip(self.weights, self.prec.fwd, strict=True):
             flat = w.value.reshape(-1, w.shape[3])
             out = np.empty(flat.shape, np.int8 if f == 8 else np.int16)
             requant_s32(flat, no_gate(flat.shape), GATE_NONE, f - w.bits, self.nearest,
@@ -194,18 +195,19 @@ class IntNet:
         self.macs += h * w * sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
         order = [None] * NUM_LAYERS  # the last layer is never pruned
         if keep:  # a training pass: its backward gates on the kept channels
-            order[:-1] = [_kept_first(k, wq.shape[3]) for k, wq in zip(self.kept, w8[:-1])]
+            order[:-1] = [_kept_first(k, wq.shape[3])
+                          for k, wq in zip(self.kept[:-1], w8[:-1], strict=True)]
             w8 = _reordered(w8, order)
-        for l in range(NUM_LAYERS - 1):
-            wq = w8[l]
+        for layer in range(NUM_LAYERS - 1):
+            wq = w8[layer]
             acc, m = conv3x3_x16(_as_unsigned(x.value), wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
-            st = None if self.static is None else self.static["act"][l]
+            st = None if self.static is None else self.static["act"][layer]
             x = requantize(flat, x.exp + wq.exp, None, GATE_RELU, self.nearest, st,
-                           self.unsigned, act_bits[l], m)
+                           self.unsigned, act_bits[layer], m)
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
-                record["act"][l].append(x.scale)
+                record["act"][layer].append(x.scale)
             x = QTensor(x.value.reshape(h, w, -1), x.scale)
             if keep:
                 acts.append(x)
@@ -304,77 +306,80 @@ class IntNet:
         soon as its gradient exists (and return nothing), so no more than one weight gradient
         is alive. The result equals ``apply(backward(...))``: the activation gradients use the
         int8 forward weights, which are only re-derived by the caller afterwards.
-        ``observe(l, gq)`` sees each layer's weight gradient before it is applied (intsr.mest)."""
+        ``observe(layer, gq)`` sees each layer's weight gradient before it is applied
+        (intsr.mest)."""
         h, w, _ = grad.shape
         grads = [None] * NUM_LAYERS
         g = grad
-        for l in range(NUM_LAYERS - 1, -1, -1):
-            kept = self.kept[l]
+        for layer in range(NUM_LAYERS - 1, -1, -1):
+            kept = self.kept[layer]
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
-            x = cache.acts[l]
+            x = cache.acts[layer]
             dw = wgrad3x3_x16(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
-            if l > 0 and cache.order[l - 1] is not None:  # rows back to the masters' order
+            if layer > 0 and cache.order[layer - 1] is not None:  # rows back to the masters' order
                 c = x.shape[2]
-                dw = dw.reshape(9, c, -1)[:, np.argsort(cache.order[l - 1])].reshape(9 * c, -1)
-            st = None if self.static is None else self.static["wgrad"][l]
-            grads[l] = _weight_grad(dw, x.exp + g.exp, self._master_bits(l), self.nearest, st)
+                back = np.argsort(cache.order[layer - 1])
+                dw = dw.reshape(9, c, -1)[:, back].reshape(9 * c, -1)
+            st = None if self.static is None else self.static["wgrad"][layer]
+            grads[layer] = _weight_grad(dw, x.exp + g.exp, self._master_bits(layer), self.nearest,
+                                        st)
             del dw
             if record is not None:
-                record["wgrad"][l].append(grads[l].scale)
+                record["wgrad"][layer].append(grads[layer].scale)
             if observe is not None:
-                observe(l, grads[l])
+                observe(layer, grads[layer])
             if update is not None:
-                self._update_layer(l, grads[l], *update)
-                grads[l] = None
-            if l == 0:
+                self._update_layer(layer, grads[layer], *update)
+                grads[layer] = None
+            if layer == 0:
                 break
-            kin = self.kept[l - 1]
+            kin = self.kept[layer - 1]
             if kin.size == 0:
                 break
             # Stored in kept-first order, the kept channels are the first columns on both
             # sides of the product, and the ReLU gate is a view.
-            act = cache.acts[l].value.reshape(h * w, -1)
+            act = cache.acts[layer].value.reshape(h * w, -1)
             gate = act[:, :kin.size]
-            wq = cache.w8[l]
+            wq = cache.w8[layer]
             acc, m = agrad3x3_x16(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
                                   GATE_MASK, gate)
             self.macs += h * w * 9 * kept.size * kin.size
-            st = None if self.static is None else self.static["grad"][l - 1]
+            st = None if self.static is None else self.static["grad"][layer - 1]
             gq = requantize(acc.reshape(h * w, -1), g.exp + wq.exp, gate, GATE_MASK,
-                            self.nearest, st, bits=self.prec.grad[l - 1], max_abs=m)
+                            self.nearest, st, bits=self.prec.grad[layer - 1], max_abs=m)
             if record is not None:
-                record["grad"][l - 1].append(gq.scale)
+                record["grad"][layer - 1].append(gq.scale)
             g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
             # Peak memory: the int32 accumulator (4x the int8 gradient) and this layer's stored
             # input (last used as the gate above) must not outlive the layer.
             del acc, act, gate, gq
-            cache.acts[l] = None
+            cache.acts[layer] = None
         return grads
 
     # -- update -------------------------------------------------------------------------------
     def apply(self, grads, lr_mult, lr_shift):
         """SGD step, Eq. 15 ('ours') or Eq. 12-13 ('standard'), on the kept columns only."""
-        for l, gq in enumerate(grads):
+        for layer, gq in enumerate(grads):
             if gq is not None:
-                self._update_layer(l, gq, lr_mult, lr_shift)
+                self._update_layer(layer, gq, lr_mult, lr_shift)
         self._derive_forward_weights()
 
-    def _master_bits(self, l):
-        """Width of layer l's trained weights: its masters' ('ours'), or 8 ('standard')."""
-        return self.prec.master[l] if self.mode == "ours" else 8
+    def _master_bits(self, layer):
+        """Width of ``layer``'s trained weights: its masters' ('ours'), or 8 ('standard')."""
+        return self.prec.master[layer] if self.mode == "ours" else 8
 
-    def _update_layer(self, l, gq, lr_mult, lr_shift):
-        bits = self._master_bits(l)
+    def _update_layer(self, layer, gq, lr_mult, lr_shift):
+        bits = self._master_bits(layer)
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        wq = self.weights[l]
+        wq = self.weights[layer]
         flat = wq.value.reshape(-1, wq.shape[3])
         out = np.empty(flat.shape, np.int64)
         # Eq. 15 line 1 / Eq. 12: the gradient moves from its scale to the weight's.
         g_shift = gq.scale - wq.scale
-        sgd_update_s32(flat, gq.value, self.kept[l], g_shift, lr_mult, lr_shift, self.nearest,
-                   lo, hi, out)
+        sgd_update_s32(flat, gq.value, self.kept[layer], g_shift, lr_mult, lr_shift,
+                       self.nearest, lo, hi, out)
         scale = wq.scale
         if bits > 8:
             # Eq. 15 line 2, Q32(., s_theta): if a master outgrew its bits, the scale grows.
@@ -383,7 +388,7 @@ class IntNet:
                 extra = m.bit_length() - (bits - 1)
                 out = shift_round(out, -extra, "nearest" if self.nearest else "floor")
                 scale += extra
-        self.weights[l] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
+        self.weights[layer] = QTensor(saturate(out, bits).reshape(wq.shape), scale)
 
     def step(self, inp, target, lr_mult, lr_shift, record=None, observe=None):
         """One SGD step on (inp -> target), both (H, W, 3) uint8. Returns (loss_num, loss_exp)."""

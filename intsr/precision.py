@@ -79,8 +79,8 @@ class Precision:
     def changes(self, base=None):
         """[(family, layer, bits)] where this differs from ``base`` (INT8)."""
         base = base or INT8
-        return [(fam, l, b) for fam in WIDTHS for l, (b, b0) in
-                enumerate(zip(getattr(self, fam), getattr(base, fam))) if b != b0]
+        return [(fam, layer, b) for fam in WIDTHS for layer, (b, b0) in
+                enumerate(zip(getattr(self, fam), getattr(base, fam), strict=True)) if b != b0]
 
 
 INT8 = Precision()
@@ -103,14 +103,15 @@ def allocate(items, budget):
     front = [((0,) * len(budget), 0.0, ())]
     for name, gain, cost in items:
         cost = (cost,) if one else tuple(cost)
-        cand = front + [(tuple(a + b for a, b in zip(c, cost)), g + gain, names + (name,))
-                        for c, g, names in front]
+        cand = front + [(tuple(a + b for a, b in zip(c, cost, strict=True)), g + gain,
+                         names + (name,)) for c, g, names in front]
         cand.sort(key=lambda e: (e[0], -e[1]))
         front = []
         for e in cand:  # keep e unless a kept entry (cheaper first resource) dominates it
-            if not any(g >= e[1] and all(x <= y for x, y in zip(c, e[0])) for c, g, _ in front):
+            if not any(g >= e[1] and all(x <= y for x, y in zip(c, e[0], strict=True))
+                       for c, g, _ in front):
                 front.append(e)
-    feasible = [e for e in front if all(x <= y for x, y in zip(e[0], budget))]
+    feasible = [e for e in front if all(x <= y for x, y in zip(e[0], budget, strict=True))]
     if not feasible:
         raise ValueError(f"no allocation fits the budget {budget if not one else budget[0]}")
     best = max(feasible, key=lambda e: (e[1], tuple(-x for x in e[0])))

@@ -73,7 +73,7 @@ def chain_cost(counts, c_out_prev):
     """sum_{l=1}^{n} R(cbar^(l-1), c^(l)) with cbar^(0) = cbar^(1)."""
     total = 0
     prev = counts[0]
-    for c, cin in zip(counts, c_out_prev):
+    for c, cin in zip(counts, c_out_prev, strict=True):
         total += layer_cost(prev, c, cin)
         prev = c
     return total
@@ -82,9 +82,10 @@ def chain_cost(counts, c_out_prev):
 def solve(values, choices, c_out_prev, tau):
     """Exact Eq. 8: maximise sum_l values[l][i_l] s.t. chain_cost <= tau.
 
-    ``values[l]``/``choices[l]``: per-layer arrays over the candidate counts; ``c_out_prev[l]``:
-    full width of the layer feeding layer l. Returns (counts, value, cost); among optimal
-    solutions the cheapest is returned. Raises ValueError when no choice fits the budget."""
+    ``values[layer]``/``choices[layer]``: per-layer arrays over the candidate counts;
+    ``c_out_prev[layer]``: full width of the layer feeding that layer. Returns (counts, value,
+    cost); among optimal solutions the cheapest is returned. Raises ValueError when no choice
+    fits the budget."""
     n = len(choices)
     if not (len(values) == len(c_out_prev) == n) or n == 0:
         raise ValueError("values, choices and c_out_prev must have the same non-zero length")
@@ -93,13 +94,13 @@ def solve(values, choices, c_out_prev, tau):
     for j, c in enumerate(choices[0]):
         cost = layer_cost(c, c, c_out_prev[0])
         fronts.append([(cost, float(values[0][j]), (c,))] if cost <= tau else [])
-    for l in range(1, n):
+    for layer in range(1, n):
         new = []
-        for j, c in enumerate(choices[l]):
+        for j, c in enumerate(choices[layer]):
             cand = []
-            for i, cp in enumerate(choices[l - 1]):
-                add = layer_cost(cp, c, c_out_prev[l])
-                v = float(values[l][j])
+            for i, cp in enumerate(choices[layer - 1]):
+                add = layer_cost(cp, c, c_out_prev[layer])
+                v = float(values[layer][j])
                 cand.extend((cost + add, val + v, path + (c,))
                             for cost, val, path in fronts[i] if cost + add <= tau)
             new.append(_pareto(cand))
@@ -141,22 +142,22 @@ def masks_for_ratio(norms, ratio, channels=CHANNELS, objective="kept"):
     L = len(channels) - 1
     if len(norms) != L:
         raise ValueError(f"expected importance norms for {L} layers, got {len(norms)}")
-    for l, n in enumerate(norms):
-        if np.shape(n) != (channels[l + 1],):
-            raise ValueError(f"layer {l + 1}: importance shape {np.shape(n)}, "
-                             f"expected ({channels[l + 1]},)")
+    for layer, n in enumerate(norms):
+        if np.shape(n) != (channels[layer + 1],):
+            raise ValueError(f"layer {layer + 1}: importance shape {np.shape(n)}, "
+                             f"expected ({channels[layer + 1]},)")
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
     n = L - 1
-    choices = [candidates(channels[l + 1]) for l in range(n)]
-    values = [layer_values(norms[l], choices[l], objective) for l in range(n)]
+    choices = [candidates(channels[layer + 1]) for layer in range(n)]
+    values = [layer_values(norms[layer], choices[layer], objective) for layer in range(n)]
     tau = (1.0 - ratio) * full_cost(channels)
     counts, _, _ = solve(values, choices, list(channels[0:n]), tau)
     masks = []
-    for l in range(n):
-        _, order = cumulative_importance(norms[l])
-        m = np.zeros(channels[l + 1], bool)
-        m[order[:counts[l]]] = True
+    for layer in range(n):
+        _, order = cumulative_importance(norms[layer])
+        m = np.zeros(channels[layer + 1], bool)
+        m[order[:counts[layer]]] = True
         masks.append(m)
     masks.append(np.ones(channels[L], bool))
     return masks, counts, tau
@@ -169,4 +170,4 @@ def layerwise_masks(n_front, channels=CHANNELS):
     L = len(channels) - 1
     if not 0 <= n_front < L:
         raise ValueError(f"can freeze 0..{L - 1} front layers, not {n_front}")
-    return [np.full(channels[l + 1], l >= n_front) for l in range(L)]
+    return [np.full(channels[layer + 1], layer >= n_front) for layer in range(L)]

@@ -57,9 +57,9 @@ def save_state(path, state):
               "scale": np.int64(state.scale), "lr": np.float64(state.lr),
               "base": np.str_(state.base), "steps": np.int64(state.steps),
               "kernel_sha256": np.array(state.kernel_sha256, dtype="<U64")}
-    for l, (w, m) in enumerate(zip(state.weights, state.masks), start=1):
-        arrays[f"w{l}"] = np.ascontiguousarray(w.value, np.int32)
-        arrays[f"m{l}"] = np.asarray(m, bool)
+    for layer, (w, m) in enumerate(zip(state.weights, state.masks, strict=True), start=1):
+        arrays[f"w{layer}"] = np.ascontiguousarray(w.value, np.int32)
+        arrays[f"m{layer}"] = np.asarray(m, bool)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -68,9 +68,9 @@ def load_state(path):
     spec = {"format": ((), "U", 4 * 32), "scales": ((NUM_LAYERS,), "i"), "scale": ((), "i"),
             "lr": ((), "f"), "base": ((), "U", 4 * 4096), "steps": ((), "i"),
             "kernel_sha256": ((None,), "U", 4 * 64)}
-    for l, shp in enumerate(layer_shapes(), start=1):
-        spec[f"w{l}"] = (shp, "i", 4)
-        spec[f"m{l}"] = ((shp[3],), "b", 1)
+    for layer, shp in enumerate(layer_shapes(), start=1):
+        spec[f"w{layer}"] = (shp, "i", 4)
+        spec[f"m{layer}"] = ((shp[3],), "b", 1)
     try:
         files = read_npz(path, spec, "state file")
     except ValueError as e:
@@ -82,13 +82,13 @@ def load_state(path):
             np.abs(scales).max() > _MAX_SCALE:
         raise InputError(f"{path}: bad weight scales")
     weights, masks = [], []
-    for l, shp in enumerate(layer_shapes(), start=1):
-        w, m = files[f"w{l}"], files[f"m{l}"]
+    for layer, shp in enumerate(layer_shapes(), start=1):
+        w, m = files[f"w{layer}"], files[f"m{layer}"]
         if w.shape != shp or w.dtype != np.int32:
-            raise InputError(f"{path}: w{l} must be int32 of shape {shp}")
+            raise InputError(f"{path}: w{layer} must be int32 of shape {shp}")
         if m.shape != (shp[3],) or m.dtype != bool:
-            raise InputError(f"{path}: m{l} must be bool of shape ({shp[3]},)")
-        weights.append(QTensor(w, int(scales[l - 1])))
+            raise InputError(f"{path}: m{layer} must be bool of shape ({shp[3]},)")
+        weights.append(QTensor(w, int(scales[layer - 1])))
         masks.append(m)
     if not masks[-1].all():
         raise InputError(f"{path}: the last layer is never pruned")

@@ -139,7 +139,7 @@ def _rebuild_tensor(budget, storage, offset, size, stride, *_rest):
     budget.spend(int(np.prod(size, dtype=object)) * arr.itemsize)
     if 0 in size:
         return np.zeros(size, arr.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= arr.size:
         raise pickle.UnpicklingError("tensor reaches past its storage")
     view = np.lib.stride_tricks.as_strided(
@@ -312,7 +312,7 @@ def _npz_member(zf, name, key, shape, kinds, itemsize=8):
         if dt.hasobject or dt.kind not in kinds or dt.itemsize > itemsize:
             raise Refused(f"{key} has dtype {dt}, expected kind {kinds!r}")
         if len(got) != len(shape) or any(n is not None and g != n or n is None and g > 4096
-                                         for g, n in zip(got, shape)):
+                                         for g, n in zip(got, shape, strict=True)):
             want = tuple("N" if n is None else n for n in shape)
             raise Refused(f"{key} has shape {tuple(got)}, expected {want}")
         nbytes = int(np.prod(got)) * dt.itemsize

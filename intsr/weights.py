@@ -2,9 +2,9 @@
 
 Weights: ``.npz`` with keys ``conv1`` .. ``conv8`` (float OIHW), or a ``torch.save`` state_dict
 (``.pt``, read by intsr.torchfile without torch) of this architecture saved by any code: the
-eight conv weights are matched by shape, in order (conv_weights_from_state_dict). Inside intsr weights are float32 HWIO
-(intsr.arch). Masks: ``p{pct}_l{l}`` bool ``[c_out]`` and ``p{pct}_tau`` for every shipped
-pruning ratio (intsr.pruning.RATIOS).
+eight conv weights are matched by shape, in order (conv_weights_from_state_dict). Inside intsr
+weights are float32 HWIO (intsr.arch). Masks: ``p{pct}_l{layer}`` bool ``[c_out]`` (layer
+1..8) and ``p{pct}_tau`` for every shipped pruning ratio (intsr.pruning.RATIOS).
 
 The shipped configuration (``weights/default.json``) names the default weights, masks, learning
 rate and pruning ratio; ``load_model`` and ``resolve_masks`` are how every command (adapt, sr,
@@ -21,6 +21,7 @@ import numpy as np
 from intsr import precision, pruning, torchfile
 from intsr.arch import CHANNELS, NUM_LAYERS, layer_shapes, oihw_shapes
 from intsr.io import InputError, atomic_write
+
 
 def _shipped_dir():
     # In a checkout (editable install or not) the repository's weights/ folder; in an installed
@@ -71,31 +72,32 @@ def conv_weights_from_state_dict(path, obj):
     index = [re.fullmatch(r"(?:module\.)?(.*?)(\d+)\.weight", k) for k, _ in items]
     if all(index) and len({m.group(1) for m in index}) == 1:
         # Numbered layers of one container: their numbers give the order.
-        items = [it for _, it in sorted(zip((int(m.group(2)) for m in index), items))]
-    for l, ((k, v), want) in enumerate(zip(items, oihw_shapes()), start=1):
+        items = [it for _, it in sorted(zip((int(m.group(2)) for m in index), items, strict=True))]
+    for layer, ((k, v), want) in enumerate(zip(items, oihw_shapes(), strict=True), start=1):
         if v.shape != want:
-            raise ValueError(f"{path}: tensor {l} ({k}) has shape {v.shape}, layer {l} of this "
-                             f"network is OIHW {want}")
+            raise ValueError(f"{path}: tensor {layer} ({k}) has shape {v.shape}, layer {layer} of "
+                             f"this network is OIHW {want}")
     return [v for _, v in items]
 
 
 # Room for a member's .npy header (numpy pads its own to 64 or 128 bytes).
 def _load_npz(path):
     want = [f"conv{i + 1}" for i in range(NUM_LAYERS)]
-    arrays = torchfile.read_npz(path, {k: (s, "f") for k, s in zip(want, oihw_shapes())}, ".npz")
+    spec = {k: (s, "f") for k, s in zip(want, oihw_shapes(), strict=True)}
+    arrays = torchfile.read_npz(path, spec, ".npz")
     return [arrays[k] for k in want]
 
 
 def _to_hwio(path, oihw_list):
     out = []
-    for l, (w, shp) in enumerate(zip(oihw_list, layer_shapes())):
+    for layer, (w, shp) in enumerate(zip(oihw_list, layer_shapes(), strict=True)):
         if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
-            raise ValueError(f"{path}: layer {l + 1} is not a float array")
+            raise ValueError(f"{path}: layer {layer + 1} is not a float array")
         want = (shp[3], shp[2], shp[0], shp[1])
         if w.shape != want:
-            raise ValueError(f"{path}: layer {l + 1} has shape {w.shape}, expected OIHW {want}")
+            raise ValueError(f"{path}: layer {layer + 1} has shape {w.shape}, expected OIHW {want}")
         if not np.all(np.isfinite(w)):
-            raise ValueError(f"{path}: layer {l + 1} contains NaN or inf")
+            raise ValueError(f"{path}: layer {layer + 1} contains NaN or inf")
         out.append(np.ascontiguousarray(w.astype(np.float32).transpose(2, 3, 1, 0)))
     return out
 
@@ -124,13 +126,14 @@ def save_weights_npz(path, weights_hwio):
     if len(weights_hwio) != NUM_LAYERS:
         raise ValueError(f"expected {NUM_LAYERS} layers, got {len(weights_hwio)}")
     arrays = {}
-    for l, (w, shp) in enumerate(zip(weights_hwio, layer_shapes())):
+    for layer, (w, shp) in enumerate(zip(weights_hwio, layer_shapes(), strict=True)):
         w = np.asarray(w)
         if w.shape != shp:
-            raise ValueError(f"layer {l + 1}: shape {w.shape}, expected HWIO {shp}")
+            raise ValueError(f"layer {layer + 1}: shape {w.shape}, expected HWIO {shp}")
         if not np.all(np.isfinite(w)):
-            raise ValueError(f"layer {l + 1} contains NaN or inf")
-        arrays[f"conv{l + 1}"] = np.ascontiguousarray(w.astype(np.float32).transpose(3, 2, 0, 1))
+            raise ValueError(f"layer {layer + 1} contains NaN or inf")
+        oihw = w.astype(np.float32).transpose(3, 2, 0, 1)
+        arrays[f"conv{layer + 1}"] = np.ascontiguousarray(oihw)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -142,20 +145,20 @@ def load_masks(path):
 def load_masks_with_tau(path):
     """(masks as in load_masks, {ratio: tau})."""
     path = os.fspath(path)
-    spec = {f"p{p}_l{l}": ((CHANNELS[l],), "biu") for p in MASK_RATIOS
-            for l in range(1, NUM_LAYERS + 1)}
+    spec = {f"p{p}_l{layer}": ((CHANNELS[layer],), "biu") for p in MASK_RATIOS
+            for layer in range(1, NUM_LAYERS + 1)}
     spec.update({f"p{p}_tau": ((), "iuf") for p in MASK_RATIOS})
     files = torchfile.read_npz(path, spec, "masks .npz")
     masks, taus = {}, {}
     for pct, ratio in MASK_RATIOS.items():
         layers = []
-        for l in range(1, NUM_LAYERS + 1):
-            m = files[f"p{pct}_l{l}"]
-            if m.shape != (CHANNELS[l],):
-                raise ValueError(f"{path}: p{pct}_l{l} has shape {m.shape}, "
-                                 f"expected ({CHANNELS[l]},)")
+        for layer in range(1, NUM_LAYERS + 1):
+            m = files[f"p{pct}_l{layer}"]
+            if m.shape != (CHANNELS[layer],):
+                raise ValueError(f"{path}: p{pct}_l{layer} has shape {m.shape}, "
+                                 f"expected ({CHANNELS[layer]},)")
             if m.dtype != bool and not (m.dtype.kind in "iu" and np.isin(m, (0, 1)).all()):
-                raise ValueError(f"{path}: p{pct}_l{l} is not a 0/1 mask")
+                raise ValueError(f"{path}: p{pct}_l{layer} is not a 0/1 mask")
             layers.append(m.astype(bool))
         if not layers[-1].all():
             raise ValueError(f"{path}: p{pct}: the last layer must never be pruned")
@@ -173,8 +176,8 @@ def save_masks_npz(path, masks, taus):
     for pct, ratio in MASK_RATIOS.items():
         if ratio not in masks:
             raise ValueError(f"missing masks for ratio {ratio}")
-        for l, m in enumerate(masks[ratio], start=1):
-            arrays[f"p{pct}_l{l}"] = np.asarray(m, bool)
+        for layer, m in enumerate(masks[ratio], start=1):
+            arrays[f"p{pct}_l{layer}"] = np.asarray(m, bool)
         arrays[f"p{pct}_tau"] = np.float64(taus[ratio])
     atomic_write(path, lambda f: np.savez(f, **arrays))
     load_masks(path)  # refuse to leave behind a file the loader would reject
@@ -264,11 +267,15 @@ def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapti
     """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
     list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use, the
     meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
-    meta-learned point is a poor SR until adapted). Masks as resolve_masks."""
+    meta-learned point is a poor SR until adapted) with their own rate ``sr_lr`` if the scale's
+    configuration has one. Masks as resolve_masks."""
     masks = resolve_masks(prune, masks_path, layerwise, scale)
     lr = float(_config()["lr"])
     if weights is None:
-        weights = WEIGHTS_DIR / shipped_config(scale)["weights" if adapting else "sr_weights"]
+        cfg = shipped_config(scale)
+        weights = WEIGHTS_DIR / cfg["weights" if adapting else "sr_weights"]
+        if not adapting:  # steps from the direct-SR weights (a resizer's input) take their rate
+            lr = float(cfg.get("sr_lr", lr))
     if isinstance(weights, (str, os.PathLike)):
         weights = load_weights(weights)
     return weights, masks, lr

@@ -12,12 +12,12 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from helpers import DATA, WEIGHTS, gaussian
-from intsr.floatpath.convert import kernel_to_fixed
-from intsr.floatpath.degrade import lr_image
-from intsr.online import make_training_pair
-from intsr.weights import load_model
+from intsr.floatpath.convert import kernel_to_fixed  # noqa: E402 (after the path above)
+from intsr.floatpath.degrade import lr_image  # noqa: E402
+from intsr.online import make_training_pair  # noqa: E402
+from intsr.weights import load_model  # noqa: E402
 
+from helpers import DATA, WEIGHTS, gaussian  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 

@@ -373,6 +373,7 @@ def _strategies():
     """Hypothesis strategies for each loader's files (built lazily: hypothesis is a test
     dependency only)."""
     from hypothesis import strategies as st
+
     from intsr.arch import CHANNELS, oihw_shapes
 
     dims = st.one_of(st.integers(0, 70), st.sampled_from(
@@ -516,8 +517,8 @@ def _strategies():
         return build()
 
     conv_spec = {f"conv{i + 1}": (s, "<f4") for i, s in enumerate(oihw_shapes())}
-    mask_spec = {f"p{p}_l{l}": ((CHANNELS[l],), "|b1") for p in (0, 27, 50, 67, 85)
-                 for l in range(1, 9)}
+    mask_spec = {f"p{p}_l{layer}": ((CHANNELS[layer],), "|b1") for p in (0, 27, 50, 67, 85)
+                 for layer in range(1, 9)}
     mask_spec.update({f"p{p}_tau": ((), "<f8") for p in (0, 27, 50, 67, 85)})
 
     big = st.sampled_from([0, 1, 3, 9, 64, 2 ** 31, 2 ** 40, 2 ** 62, 2 ** 64, 10 ** 30, -1])
@@ -557,7 +558,7 @@ def _strategies():
             pkl = torch_pickle(tensors, memo=memo, forbidden=draw(st.integers(0, 19)) == 0)
         rng = np.random.default_rng(1)
         storages = {}
-        for _, stype, skey, numel, *_ in tensors:
+        for _, _stype, skey, numel, *_ in tensors:
             if skey not in storages:
                 n = min(max(int(numel) if isinstance(numel, int) else 0, 0), 1 << 16) * 4
                 storages[skey] = rng.standard_normal(max(n // 4, 0)).astype("<f4").tobytes()
@@ -802,7 +803,8 @@ def _child(job):
         kept = {"clean": 0}
         state = {"peak": 0.0}
 
-        def one(i, data):
+        def one(i, data, *, seg_index=seg_index, loader=loader, mode=mode, inp=inp,
+                outcomes=outcomes, kept=kept, state=state):
             progress.seek(0)
             progress.write(f"{seg_index} {i} {_maxrss_mb():.1f}".ljust(48) + "\n")
             progress.flush()
@@ -840,8 +842,7 @@ def _child(job):
 
 
 def _run_structured(loader, seed, first, count, one):
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hseed
+    from hypothesis import HealthCheck, Phase, given, seed as hseed, settings
 
     counter = [0]
 
@@ -863,9 +864,10 @@ def _run_structured(loader, seed, first, count, one):
 def plan_for(n, structured=0.25, loaders=None):
     """(loader, mode, count) for ``n`` inputs per loader, a ``structured`` share of them drawn
     by the hypothesis strategies, the rest mutations of the seeds."""
-    names = loaders or [l for l in LOADERS if not l.startswith("_")]
+    names = loaders or [name for name in LOADERS if not name.startswith("_")]
     k = round(n * structured)
-    return [seg for l in names for seg in ((l, "mutate", n - k), (l, "structured", k)) if seg[2]]
+    return [seg for name in names
+            for seg in ((name, "mutate", n - k), (name, "structured", k)) if seg[2]]
 
 
 def run(plan, seed=0, work=None, limit=5.0, hard_limit=60.0, as_mb=1024, keep_clean=20,
@@ -878,7 +880,7 @@ def run(plan, seed=0, work=None, limit=5.0, hard_limit=60.0, as_mb=1024, keep_cl
     work = Path(work or tempfile.mkdtemp(prefix="intsr-fuzz-"))
     for sub in ("in", "found", "cli"):
         (work / sub).mkdir(parents=True, exist_ok=True)
-    segs = [{"loader": l, "mode": m, "count": n} for l, m, n in plan]
+    segs = [{"loader": loader, "mode": m, "count": n} for loader, m, n in plan]
     job = {"plan": segs, "seed": seed, "work": str(work), "limit": limit, "as_mb": as_mb,
            "keep_clean": keep_clean, "resume": [0, 0]}
     deaths, hangs, rss_at_death = [], [], 0.0
@@ -938,8 +940,8 @@ def _read_progress(work):
 
 
 def _report(work, segs, deaths, hangs, rss_at_death, seconds):
-    bugs = [json.loads(l) for l in _lines(work / "bugs.jsonl")]
-    rss = [json.loads(l) for l in _lines(work / "rss.jsonl")]
+    bugs = [json.loads(line) for line in _lines(work / "bugs.jsonl")]
+    rss = [json.loads(line) for line in _lines(work / "rss.jsonl")]
     loaders = {}
     for k, seg in enumerate(segs):
         text = (work / f"outcomes-{k}.txt").read_text() if \
@@ -1003,7 +1005,7 @@ def run_cli(loader, path, data_dir, timeout=120):
     env.pop("INTSR_DEBUG", None)
     res = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
                          text=True, timeout=timeout, env=env, cwd=data_dir)
-    lines = [l for l in res.stderr.splitlines() if not l.startswith("Warning:")]
+    lines = [line for line in res.stderr.splitlines() if not line.startswith("Warning:")]
     if res.returncode != 1:
         return f"exit status {res.returncode}: {res.stderr[-300:]}"
     if len(lines) != 1 or not lines[0].startswith("Error: ") or "Traceback" in res.stderr:

@@ -14,15 +14,15 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from cli.main import main
-from helpers import DATA
 from intsr import blind
 from intsr.floatpath.convert import kernel_to_fixed
 from intsr.floatpath.degrade import lr_image
-from intsr.floatpath.gaussian import (from_log_cov, gaussian, kernel_distance, log_cov,
-                                      log_cov_of)
+from intsr.floatpath.gaussian import from_log_cov, gaussian, kernel_distance, log_cov, log_cov_of
 from intsr.floatpath.network import conv3x3
 from intsr.io import InputError
 from intsr.online import adapt, estimate_kernel
+
+from helpers import DATA
 
 ESTIMATOR = blind.shipped_estimator(4)
 
@@ -97,8 +97,8 @@ def test_nearest_entry_is_exact(uvw, max_size):
 
     est = Fixed().estimate(np.zeros((8, 8, 3), np.uint8), max_size=max_size)
     uvw = [max(-blind.LIMIT, min(blind.LIMIT, c)) for c in uvw]
-    d = [sum((int(p) - q) ** 2 for p, q in zip(row, uvw)) if max_size is None or
-         int(sz) <= max_size else None for row, sz in zip(b.uvw, b.sizes)]
+    d = [sum((int(p) - q) ** 2 for p, q in zip(row, uvw, strict=True)) if max_size is None or
+         int(sz) <= max_size else None for row, sz in zip(b.uvw, b.sizes, strict=True)]
     best = min(v for v in d if v is not None)
     assert est.index == d.index(best)
     assert (est.k_fixed == b.taps[est.index]).all()
@@ -108,7 +108,7 @@ def test_mean_prediction_of_several_images(hr):
     e = blind.estimator(4)
     a, b = lr_image(hr, gaussian(1.4), 4), lr_image(hr[::-1].copy(), gaussian(1.4), 4)
     pa, pb = e.predict(a), e.predict(b)
-    want = tuple((x + y + 1) // 2 for x, y in zip(pa, pb))
+    want = tuple((x + y + 1) // 2 for x, y in zip(pa, pb, strict=True))
     assert e.estimate([a, b]).uvw == want
 
 

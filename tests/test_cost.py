@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from intsr import cost
-from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.arch import CHANNELS, layer_shapes
+from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.model import IntNet
 
 
@@ -49,4 +49,4 @@ def test_counted_macs_of_one_step_equal_the_analytic_count():
         net.step(inp, tgt, *lr_to_fixed(0.01, tgt.size))
         assert net.macs == cost.step_macs(12, 10, masks)
     assert cost.step_macs(12, 10) == 3 * 12 * 10 * 9 * sum(
-        a * b for a, b in zip(CHANNELS[:-1], CHANNELS[1:])) - 12 * 10 * 9 * 3 * 64
+        a * b for a, b in zip(CHANNELS[:-1], CHANNELS[1:], strict=True)) - 12 * 10 * 9 * 3 * 64

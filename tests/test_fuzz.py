@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-import fuzz_inputs as F
 from cli.main import main
 from intsr import weights as W
 from intsr.io import MAX_KERNEL_SIDE, InputError, read_image, read_kernel
 
+import fuzz_inputs as F
+
 FUZZ = Path(__file__).parent / "data" / "fuzz"
 GOOD_IMAGE = F.ROOT / "intsr" / "data" / "example_lr.png"
 GOOD_KERNEL = F.ROOT / "intsr" / "data" / "example_kernel.npy"
-USER_LOADERS = [l for l in F.LOADERS if not l.startswith("_")]
+USER_LOADERS = [name for name in F.LOADERS if not name.startswith("_")]
 
 # The CI pass: 300 inputs per loader (2,100 in all), a quarter of them structure-aware.
 CI_PER_LOADER = 300

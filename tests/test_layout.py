@@ -54,7 +54,7 @@ def test_rooms_import_one_way(path):
     room = _room(path)
     assert room in ALLOWED, f"{room}: a new room needs its place in docs/design.md and here"
     tree = ast.parse(path.read_text())
-    for node, names in _imports(tree):
+    for _node, names in _imports(tree):
         for name in names:
             top = name.split(".")[0]
             assert top not in ("cli", "training", "torch"), f"{path.name} imports {name}"
@@ -79,6 +79,7 @@ def test_module_level_imports_come_first(path):
 def test_light_rooms_stay_light():
     """The trainer and the cost tools import arch, pruning and cost without Numba or kernels."""
     code = ("import sys, intsr.arch, intsr.pruning, intsr.cost; "
-            "heavy = [m for m in sys.modules if m.startswith(('numba', 'intsr.kernels', 'torch'))]; "
+            "heavy = [m for m in sys.modules "
+            "         if m.startswith(('numba', 'intsr.kernels', 'torch'))]; "
             "sys.exit(1 if heavy else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from helpers import WEIGHTS, last_line_per_thread_count
 from intsr import cost, pruning
 from intsr.arch import CHANNELS, HALO, NUM_LAYERS, layer_shapes
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
@@ -19,6 +18,8 @@ from intsr.mest import Mest
 from intsr.model import IntNet
 from intsr.online import Adapter, adapt, make_learner
 from intsr.quant import ceil_log2
+
+from helpers import WEIGHTS, last_line_per_thread_count
 
 
 def _net(seed=0, masks=None):
@@ -73,7 +74,7 @@ def test_tiled_loss_adds_tiles_exactly_and_stays_close_to_untiled():
             cache = net.forward(crop)
             out = cache.out.reshape(crop.shape)[y - y0:y - y0 + 8, x - x0:x - x0 + 8]
             t = tgt[y:y + 8, x:x + 8].astype(object) * 2 ** (-8 - cache.out_exp)
-            want += sum(abs(int(a) - int(b)) for a, b in zip(out.ravel(), t.ravel())) \
+            want += sum(abs(int(a) - int(b)) for a, b in zip(out.ravel(), t.ravel(), strict=True)) \
                 * Fraction(2) ** cache.out_exp
     got = Fraction(total) * Fraction(2) ** e
     assert got == want
@@ -119,21 +120,21 @@ def test_forward_step_equals_its_rational_reference(estimate):
         plus = _real_loss(net, inp, tgt, fg._perturbed(k, 1))
         minus = base if estimate == "one-sided" else _real_loss(net, inp, tgt, fg._perturbed(k, -1))
         ds.append((plus - minus) / (2 if estimate == "central" else 1))
-        us.append({l: fg._dir(k, l) for l in layers})
+        us.append({layer: fg._dir(k, layer) for layer in layers})
     mult, shift = lr_to_fixed(0.01 / n, tgt.size)
     lr_eff = Fraction(mult, 2 ** shift) / 2 ** ceil_log2(tgt.size)
     fg.step(inp, tgt, mult, shift)
-    for l in range(NUM_LAYERS):
-        got = net.weights[l].value.astype(np.int64).reshape(-1, CHANNELS[l + 1])
-        was = before[l].reshape(got.shape)
-        if l not in layers:
-            assert np.array_equal(got, was) and net.weights[l].scale == scales[l]
+    for layer in range(NUM_LAYERS):
+        got = net.weights[layer].value.astype(np.int64).reshape(-1, CHANNELS[layer + 1])
+        was = before[layer].reshape(got.shape)
+        if layer not in layers:
+            assert np.array_equal(got, was) and net.weights[layer].scale == scales[layer]
             continue
-        assert net.weights[l].scale == scales[l]
-        eps = Fraction(2) ** (scales[l] - 7)
-        lsb = Fraction(2) ** (scales[l] - 31)
-        g = sum(np.vectorize(lambda v, d=d: d * int(v), otypes=[object])(u[l])
-                for d, u in zip(ds, us))
+        assert net.weights[layer].scale == scales[layer]
+        eps = Fraction(2) ** (scales[layer] - 7)
+        lsb = Fraction(2) ** (scales[layer] - 31)
+        g = sum(np.vectorize(lambda v, d=d: d * int(v), otypes=[object])(u[layer])
+                for d, u in zip(ds, us, strict=True))
         want = np.vectorize(lambda v: float(v), otypes=[float])(
             -lr_eff * g / eps / lsb)
         delta = (got - was).astype(float)
@@ -198,23 +199,23 @@ def test_importance_is_the_summed_gradient_magnitude_per_kept_channel():
     masks = [np.arange(c) % 3 == 0 for c in CHANNELS[1:-1]] + [np.ones(3, bool)]
     net = _net(12, masks)
     m = Mest(net, every=100)
-    seen = {l: [] for l in range(NUM_LAYERS)}
+    seen = {layer: [] for layer in range(NUM_LAYERS)}
 
-    def spy(l, gq):
-        seen[l].append((np.abs(gq.value.astype(np.int64)).sum(axis=0), gq.exp))
-        m.observe(l, gq)
+    def spy(layer, gq):
+        seen[layer].append((np.abs(gq.value.astype(np.int64)).sum(axis=0), gq.exp))
+        m.observe(layer, gq)
 
     inp, tgt = _pair(13)
     for _ in range(3):
         net.step(inp, tgt, *lr_to_fixed(0.01, tgt.size), observe=spy)
-    for l in range(NUM_LAYERS):
-        exact = [sum(Fraction(int(c[j])) * Fraction(2) ** e for c, e in seen[l])
-                 for j in range(net.kept[l].size)]
-        unit = Fraction(2) ** m.exp[l]
-        got = [int(v) * unit for v in m.importance[l]]
+    for layer in range(NUM_LAYERS):
+        exact = [sum(Fraction(int(c[j])) * Fraction(2) ** e for c, e in seen[layer])
+                 for j in range(net.kept[layer].size)]
+        unit = Fraction(2) ** m.exp[layer]
+        got = [int(v) * unit for v in m.importance[layer]]
         # each step's sum floored to the coarsest exponent seen: under one unit per step
-        assert all(0 <= a - b < 3 * unit for a, b in zip(exact, got))
-        assert m.exp[l] == max(e for _, e in seen[l])
+        assert all(0 <= a - b < 3 * unit for a, b in zip(exact, got, strict=True))
+        assert m.exp[layer] == max(e for _, e in seen[layer])
 
 
 @settings(max_examples=15, deadline=None)
@@ -235,16 +236,17 @@ def test_mutation_keeps_the_eq9_cost_and_swaps_the_least_important(seed, ratio):
     n_prev = list(CHANNELS[0:NUM_LAYERS - 1])
     assert pruning.chain_cost([k.size for k in before[:-1]], n_prev) == \
         pruning.chain_cost([k.size for k in net.kept[:-1]], n_prev)
-    for l in range(NUM_LAYERS):
-        old, new = set(before[l]), set(net.kept[l])
+    for layer in range(NUM_LAYERS):
+        old, new = set(before[layer]), set(net.kept[layer])
         assert len(old) == len(new)
-        if len(old) in (0, CHANNELS[l + 1]) or l == NUM_LAYERS - 1:
+        if len(old) in (0, CHANNELS[layer + 1]) or layer == NUM_LAYERS - 1:
             assert old == new
             continue
         dropped, grown = old - new, new - old
-        assert len(dropped) == len(grown) == min(m.swap[l], len(old), CHANNELS[l + 1] - len(old))
-        order = sorted(range(len(before[l])), key=lambda j: (imp[l][j], before[l][j]))
-        assert dropped == {int(before[l][j]) for j in order[:len(dropped)]}
+        free = CHANNELS[layer + 1] - len(old)
+        assert len(dropped) == len(grown) == min(m.swap[layer], len(old), free)
+        order = sorted(range(len(before[layer])), key=lambda j: (imp[layer][j], before[layer][j]))
+        assert dropped == {int(before[layer][j]) for j in order[:len(dropped)]}
         assert not grown & old
 
 
@@ -263,12 +265,14 @@ def test_mest_mutates_every_k_steps_and_is_reproducible():
             history.append([k.copy() for k in net.kept])
         runs.append((history, [w.value.copy() for w in net.weights]))
         assert m.mutations == 2
-        assert all(np.array_equal(a, b) for a, b in zip(history[0], masks_idx(masks)))
-        assert any(not np.array_equal(a, b) for a, b in zip(history[1], history[0]))
+        assert all(np.array_equal(a, b) for a, b in zip(history[0], masks_idx(masks), strict=True))
+        assert any(not np.array_equal(a, b) for a, b in zip(history[1], history[0], strict=True))
     (h0, w0), (h1, w1), (h2, _) = runs
-    assert all(np.array_equal(a, b) for s, t in zip(h0, h1) for a, b in zip(s, t))
-    assert all(np.array_equal(a, b) for a, b in zip(w0, w1))
-    assert any(not np.array_equal(a, b) for s, t in zip(h0, h2) for a, b in zip(s, t))
+    assert all(np.array_equal(a, b)
+               for s, t in zip(h0, h1, strict=True) for a, b in zip(s, t, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(w0, w1, strict=True))
+    assert any(not np.array_equal(a, b)
+               for s, t in zip(h0, h2, strict=True) for a, b in zip(s, t, strict=True))
 
 
 def masks_idx(masks):
@@ -303,8 +307,10 @@ def test_adapter_state_carries_mutated_masks(butterfly_lr):
     start = [k.copy() for k in ad.net.kept]
     ad.learn([ad.pair(butterfly_lr, gaussian(1.6))], 2)
     state = ad.state()
-    assert any(not np.array_equal(np.flatnonzero(m), k) for m, k in zip(state.masks, start))
-    assert all(np.array_equal(np.flatnonzero(m), k) for m, k in zip(state.masks, ad.net.kept))
+    assert any(not np.array_equal(np.flatnonzero(m), k)
+               for m, k in zip(state.masks, start, strict=True))
+    assert all(np.array_equal(np.flatnonzero(m), k)
+               for m, k in zip(state.masks, ad.net.kept, strict=True))
 
 
 @pytest.mark.slow
@@ -325,11 +331,12 @@ def test_forward_method_improves_the_pretrained_net_on_its_pair(butterfly_pair):
 @pytest.mark.parametrize("config,method", [("int8-forward", "forward"), ("int8-mest", "mest")])
 def test_eval_configs_run_what_intsr_adapt_runs(tmp_path, config, method):
     """`intsr eval --config int8-forward / int8-mest` is `intsr adapt --method ...`, exactly."""
-    from helpers import DATA, gaussian
     from intsr.evaluate import evaluate
     from intsr.floatpath.degrade import lr_image
     from intsr.floatpath.metrics import psnr_y
     from intsr.weights import load_model
+
+    from helpers import DATA, gaussian
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
     hr = np.asarray(Image.open(DATA / "butterfly.png").convert("RGB"))

@@ -57,11 +57,12 @@ def test_ten_steps_update_direction_matches_float(start_weights, butterfly_pair)
     0.978 in total, 0.98-0.99 and 0.95-0.99 per layer)."""
     _, weights = start_weights
     net, fnet, _, _ = _run(weights, butterfly_pair, 10)
-    di = [q.dequantize() - w for q, w in zip(net.weights, weights)]
-    df = [a - w for a, w in zip(fnet.weights, weights)]
-    cos = lambda a, b: float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+    di = [q.dequantize() - w for q, w in zip(net.weights, weights, strict=True)]
+    df = [a - w for a, w in zip(fnet.weights, weights, strict=True)]
+    def cos(a, b):
+        return float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
     total = cos(np.concatenate([d.ravel() for d in di]), np.concatenate([d.ravel() for d in df]))
-    per_layer = [cos(a, b) for a, b in zip(di, df)]
+    per_layer = [cos(a, b) for a, b in zip(di, df, strict=True)]
     print("total update cosine", round(total, 4), "per layer", np.round(per_layer, 3))
     assert total >= 0.95
     assert min(per_layer) >= 0.9
@@ -112,7 +113,7 @@ def test_static_scales_from_one_pair_equal_dynamic_first_step(shipped_weights, b
     st = IntNet(weights_to_int(shipped_weights), static=scales)
     mult, shift = lr_to_fixed(LR, tgt.size)
     assert dyn.step(inp, tgt, mult, shift) == st.step(inp, tgt, mult, shift)
-    for a, b in zip(dyn.weights, st.weights):
+    for a, b in zip(dyn.weights, st.weights, strict=True):
         assert a.scale == b.scale
         np.testing.assert_array_equal(a.value, b.value)
 
@@ -125,7 +126,7 @@ def test_masked_channels_are_never_updated(shipped_weights, butterfly_pair):
     masks[-1][:] = True
     net, fnet, li, lf = _run(shipped_weights, butterfly_pair, 3, masks=masks)
     start = weights_to_int(shipped_weights)
-    for l, (a, b, m) in enumerate(zip(net.weights, start, masks)):
+    for a, b, m in zip(net.weights, start, masks, strict=True):
         # A master that outgrew 32 bits grows its layer's scale (Eq. 15 read with a dynamic
         # scale): pruned columns are then only re-expressed at the new scale, exactly.
         extra = a.scale - b.scale
@@ -147,22 +148,22 @@ def test_channel_order_changes_no_integer(shipped_weights, butterfly_pair):
     masks[-1][:] = True
     perms = [rng.permutation(w.shape[3]) for w in shipped_weights[:-1]]
     shuffled = []
-    for l, w in enumerate(shipped_weights):
-        if l > 0:
-            w = w[:, :, perms[l - 1]]
-        shuffled.append(w[..., perms[l]] if l < len(perms) else w)
-    shuffled_masks = [m[p] for m, p in zip(masks, perms)] + [masks[-1]]
+    for layer, w in enumerate(shipped_weights):
+        if layer > 0:
+            w = w[:, :, perms[layer - 1]]
+        shuffled.append(w[..., perms[layer]] if layer < len(perms) else w)
+    shuffled_masks = [m[p] for m, p in zip(masks[:-1], perms, strict=True)] + [masks[-1]]
     mult, shift = lr_to_fixed(LR, tgt.size)
     a = IntNet(weights_to_int(shipped_weights), masks)
     b = IntNet(weights_to_int(shuffled), shuffled_masks)
     for _ in range(2):
         assert a.step(inp, tgt, mult, shift) == b.step(inp, tgt, mult, shift)
-    for l, (x, y) in enumerate(zip(a.weights, b.weights)):
+    for layer, (x, y) in enumerate(zip(a.weights, b.weights, strict=True)):
         back = y.value
-        if l > 0:
-            back = back[:, :, np.argsort(perms[l - 1])]
-        if l < len(perms):
-            back = back[..., np.argsort(perms[l])]
+        if layer > 0:
+            back = back[:, :, np.argsort(perms[layer - 1])]
+        if layer < len(perms):
+            back = back[..., np.argsort(perms[layer])]
         assert x.scale == y.scale
         np.testing.assert_array_equal(x.value, back)
 
@@ -174,8 +175,8 @@ def test_layerwise_freeze_trains_only_the_back(shipped_weights, butterfly_pair):
             [np.ones(w.shape[3], bool) for w in shipped_weights[4:]]
     net, _, li, _ = _run(shipped_weights, butterfly_pair, 2, masks=masks)
     start = weights_to_int(shipped_weights)
-    for l in range(4):
-        np.testing.assert_array_equal(net.weights[l].value, start[l].value)
+    for layer in range(4):
+        np.testing.assert_array_equal(net.weights[layer].value, start[layer].value)
     assert not np.array_equal(net.weights[7].value, start[7].value)
     assert li[-1] < li[0]
 
@@ -216,7 +217,7 @@ def test_tile_and_portable_kernels_take_identical_steps(shipped_weights, butterf
     monkeypatch.setattr(dispatch, "PATH", "portable")
     portable, _, l_port, _ = _run(shipped_weights, butterfly_pair, 3, masks=masks)
     np.testing.assert_array_equal(l_tile, l_port)
-    for a, b in zip(tile.weights, portable.weights):
+    for a, b in zip(tile.weights, portable.weights, strict=True):
         assert a.scale == b.scale
         np.testing.assert_array_equal(a.value, b.value)
 
@@ -233,6 +234,6 @@ def test_fused_update_equals_backward_then_apply(shipped_weights, butterfly_pair
         a.step(inp, tgt, mult, shift)
         cache = b.forward(inp)
         b.apply(b.backward(cache, b.loss_grad(cache, tgt)[2]), mult, shift)
-    for x, y in zip(a.weights, b.weights):
+    for x, y in zip(a.weights, b.weights, strict=True):
         assert x.scale == y.scale
         np.testing.assert_array_equal(x.value, y.value)

@@ -14,14 +14,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
-from helpers import host_runs
-from intsr.kernels.dispatch import PATH
 from intsr.arch import layer_shapes
-from intsr.model import IntNet
 from intsr.blind import estimator
+from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.kernels.dispatch import PATH
+from intsr.model import IntNet
 from intsr.online import estimate_kernel, make_learner, make_training_pair
 from intsr.quant import QTensor
+
+from helpers import host_runs
 
 # LLVM names (%x, @x, !x, quoted or not) and strings are dropped before the search, so a
 # variable called `half` or a symbol mentioning `float` does not count.

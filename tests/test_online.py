@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import DATA, gaussian, last_line_per_thread_count
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
 from intsr.floatpath.degrade import lr_image
 from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8
 from intsr.online import adapt, super_resolve
+
+from helpers import DATA, gaussian, last_line_per_thread_count
 
 
 def test_eq1_integer_son_matches_float_reference(butterfly_lr):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from helpers import last_line_per_thread_count
 from intsr import cost
 from intsr.arch import KSIZE, layer_shapes
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
@@ -17,6 +16,8 @@ from intsr.online import Adapter
 from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate, uniform
 from intsr.quant import ceil_log2
 from intsr.weights import default_precision, precision_profiles, shipped_precision
+
+from helpers import last_line_per_thread_count
 
 LR = 0.01
 
@@ -51,7 +52,7 @@ def test_eq10_eq11_at_16_bits(values, exp, unsigned):
     frac = 16 if unsigned else 15
     assert q.scale == c + exp and q.value.dtype == (np.uint16 if unsigned else np.int16)
     from fractions import Fraction
-    for a, v in zip(acc.ravel(), q.value.ravel()):
+    for a, v in zip(acc.ravel(), q.value.ravel(), strict=True):
         real = Fraction(int(a)) * Fraction(2) ** exp
         got = Fraction(int(v)) * Fraction(2) ** (q.scale - frac)
         step = Fraction(2) ** (q.scale - frac)
@@ -66,7 +67,7 @@ def test_eq14_eq15_with_16_bit_masters():
     rng = np.random.default_rng(0)
     w32 = weights_to_int([rng.normal(0, 0.05, s) for s in layer_shapes()])
     net = IntNet(w32, precision=uniform(master=16))
-    for q32, q16, w8 in zip(w32, net.weights, net.w8):
+    for q32, q16, w8 in zip(w32, net.weights, net.w8, strict=True):
         assert q16.value.dtype == np.int16 and q16.scale == q32.scale
         want = np.clip((q32.value.astype(np.int64) + (1 << 15)) >> 16, -32768, 32767)
         np.testing.assert_array_equal(q16.value, want)
@@ -74,15 +75,15 @@ def test_eq14_eq15_with_16_bit_masters():
             w8.value, np.clip((want + 128) >> 8, -128, 127).astype(np.int8))
     # an update that pushes a master past 2**15 - 1: the layer's scale grows by one
     from intsr.quant import QTensor
-    l = 7
-    flat = net.weights[l].value.reshape(-1, 3)
+    layer = 7
+    flat = net.weights[layer].value.reshape(-1, 3)
     flat[0, 0] = 32767
-    g = QTensor(np.zeros((flat.shape[0], 3), np.int16), net.weights[l].scale)
+    g = QTensor(np.zeros((flat.shape[0], 3), np.int16), net.weights[layer].scale)
     g.value[0, 0] = -32768
-    before = net.weights[l].scale
-    net._update_layer(l, g, 1 << 15, 15)
-    assert net.weights[l].scale == before + 1
-    assert int(np.abs(net.weights[l].value.astype(np.int64)).max()) <= 32767
+    before = net.weights[layer].scale
+    net._update_layer(layer, g, 1 << 15, 15)
+    assert net.weights[layer].scale == before + 1
+    assert int(np.abs(net.weights[layer].value.astype(np.int64)).max()) <= 32767
 
 
 def _steps(precision, weights, pair, steps=10):
@@ -90,7 +91,7 @@ def _steps(precision, weights, pair, steps=10):
     net = IntNet(weights_to_int(weights), precision=precision)
     for _ in range(steps):
         net.step(inp, tgt, *lr_to_fixed(LR, tgt.size))
-    return [q.dequantize() - w for q, w in zip(net.weights, weights)]
+    return [q.dequantize() - w for q, w in zip(net.weights, weights, strict=True)]
 
 
 @pytest.mark.slow
@@ -101,7 +102,8 @@ def test_sixteen_bits_everywhere_follow_the_float_path_closer(shipped_weights, b
     inp, tgt = butterfly_pair
     for _ in range(10):
         fnet.step(inp / 255.0, tgt / 255.0, LR)
-    df = np.concatenate([(a - w).ravel() for a, w in zip(fnet.weights, shipped_weights)])
+    df = np.concatenate([(a - w).ravel()
+                         for a, w in zip(fnet.weights, shipped_weights, strict=True)])
     cos = {}
     for name, prec in (("int8", INT8), ("int16", uniform(16, 16, 16, 32))):
         di = np.concatenate([d.ravel() for d in _steps(prec, shipped_weights, butterfly_pair)])
@@ -120,14 +122,14 @@ def test_eq16_eq17_with_per_tensor_widths():
     base = sum(cost.memory_bits(precision=INT8))
     shapes = layer_shapes()
     for fam in WIDTHS:
-        for l in range(LENGTH[fam]):
-            b0 = getattr(INT8, fam)[l]
+        for layer in range(LENGTH[fam]):
+            b0 = getattr(INT8, fam)[layer]
             b1 = [b for b in WIDTHS[fam] if b != b0][0]
-            d = sum(cost.memory_bits(precision=INT8.with_bits(fam, l, b1))) - base
-            _, _, ci, co = shapes[l]
+            d = sum(cost.memory_bits(precision=INT8.with_bits(fam, layer, b1))) - base
+            _, _, ci, co = shapes[layer]
             want = {"act": k2 * hw * co * 8, "grad": hw * co * 8, "fwd": k2 * ci * co * 8,
                     "master": -k2 * ci * co * 16}[fam]
-            assert d == want, (fam, l)
+            assert d == want, (fam, layer)
     # step work: int8 is step_macs; every tensor 16-bit quadruples the 64 -> 64 products
     assert cost.step_work(20, 12, precision=INT8) == cost.step_macs(20, 12)
     all16 = cost.step_work(20, 12, precision=uniform(16, 16, 16, 32))
@@ -204,8 +206,9 @@ def test_each_scale_adapts_with_its_shipped_precision(butterfly_lr):
     (allocated on the x2 weights, docs/precision.md), int8 at x4 and at a scale nothing is
     shipped for; back-propagation only (forward gradients need 8-bit forward weights). A
     precision given wins."""
-    from helpers import gaussian
     from intsr.online import adapt
+
+    from helpers import gaussian
     assert (default_precision(4), default_precision(2)) == ("int8", "mixed-x2")
     assert default_precision(3) == "int8" and default_precision(2, "forward") == "int8"
     x2 = precision_profiles()["mixed-x2"]
@@ -238,7 +241,7 @@ def test_sr_act_widths_the_sr_pass_only(shipped_weights, butterfly_pair):
         for _ in range(2):
             net.step(inp, tgt, *lr_to_fixed(LR, tgt.size))
     for net in nets[1:]:
-        for a, b in zip(nets[0].weights, net.weights):
+        for a, b in zip(nets[0].weights, net.weights, strict=True):
             assert a.scale == b.scale and np.array_equal(a.value, b.value)
     same, explicit, sr16 = (net.predict(inp) for net in nets)
     np.testing.assert_array_equal(same, explicit)
@@ -252,13 +255,14 @@ def test_sr_act_widths_the_sr_pass_only(shipped_weights, butterfly_pair):
 
 def test_sixteen_bit_masters_survive_a_saved_state(tmp_path, butterfly_lr):
     """A state holds int32: 16-bit masters widen exactly (v << 16) and come back the same."""
-    from helpers import gaussian
     from intsr.state import load_state, save_state
+
+    from helpers import gaussian
     ad = Adapter(precision="small")
     ad.learn([ad.pair(butterfly_lr, gaussian(1.6))], 2)
     save_state(tmp_path / "s.npz", ad.state())
     again = Adapter(load_state(tmp_path / "s.npz"), precision="small")
-    for a, b in zip(ad.net.weights, again.net.weights):
+    for a, b in zip(ad.net.weights, again.net.weights, strict=True):
         assert a.scale == b.scale and np.array_equal(a.value, b.value)
 
 

@@ -3,8 +3,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from intsr import pruning
 from intsr.arch import CHANNELS
@@ -30,9 +29,9 @@ def test_eq9_cost_and_first_layer_convention():
 def _brute(values, choices, cin, tau):
     best = None
     for idx in itertools.product(*[range(len(c)) for c in choices]):
-        counts = [choices[l][i] for l, i in enumerate(idx)]
+        counts = [choices[layer][i] for layer, i in enumerate(idx)]
         if pruning.chain_cost(counts, cin) <= tau:
-            v = sum(values[l][i] for l, i in enumerate(idx))
+            v = sum(values[layer][i] for layer, i in enumerate(idx))
             best = v if best is None else max(best, v)
     return best
 
@@ -67,7 +66,7 @@ def test_eq8_solver_matches_brute_force(inst):
     counts, got, cost = pruning.solve(values, choices, cin, tau)
     assert got == pytest.approx(want, abs=1e-9)
     assert cost == pruning.chain_cost(counts, cin) <= tau
-    recomputed = sum(values[l][choices[l].index(c)] for l, c in enumerate(counts))
+    recomputed = sum(values[layer][choices[layer].index(c)] for layer, c in enumerate(counts))
     assert recomputed == pytest.approx(got, abs=1e-9)
 
 
@@ -80,7 +79,7 @@ def test_eq8_on_real_sized_layers_matches_brute_force(seed, objective):
     ch = (3, 64, 64, 64, 3)
     norms = [rng.gamma(0.5, size=64) for _ in range(3)]
     choices = [pruning.candidates(64)] * 3
-    values = [pruning.layer_values(n, c, objective) for n, c in zip(norms, choices)]
+    values = [pruning.layer_values(n, c, objective) for n, c in zip(norms, choices, strict=True)]
     tau = rng.uniform(0.1, 1.0) * pruning.full_cost(ch)
     want = _brute(values, choices, [3, 64, 64], tau)
     assume(want is not None)  # a budget below the cheapest choice: covered by the test above
@@ -97,9 +96,9 @@ def test_masks_for_paper_ratios(ratio):
     assert len(masks) == len(CHANNELS) - 1
     assert masks[-1].all() and masks[-1].shape == (3,)
     assert all(c % 8 == 0 and 8 <= c <= 64 for c in counts)
-    for l, (m, c) in enumerate(zip(masks[:-1], counts)):
+    for layer, (m, c) in enumerate(zip(masks[:-1], counts, strict=True)):
         assert m.dtype == bool and m.sum() == c
-        _, order = pruning.cumulative_importance(norms[l])
+        _, order = pruning.cumulative_importance(norms[layer])
         assert m[order[:c]].all()
     achieved = pruning.pruning_ratio(counts)
     assert achieved >= ratio - 1e-12

@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from helpers import gaussian
 from intsr.online import Adapter
 from intsr.state import FORMAT, load_state, save_state
+
+from helpers import gaussian
 
 
 def _run(*args):
@@ -41,7 +42,7 @@ def test_save_then_resume_equals_one_run_and_sr_reproduces(folder, tmp_path):
     _run("adapt", img, tmp_path / "five5.png", "--kernel", k, "--steps", 5, "--quiet",
          "--weights", tmp_path / "five.npz", "--save-state", tmp_path / "five5.npz")
     ten, resumed = load_state(tmp_path / "ten.npz"), load_state(tmp_path / "five5.npz")
-    for a, b in zip(ten.weights, resumed.weights):
+    for a, b in zip(ten.weights, resumed.weights, strict=True):
         assert a.scale == b.scale
         np.testing.assert_array_equal(a.value, b.value)
     assert (ten.steps, resumed.steps) == (10, 10) and ten.kernel_sha256 == resumed.kernel_sha256
@@ -130,10 +131,11 @@ def test_batch_refuses_before_any_work(folder, tmp_path):
 def test_eval_and_info_accept_a_state(folder, tmp_path):
     """`intsr eval --weights STATE` starts int8-ours from the state's masters: at 0 steps it
     scores exactly what `intsr sr --weights STATE` writes."""
-    from helpers import DATA
     from intsr.evaluate import load_hr
     from intsr.floatpath.degrade import lr_image
     from intsr.floatpath.metrics import psnr_y
+
+    from helpers import DATA
     k = folder.parent / "k.npy"
     _run("adapt", folder / "im0.png", tmp_path / "o.png", "--kernel", k, "--steps", 3,
          "--quiet", "--save-state", tmp_path / "s.npz")

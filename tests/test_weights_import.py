@@ -30,7 +30,7 @@ def test_torch_save_round_trip_is_exact(tmp_path):
     p = tmp_path / "w.pt"
     torch.save(sd, p)
     got = W.load_weights(p)
-    for g, want, shp in zip(got, _hwio(sd), layer_shapes()):
+    for g, want, shp in zip(got, _hwio(sd), layer_shapes(), strict=True):
         assert g.dtype == np.float32 and g.shape == shp
         np.testing.assert_array_equal(g, want)
 
@@ -45,7 +45,7 @@ def test_real_trainer_state_dict_and_checkpoint_and_ddp_prefix(tmp_path):
                tmp_path / "ddp.pt")
     want = [c.weight.detach().numpy().transpose(2, 3, 1, 0) for c in m.convs]
     for name in ("a.pt", "ck.pt", "ddp.pt"):
-        for g, w in zip(W.load_weights(tmp_path / name), want):
+        for g, w in zip(W.load_weights(tmp_path / name), want, strict=True):
             np.testing.assert_array_equal(g, w)
 
 
@@ -58,7 +58,7 @@ def test_non_contiguous_and_shared_storage_tensors(tmp_path):
     sd["convs.2.weight"] = big[64 * 64 * 9:].view(64, 64, 3, 3)  # offset into a shared storage
     sd["convs.3.weight"] = big[:64 * 64 * 9].view(64, 64, 3, 3)
     torch.save(sd, tmp_path / "v.pt")
-    for g, w in zip(W.load_weights(tmp_path / "v.pt"), _hwio(sd)):
+    for g, w in zip(W.load_weights(tmp_path / "v.pt"), _hwio(sd), strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -68,7 +68,7 @@ def test_npz_round_trip(tmp_path):
     W.save_weights_npz(tmp_path / "w.npz", ws)
     with np.load(tmp_path / "w.npz") as z:
         assert z["conv1"].shape == (64, 3, 3, 3)  # OIHW on disk
-    for a, b in zip(W.load_weights(tmp_path / "w.npz"), ws):
+    for a, b in zip(W.load_weights(tmp_path / "w.npz"), ws, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -194,7 +194,7 @@ def test_masks_round_trip(tmp_path):
     assert set(got) == {0.0, 0.27, 0.5, 0.67, 0.85}
     for r in masks:
         assert got_tau[r] == taus[r]
-        for a, b in zip(got[r], masks[r]):
+        for a, b in zip(got[r], masks[r], strict=True):
             assert a.dtype == bool
             np.testing.assert_array_equal(a, b)
     assert set(W.load_masks(tmp_path / "m.npz")) == set(masks)
@@ -204,8 +204,8 @@ def test_malformed_masks(tmp_path):
     masks, taus = _masks()
     arrays = {}
     for pct, r in W.MASK_RATIOS.items():
-        for l, m in enumerate(masks[r], 1):
-            arrays[f"p{pct}_l{l}"] = m
+        for layer, m in enumerate(masks[r], 1):
+            arrays[f"p{pct}_l{layer}"] = m
         arrays[f"p{pct}_tau"] = np.float64(taus[r])
     bad = dict(arrays)
     del bad["p50_l3"]
@@ -255,7 +255,7 @@ def test_foreign_state_dicts_of_this_architecture_load_by_shape(tmp_path):
                "nested.pt": {"model": {"state_dict": sd}}}
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / name)
-        for g, w in zip(W.load_weights(tmp_path / name), want):
+        for g, w in zip(W.load_weights(tmp_path / name), want, strict=True):
             np.testing.assert_array_equal(g, w)
 
 

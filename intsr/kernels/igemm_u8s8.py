@@ -110,7 +110,8 @@ def _avx2_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k
 
     def madd(acc, word_vecs, bvec, n):
         b8 = builder.bitcast(bvec, v32i8)
-        for vec, weight in zip(word_vecs, (ones, c128)):
+        # one word (no split: weight 1) or its two parts (weights 1 and 128)
+        for vec, weight in zip(word_vecs, (ones, c128), strict=False):
             bcast = builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
                                            ir.Constant(_V8, None))
             pairs = builder.call(ub, [builder.bitcast(bcast, v32i8), b8])

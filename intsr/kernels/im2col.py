@@ -9,7 +9,6 @@ reuses im2col and needs no scatter-add (no write races between threads, no extra
 import numpy as np
 from numba import njit, prange
 
-
 # Bytes of im2col rows materialised at once: images are processed in bands of output rows so
 # the 9x copy stays bounded (4 MiB) whatever the image size.
 BAND_BYTES = 1 << 22

@@ -42,7 +42,8 @@ def test_llvm_lowers_the_byte_interleaves_of_the_transposes_to_zip():
     Arm's zip1 / zip2 on 16-byte vectors: the transposes need nothing target-specific. (The
     results are combined by xor so that LLVM cannot fold them into interleaving stores.)"""
     from llvmlite import ir
-    from intsr.kernels.transpose_u8 import _BYTES, _PAIRS, _V16B, _V8H
+
+    from intsr.kernels.transpose_u8 import _BYTES, _PAIRS, _V8H, _V16B
     module = ir.Module()
     module.triple = "aarch64-unknown-linux-gnu"
     fn = ir.Function(module, ir.FunctionType(_V16B, [_V16B, _V16B]), "interleave")

@@ -1,13 +1,20 @@
 import numpy as np
 import pytest
 
-from helpers import host_runs
-from kernel_data import EXTREMES
-from intsr.kernels.dispatch import (PATH, agrad3x3_s8s8, agrad_weights, conv3x3_ref,
-                                    wgrad3x3_ref, wgrad3x3_u8s8)
+from intsr.kernels.dispatch import (
+    PATH,
+    agrad3x3_s8s8,
+    agrad_weights,
+    conv3x3_ref,
+    wgrad3x3_ref,
+    wgrad3x3_u8s8,
+)
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.gemm_x8s8 import wgrad3x3_portable, wgrad_x8s8, wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
+
+from helpers import host_runs
+from kernel_data import EXTREMES
 
 
 @pytest.mark.parametrize("kind", EXTREMES)

@@ -1,8 +1,13 @@
 import numpy as np
 
-from intsr.kernels.elementwise import (l1_grad_s64, l1_grad_s64_ref, pixels_s64,
-                                       pixels_s64_ref, residual_add_u8s32,
-                                       residual_add_u8s32_ref)
+from intsr.kernels.elementwise import (
+    l1_grad_s64,
+    l1_grad_s64_ref,
+    pixels_s64,
+    pixels_s64_ref,
+    residual_add_u8s32,
+    residual_add_u8s32_ref,
+)
 
 
 def test_residual_and_l1_exact(fill):
@@ -36,4 +41,4 @@ def test_residual_headroom_at_the_extremes():
         out = np.empty((1, 3), np.int64)
         residual_add_u8s32(inp, acc, sh_i, sh_a, out)
         assert out.tolist()[0] == [(int(a) << sh_i) + (int(b) << sh_a)
-                                   for a, b in zip(inp[0], acc[0])]
+                                   for a, b in zip(inp[0], acc[0], strict=True)]

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from kernel_data import EXTREMES
 from intsr.kernels.dispatch import conv3x3_ref, conv3x3_u8s8
 from intsr.kernels.gemm_x8s8 import conv3x3_portable, gemm_x8s8, gemm_x8s8_ref
+
+from kernel_data import EXTREMES
 
 
 @pytest.mark.parametrize("kind", EXTREMES)

@@ -7,11 +7,12 @@ CPU and for an AVX-VNNI one without AVX-512, so an AVX-512 VNNI machine checks e
 import numpy as np
 import pytest
 
-from kernel_data import EXTREMES, GARBAGE
 from intsr.kernels import igemm_u8s8
 from intsr.kernels.dispatch import PATH, conv3x3_ref
 from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
+
+from kernel_data import EXTREMES, GARBAGE
 
 pytestmark = pytest.mark.skipif(PATH == "portable", reason="target without AVX2 or VNNI")
 

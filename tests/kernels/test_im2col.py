@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from kernel_data import EXTREMES
 import intsr.kernels.im2col as im2col_mod
 from intsr.kernels.im2col import bands, im2col, im2col_3x3_ref
+
+from kernel_data import EXTREMES
 
 
 @pytest.mark.parametrize("kind", EXTREMES)

@@ -3,10 +3,18 @@ references for every dtype pair, at the extremes of each dtype."""
 import numpy as np
 import pytest
 
-from kernel_data import EXTREMES
 from intsr.kernels.dispatch import agrad_weights, conv3x3_ref, wgrad3x3_ref
-from intsr.kernels.planes_x16 import (add_shifted_s64, add_shifted_s64_ref, agrad3x3_x16,
-                                      box_sum_x8, conv3x3_x16, tap_sums_x8, wgrad3x3_x16)
+from intsr.kernels.planes_x16 import (
+    add_shifted_s64,
+    add_shifted_s64_ref,
+    agrad3x3_x16,
+    box_sum_x8,
+    conv3x3_x16,
+    tap_sums_x8,
+    wgrad3x3_x16,
+)
+
+from kernel_data import EXTREMES
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
@@ -23,7 +31,8 @@ def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype):
 def test_conv3x3_x16_headroom_at_the_corners():
     """The largest magnitude any pair can reach: 576 products of 65535 * (-32768) and of
     (-32768) * (-32768), checked exactly (int64 reference; an int32 partial would wrap)."""
-    for x, w in (((65535, np.uint16), (-32768, np.int16)), ((-32768, np.int16), (-32768, np.int16))):
+    for x, w in (((65535, np.uint16), (-32768, np.int16)),
+                 ((-32768, np.int16), (-32768, np.int16))):
         xa = np.full((3, 3, 64), x[0], x[1])
         wa = np.full((3, 3, 64, 2), w[0], w[1])
         assert conv3x3_x16(xa, wa)[1, 1, 0] == 576 * x[0] * w[0]

@@ -2,9 +2,17 @@
 import numpy as np
 import pytest
 
+from intsr.kernels.requant import (
+    GATE_MASK,
+    GATE_NONE,
+    GATE_RELU,
+    max_abs_s32,
+    max_abs_s32_ref,
+    requant_s32,
+    requant_s32_ref,
+)
+
 from kernel_data import EXTREMES
-from intsr.kernels.requant import (GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, max_abs_s32_ref,
-                                   requant_s32, requant_s32_ref)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)

@@ -5,9 +5,14 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from numba import njit
 
+from intsr.kernels.transpose_u8 import (
+    transpose4x16_u8,
+    transpose4x16_u8_ref,
+    transpose16_u8,
+    transpose16_u8_ref,
+)
+
 from kernel_data import GARBAGE
-from intsr.kernels.transpose_u8 import (transpose4x16_u8, transpose4x16_u8_ref, transpose16_u8,
-                                       transpose16_u8_ref)
 
 
 @njit(cache=True)

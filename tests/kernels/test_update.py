@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernel_data import EXTREMES
 from intsr.kernels.update import sgd_update_s32, sgd_update_s32_ref
 from intsr.quant import rescale, shift_round
+
+from kernel_data import EXTREMES
 
 
 @pytest.mark.parametrize("kind", EXTREMES)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory):
     """A few smooth synthetic RGB images: enough texture for SR losses, no external data."""

@@ -29,7 +29,7 @@ ref_obj = MetaObjective(ref, 2, 0.1, False)
 ref_opt = torch.optim.SGD(ref.parameters(), lr=1.0)
 ref_obj(*tasks).backward()
 ref_opt.step()
-for p, q in zip(model.parameters(), ref.parameters()):
+for p, q in zip(model.parameters(), ref.parameters(), strict=True):
     assert torch.allclose(p, q, atol=1e-6), (rank, (p - q).abs().max())
     s = p.detach().clone()
     dist.all_reduce(s)
