@@ -117,6 +117,20 @@ def default_methods(sr_weights=None, adapt_weights=None):
     return {"bicubic": bicubic, "sr": sr, "adapt": adapt}
 
 
+def save_crops(path, hr, outputs, crop):
+    """The central ``crop`` x ``crop`` HR window of each output and of the HR image, side by side
+    with a 4-pixel white gap, magnified 2x (nearest), as PNG."""
+    h, w = hr.shape[:2]
+    y, x = (h - crop) // 2, (w - crop) // 2
+    tiles = [o[y:y + crop, x:x + crop] for o in outputs + [hr]]
+    tiles = [t if t.ndim == 3 else np.repeat(t[:, :, None], 3, axis=2) for t in tiles]
+    gap = np.full((crop, 4, 3), 255, np.uint8)
+    row = np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
+    row = row.repeat(2, axis=0).repeat(2, axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(row).save(path)
+
+
 def summarise(records, methods):
     """Per kind: mean Y-PSNR of bicubic, mean difference of each method to bicubic, and how many
     images are below it."""
@@ -125,7 +139,8 @@ def summarise(records, methods):
         recs = [r for r in records if r["kind"] == kind]
         if not recs:
             continue
-        row = {"kind": kind, "n": len(recs), "bicubic": float(np.mean([r["bicubic"] for r in recs]))}
+        row = {"kind": kind, "n": len(recs),
+               "bicubic": float(np.mean([r["bicubic"] for r in recs]))}
         for m in methods:
             if m == "bicubic":
                 continue
@@ -164,6 +179,10 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["bicubic", "sr", "adapt"])
     ap.add_argument("--seed", type=int, default=28)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--crops", default=None,
+                    help="folder: one picture per kind of the first image, side by side: "
+                         "PIL bicubic | each method | HR (a CROP-pixel HR window, 2x nearest)")
+    ap.add_argument("--crop", type=int, default=96)
     args = ap.parse_args()
 
     images = load_hr(args.data, args.holdout, args.max_side)
@@ -176,7 +195,12 @@ def main():
             lr, ref, info = make_case(hr, kind, [args.seed, ki, ii])
             scale = KINDS[kind][0]
             rec = {"kind": kind, "image": name, **info}
-            for m, (sr, sec, rep) in run_methods(lr, scale, methods).items():
+            results = run_methods(lr, scale, methods)
+            if args.crops and ii == 0:
+                save_crops(Path(args.crops) / f"real_{kind}.png", ref,
+                           [results[m][0] for m in methods if results[m][0] is not None],
+                           args.crop)
+            for m, (sr, sec, rep) in results.items():
                 if sr is None:
                     rec[m + "_refused"] = rep["refused"]
                     continue

@@ -13,7 +13,6 @@ import click
 
 from intsr.io import InputError
 
-
 # Failures a user can cause (a bad file, option or path): shown as their message alone.
 _EXPECTED = (InputError, ValueError, TypeError, OSError, KeyError, ArithmeticError)
 
@@ -205,6 +204,9 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
             return
         if desc is None:
             click.echo("estimating the blur kernel (blind mode)...", err=True)
+        elif desc.get("family") == "resizer":
+            click.echo(f"kernel: a {desc['resizer']} resize, {desc['size']}x{desc['size']} "
+                       f"({desc['seconds']:.2f} s)", err=True)
         else:
             click.echo(f"kernel: Gaussian sigma {desc['sigma1']:.2f} x {desc['sigma2']:.2f} at "
                        f"{desc['theta_deg']:.1f} deg, {desc['size']}x{desc['size']} "

@@ -22,6 +22,7 @@ import numpy as np
 from intsr import torchfile
 from intsr.floatpath.convert import kernel_to_fixed, weights_to_int
 from intsr.floatpath.gaussian import from_log_cov, gaussian, kernel_size, log_cov
+from intsr.floatpath.realdeg import RESIZERS, resizer_kernel
 from intsr.io import InputError
 from intsr.kernels.dispatch import conv3x3_u8s8
 from intsr.kernels.requant import GATE_RELU
@@ -67,28 +68,47 @@ def bank():
 @dataclass
 class Estimate:
     """A blind estimate: the bank entry, its fixed-point taps (what the son is made with) and
-    the estimator's raw prediction (u, v, w) * 2**FRAC."""
+    the estimator's raw prediction (u, v, w) * 2**FRAC; ``resizer`` names the resizer when the
+    estimator read the image as made by one (a family estimator: index -1, the resizer's taps)."""
     index: int
     k_fixed: np.ndarray
     uvw: tuple
+    resizer: str | None = None
 
     def describe(self):
         """Reporting boundary: the entry's parameters and the prediction as floats."""
+        ps1, ps2, pth = from_log_cov(*(c / (1 << FRAC) for c in self.uvw[:3]))
+        predicted = {"sigma1": ps1, "sigma2": ps2, "theta_deg": math.degrees(pth)}
+        if self.resizer is not None:
+            return {"family": "resizer", "resizer": self.resizer,
+                    "size": int(self.k_fixed.shape[0]), "predicted": predicted}
         s1, s2, th = bank().params[self.index]
-        ps1, ps2, pth = from_log_cov(*(c / (1 << FRAC) for c in self.uvw))
-        return {"sigma1": s1, "sigma2": s2, "theta_deg": math.degrees(th),
+        return {"family": "gauss", "sigma1": s1, "sigma2": s2, "theta_deg": math.degrees(th),
                 "size": int(self.k_fixed.shape[0]), "bank_index": self.index,
-                "bank_size": len(bank().params),
-                "predicted": {"sigma1": ps1, "sigma2": ps2, "theta_deg": math.degrees(pth)}}
+                "bank_size": len(bank().params), "predicted": predicted}
 
     def kernel(self):
         """The kernel as a float array summing to 1 (exactly the taps the device used)."""
         return self.k_fixed.astype(np.float64) / self.k_fixed.sum()
 
 
+# The head has 3 outputs (u, v, w), or with the kernel family 4 + len(RESIZERS): then output 3
+# is the family's logit (>= 0: a resizer made the image) and 4.. one logit per resizer.
 ESTIMATOR_SPEC = {**{f"conv{i + 1}": ((3, 3, 3 if i == 0 else WIDTH, WIDTH), "f", 4)
                      for i in range(LAYERS)},
-                  "head_w": ((WIDTH, 3), "f", 4), "head_b": ((3,), "f", 4), "scale": ((), "i")}
+                  "head_w": ((WIDTH, None), "f", 4), "head_b": ((None,), "f", 4),
+                  "scale": ((), "i")}
+FAMILY_OUTPUTS = 4 + len(RESIZERS)
+
+
+# Blind mode at a scale without an estimator assumes the input was made by this resizer (the
+# commonest way images are made smaller) and adapts from the direct-SR weights (issue 28).
+ASSUMED_RESIZER = "bicubic"
+
+
+def has_estimator(scale):
+    """Whether a kernel estimator is shipped for ``scale``."""
+    return shipped_config(scale).get("estimator") is not None
 
 
 def shipped_estimator(scale):
@@ -107,6 +127,10 @@ class KernelEstimator:
     def __init__(self, path=None, scale=4):
         path = shipped_estimator(scale) if path is None else path
         z = torchfile.read_npz(path, ESTIMATOR_SPEC, "kernel estimator")
+        outputs = z["head_w"].shape[1]
+        if outputs not in (3, FAMILY_OUTPUTS) or z["head_b"].shape != (outputs,):
+            raise InputError(f"{os.path.basename(path)}: a head of {outputs} outputs is neither "
+                             f"(u, v, w) nor (u, v, w) with the kernel family")
         if int(z["scale"]) != scale:
             raise InputError(f"{os.path.basename(path)} estimates kernels for x{int(z['scale'])}"
                              f", not x{scale}")
@@ -119,6 +143,9 @@ class KernelEstimator:
         if -self.head_exp - FRAC < 1:
             raise InputError(f"{os.path.basename(path)}: head weights out of range")
         self.scale = scale
+        # the resizers' taps at this scale (boundary: made once, like the bank)
+        self.resizer_taps = ({name: kernel_to_fixed(resizer_kernel(name, scale))
+                              for name in RESIZERS} if outputs > 3 else None)
         bank()
 
     def features(self, image):
@@ -129,10 +156,10 @@ class KernelEstimator:
         x = np.ascontiguousarray(image[y0:y0 + WINDOW, x0:x0 + WINDOW])
         h, w = x.shape[:2]
         exp = -8  # pixels read as p / 256, like the SR network's input
-        for l, wq in enumerate(self.w8):
+        for layer, wq in enumerate(self.w8):
             # int32 accumulator: 9 taps x 32 channels x 255 x 128 < 2**24, far from 2**31.
             acc = conv3x3_u8s8(x, wq.value)
-            if l == LAYERS - 1:
+            if layer == LAYERS - 1:
                 # int32 values, at most 2**16 pixels: the int64 sum has 2**16 headroom.
                 return [int(v) for v in np.maximum(acc, 0).sum(axis=(0, 1), dtype=np.int64)]
             q = requantize(acc.reshape(h * w, -1), exp + wq.exp, None, GATE_RELU, True,
@@ -140,7 +167,8 @@ class KernelEstimator:
             x, exp = q.value.reshape(h, w, -1), q.exp
 
     def predict(self, image):
-        """(u, v, w) * 2**FRAC as Python ints, rounded half up from the head's exponent.
+        """(u, v, w[, family, resizers...]) * 2**FRAC as Python ints, rounded half up from
+        the head's exponent.
 
         Features ``f`` -> ``q_i = floor(WIDTH * f_i * 2**NORM_BITS / sum f)`` (a featureless,
         all-zero image reads as uniform features) -> ``head_w^T q + head_b``."""
@@ -149,8 +177,9 @@ class KernelEstimator:
         q = [(WIDTH * v << NORM_BITS) // total for v in f] if total else [1 << NORM_BITS] * WIDTH
         shift = -self.head_exp - FRAC  # > 0 for any real head: NORM_BITS + 31 - hs > 12
         out = []
-        for j in range(3):
-            acc = sum(qi * row[j] for qi, row in zip(q, self.head_w)) + self.head_b[j]
+        for j in range(len(self.head_b)):
+            acc = sum(qi * row[j] for qi, row in zip(q, self.head_w, strict=True))
+            acc += self.head_b[j]
             out.append((acc + (1 << (shift - 1))) >> shift)
         return tuple(out)
 
@@ -166,13 +195,20 @@ class KernelEstimator:
         # Clamped to +-LIMIT (sigma ratios of e**4, far outside the bank: the choice is the
         # same) so that the int64 squared distances below cannot overflow for any head.
         uvw = tuple(max(-LIMIT, min(LIMIT, (sum(p[j] for p in preds) * 2 + n) // (2 * n)))
-                    for j in range(3))
+                    for j in range(len(preds[0])))
+        if len(uvw) > 3 and uvw[3] >= 0:
+            # read as a resizer's image: the resizer of the largest logit (first on a tie)
+            logits = uvw[4:]
+            name = list(RESIZERS)[logits.index(max(logits))]
+            taps = self.resizer_taps[name]
+            if max_size is None or taps.shape[0] <= max_size:
+                return Estimate(-1, taps, uvw, name)
         b = bank()
         d = ((b.uvw - np.array(uvw, np.int64)) ** 2).sum(axis=1)
         if max_size is not None:
             d = np.where(b.sizes <= max_size, d, np.iinfo(np.int64).max)
         i = int(np.argmin(d))
-        return Estimate(i, b.taps[i], uvw)
+        return Estimate(i, b.taps[i], uvw[:3])
 
 
 # Noise level (Immerkaer, "Fast noise variance estimation", 1996), integers only. The mask

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from intsr import cost, weights as wfiles
+from intsr import blind, cost, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
 from intsr.floatpath.realdeg import RESIZERS
-from intsr.io import (LOSSLESS_SUFFIXES, InputError, atomic_write, check_output_path,
-                      jpeg_quality, read_image, read_kernel, write_image)
+from intsr.io import (
+    LOSSLESS_SUFFIXES,
+    InputError,
+    atomic_write,
+    check_output_path,
+    jpeg_quality,
+    read_image,
+    read_kernel,
+    write_image,
+)
 from intsr.kernels import dispatch, isa
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.state import is_state_file, load_state, save_state as save_state_file
@@ -114,7 +122,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     net of intsr.online.adapt, single images only (None: on in blind mode). Returns a report
     dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
     written."""
-    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt
+    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt, adapts_from_meta
 
     inputs, batch = expand_inputs(paths)
     if window is not None and window < MIN_SON * scale:
@@ -135,7 +143,13 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if save_kernel is not None and (Path(save_kernel).suffix.lower() != ".npy"
                                     or Path(save_kernel).is_dir()):
         raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
-    if blind_mode:
+    assumed = blind_mode and not blind.has_estimator(scale)
+    if assumed:
+        if save_kernel is not None:
+            raise InputError(f"--save-kernel: no kernel estimator is shipped for x{scale} "
+                             f"(blind mode assumes a {blind.ASSUMED_RESIZER} resize there)")
+        kernel = blind.ASSUMED_RESIZER
+    elif blind_mode:
         kernel = None
     elif str(kernel_path) in RESIZERS:
         kernel = str(kernel_path)
@@ -146,17 +160,23 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if check and batch:
         raise InputError("--check is for one input image (a batch has no single son pair)")
     precision = precision or wfiles.default_precision(scale, method)
-    t_start = time.perf_counter()
-    ad = Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0, grid=grid,
-                 method=method, seed=seed, options=options, precision=precision)
-    t_load = time.perf_counter() - t_start
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "method": method, "seed": seed, "method_options": dict(options or {}),
               "precision": precision,
               "images": [], "kernels": dispatch.PATH}
-    if blind_mode:
+    t_start = time.perf_counter()
+    # the estimate first: it says which weights the steps start from (adapts_from_meta)
+    if assumed:
+        report["kernel_estimate"] = {"assumed": kernel}
+    elif blind_mode:
         kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
                            save_kernel, on_estimate)
+    t0 = time.perf_counter()
+    ad = Adapter(weights, scale=scale, prune=prune, lr=lr,
+                 adapting=adapts_from_meta(kernel, steps), grid=grid, method=method, seed=seed,
+                 options=options, precision=precision)
+    t_load = time.perf_counter() - t0
+    report["weights"] = ad.base
     if not batch:
         pixels, alpha = read_image(inputs[0])
         rep = {"trace_memory": True} if report_path else {}
@@ -165,7 +185,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                        check=blind_mode if check is None else check)
         rep.pop("trace_memory", None)
         rep["seconds"]["load"] = t_load
-        if blind_mode:
+        if blind_mode and not assumed:
             rep["seconds"]["estimate"] = report["kernel_estimate"]["seconds"]
         report.update(rep, input=str(inputs[0]), size=[int(pixels.shape[1]),
                                                         int(pixels.shape[0])])
@@ -186,7 +206,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                                  jpeg=_jpeg_of(jpeg, p)) for p in inputs]
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
-        for i, (inp, o) in enumerate(zip(inputs, outs)):
+        for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
             pixels, alpha = read_image(inp)
             if continual:
                 ad.learn([ad.pair(pixels, kernel, noise=0.0 if noise == "auto" else noise,
@@ -244,7 +264,7 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre")
     ad = Adapter(weights, scale=scale, adapting=False, grid=grid)
     report = {"mode": "sr", "scale": scale, "images": [], "kernels": dispatch.PATH}
     t_start = time.perf_counter()
-    for i, (inp, o) in enumerate(zip(inputs, outs)):
+    for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
         pixels, alpha = read_image(inp)
         result = ad.super_resolve(pixels)
         _write_sr(o, result, alpha, scale, grid)
@@ -307,9 +327,9 @@ def cost_report(size=32, bits_f=8, bits_w=32, prune=None, masks_path=None, preci
     eq17 = cost.cost(size, bits_f, masks, prec)
     return {"size": size, "bits_f": bits_f, "bits_w": bits_w, "precision": precision,
             "layers": [
-        {"layer": l + 1, "c_in": r[0], "c_out": r[1], "c_in_kept": r[2], "c_out_kept": r[3],
+        {"layer": layer + 1, "c_in": r[0], "c_out": r[1], "c_in_kept": r[2], "c_out_kept": r[3],
          "memory_kb_printed": p / 8000, "memory_kb_table5": t / 8000, "cost_eq17": c}
-        for l, (r, p, t, c) in enumerate(zip(rows, printed, table5, eq17))],
+        for layer, (r, p, t, c) in enumerate(zip(rows, printed, table5, eq17, strict=True))],
         "memory_kb_printed": sum(printed) / 8000, "memory_kb_table5": sum(table5) / 8000,
         "cost_eq17": sum(eq17)}
 

@@ -15,16 +15,21 @@ import tracemalloc
 import numpy as np
 
 from intsr import blind, forwardgrad, mest
-from intsr.floatpath.convert import (KERNEL_BITS, kernel_to_fixed, lr_to_fixed, noise_to_fixed,
-                                     weights_to_int)
+from intsr.floatpath.convert import (
+    KERNEL_BITS,
+    kernel_to_fixed,
+    lr_to_fixed,
+    noise_to_fixed,
+    weights_to_int,
+)
 from intsr.floatpath.realdeg import RESIZERS, resizer_kernel
 from intsr.io import InputError, jpeg_roundtrip, validate_kernel
 from intsr.kernels.noise_u8 import add_noise_u8
 from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
-from intsr.state import State, is_state_file, kernel_digest, load_state
 from intsr.precision import Precision
 from intsr.quant import QTensor
+from intsr.state import State, is_state_file, kernel_digest, load_state
 from intsr.weights import default_precision, load_model, shipped_config, shipped_precision
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
@@ -171,7 +176,7 @@ class Adapter:
                    QTensor(w.value.astype(np.int32) << (32 - w.bits), w.scale)
                    for w in self.net.weights]
         return State(masters, [np.isin(np.arange(w.shape[3]), k) for w, k in
-                               zip(self.net.weights, self.net.kept)],
+                               zip(self.net.weights, self.net.kept, strict=True)],
                      self.scale, self.lr, self.base, self.kernels, self.steps)
 
 
@@ -190,6 +195,16 @@ def _grey(out):
 
 def _l1(a, b):
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).sum(dtype=np.int64))
+
+
+def adapts_from_meta(kernel, steps):
+    """Whether the steps start from the meta-learned weights (MAML over Gaussian blurs, the
+    paper's) or, for an image a resizer made (``kernel`` a resizer's name, or an estimate that
+    names one), from the shipped direct-SR weights, trained over real inputs (docs/real-inputs.md:
+    measured better there)."""
+    if isinstance(kernel, blind.Estimate):
+        return steps > 0 and kernel.resizer is None
+    return steps > 0 and not isinstance(kernel, str)
 
 
 def fixed_kernel(kernel, scale):
@@ -300,7 +315,8 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     resizer's name ("bicubic", "bilinear", "box", "lanczos", "cv2-cubic", "cv2-linear": the
     antialiasing kernel of that resizer at ``scale``, intsr.floatpath.realdeg), a
     blind.Estimate, or "auto" / None: estimate it on the device (blind mode, estimate_kernel;
-    ``estimator`` as there; report['kernel_estimate'] describes the estimate).
+    ``estimator`` as there; report['kernel_estimate'] describes the estimate; at a scale with
+    no estimator shipped, blind.ASSUMED_RESIZER is assumed).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
     mask by pruning ratio (None: the shipped default). ``weights``: a weights file path (or a
     saved state to continue from) or a list of float HWIO arrays (None: the shipped meta-learned
@@ -310,10 +326,11 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     (make_learner); ``seed`` seeds their integer random draws and the son's noise
     (back-propagation with round-to-nearest draws nothing: every step is deterministic).
     ``precision``: per-tensor bit widths, a shipped profile name or a precision.Precision (None:
-    the scale's default, as Adapter). ``grid``: the sampling grid the image was made on,
-    "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN). ``adapter``: continue
-    an existing Adapter (weights, prune and lr then come from it); after the call it holds the
-    adapted state.
+    the scale's default, as Adapter). A resizer's kernel starts from the shipped direct-SR
+    weights instead of the meta-learned ones (adapts_from_meta). ``grid``: the sampling grid the
+    image was made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN).
+    ``adapter``: continue an existing Adapter (weights, prune and lr then come from it); after
+    the call it holds the adapted state.
 
     The son is degraded like the image (issue 28): ``noise`` levels of seeded noise ("auto":
     estimated on the device, blind.estimate_noise; None: "auto" in blind mode, else 0) and a
@@ -334,7 +351,11 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
     try:
         blind_mode = kernel is None or isinstance(kernel, str) and kernel == "auto"
         t0 = time.perf_counter()
-        if blind_mode:
+        if blind_mode and estimator is None and not blind.has_estimator(scale):
+            kernel = blind.ASSUMED_RESIZER
+            if report is not None:
+                report["kernel_estimate"] = {"assumed": kernel}
+        elif blind_mode:
             kernel = estimate_kernel(rgb, scale=scale, estimator=estimator)
             if report is not None:
                 report["kernel_estimate"] = kernel.describe()
@@ -348,9 +369,9 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
         check = blind_mode if check is None else bool(check)
         check_inputs(rgb.shape, k_fixed, scale, steps)
         t0 = time.perf_counter()
-        ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr, adapting=steps > 0,
-                                grid=grid, method=method, seed=seed, options=options,
-                                precision=precision)
+        ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr,
+                                adapting=adapts_from_meta(kernel, steps), grid=grid,
+                                method=method, seed=seed, options=options, precision=precision)
         timings["load"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -373,13 +394,14 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
             out = (fallback if chosen == "sr-weights" else ad).super_resolve(image)
         timings["sr"] = time.perf_counter() - t0
         if report is not None:
-            report.update(losses=losses, seconds=timings, macs=int(ad.net.macs),
+            report.update(losses=losses, seconds=timings, macs=int(ad.net.macs), weights=ad.base,
                           degradation={"grid": grid, "noise": noise_q8 / 256,
                                        "noise_estimated": noise == "auto",
                                        "jpeg": None if jpeg is None else jpeg[0],
                                        "subsampling": None if jpeg is None else jpeg[1]})
-            if isinstance(kernel, str):
-                report["degradation"]["kernel"] = kernel
+            name = kernel if isinstance(kernel, str) else getattr(kernel, "resizer", None)
+            if name is not None:
+                report["degradation"]["kernel"] = name
             if held is not None:
                 report["check"] = {"chosen": chosen, "held_out_rows": int(held[0].shape[0]),
                                    "l1": scores}

@@ -26,8 +26,8 @@ ALLOWED = {
     "online": {"blind", "floatpath", "forwardgrad", "io", "kernels", "mest", "model",
                "precision", "quant", "state", "weights"},
     "evaluate": {"floatpath", "io", "kernels", "model", "online", "quant", "state", "weights"},
-    "jobs": {"arch", "cost", "evaluate", "floatpath", "io", "kernels", "online", "quant", "state",
-             "weights"},
+    "jobs": {"arch", "blind", "cost", "evaluate", "floatpath", "io", "kernels", "online", "quant",
+             "state", "weights"},
     "__init__": {"online"},
 }
 

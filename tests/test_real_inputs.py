@@ -15,8 +15,13 @@ from PIL import Image
 from cli.main import main
 from intsr.blind import estimate_noise
 from intsr.floatpath.convert import kernel_to_fixed, noise_to_fixed
-from intsr.floatpath.realdeg import (RESIZERS, Degradation, make_lr, random_degradation,
-                                     resizer_kernel)
+from intsr.floatpath.realdeg import (
+    RESIZERS,
+    Degradation,
+    make_lr,
+    random_degradation,
+    resizer_kernel,
+)
 from intsr.io import ijg_table, jpeg_quality, jpeg_roundtrip
 from intsr.kernels.noise_u8 import add_noise_u8, add_noise_u8_ref
 from intsr.kernels.resample import bicubic_upsample_u8

@@ -16,9 +16,9 @@ def run(args):
     if args.pt:
         atomic_write(args.pt, lambda f: torch.save(sd, f))
         got = load_weights(args.pt)  # what the engine will see, read back without torch
-        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
         print(f"wrote {args.pt}")
     if args.npz:
         save_weights_npz(args.npz, want)
-        assert all(np.array_equal(a, b) for a, b in zip(load_weights(args.npz), want))
+        assert all(np.array_equal(a, b) for a, b in zip(load_weights(args.npz), want, strict=True))
         print(f"wrote {args.npz}")

@@ -28,10 +28,10 @@ def gradient_norms(weights, tasks, steps, alpha):
         for _ in range(steps):
             loss = F.l1_loss(functional_forward(x_tr, w), y_tr)
             grads = torch.autograd.grad(loss, w)
-            for a, g in zip(acc, grads):
+            for a, g in zip(acc, grads, strict=True):
                 a += g.flatten(1).norm(dim=1).double().numpy()
             with torch.no_grad():
-                w = [(p - alpha * g).requires_grad_(True) for p, g in zip(w, grads)]
+                w = [(p - alpha * g).requires_grad_(True) for p, g in zip(w, grads, strict=True)]
     return acc
 
 

@@ -22,7 +22,7 @@ def inner_adapt(weights, x_tr, y_tr, steps, alpha, first_order):
     for _ in range(steps):
         loss = F.l1_loss(functional_forward(x_tr, w), y_tr)
         grads = torch.autograd.grad(loss, w, create_graph=not first_order)
-        w = [p - alpha * g for p, g in zip(w, grads)]
+        w = [p - alpha * g for p, g in zip(w, grads, strict=True)]
     return w
 
 
@@ -50,7 +50,8 @@ def make_tasks(sampler, args, rng):
     cols = ([], [], [], [])
     for _ in range(args.tasks):
         k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
-        for c, a in zip(cols, data.task(sampler.crop(args.crop), k, args.scale, args.grid)):
+        parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)
+        for c, a in zip(cols, parts, strict=True):
             c.append(a)
     return [torch.from_numpy(data.to_nchw(c)) for c in cols]
 

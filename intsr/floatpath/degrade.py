@@ -39,7 +39,7 @@ def lr_image(hr, kernel, scale, grid="centre"):
 def _axis_matrix(in_size, out_size, shift):
     starts, taps = bicubic_coeffs(in_size, out_size, shift)
     m = np.zeros((out_size, in_size))
-    for i, (s0, row) in enumerate(zip(starts, taps)):
+    for i, (s0, row) in enumerate(zip(starts, taps, strict=True)):
         m[i, s0:s0 + len(row)] = [float(t) for t in row]
     return m
 

@@ -25,9 +25,9 @@ class FloatNet:
         x = np.asarray(x, np.float32)
         acts = [x]
         h = x
-        for l, w in enumerate(self.weights):
+        for layer, w in enumerate(self.weights):
             h = conv3x3(h, w)
-            if l < NUM_LAYERS - 1:
+            if layer < NUM_LAYERS - 1:
                 h = np.maximum(h, 0)
                 acts.append(h)
         return acts, x + h
@@ -42,26 +42,26 @@ class FloatNet:
         loss = float(np.abs(diff).mean())
         g = (np.sign(diff) / diff.size).astype(np.float32)
         grads = [None] * NUM_LAYERS
-        for l in range(NUM_LAYERS - 1, -1, -1):
-            kept = self.kept[l]
+        for layer in range(NUM_LAYERS - 1, -1, -1):
+            kept = self.kept[layer]
             if kept.size == 0:
                 break
-            a = acts[l]
+            a = acts[layer]
             h, w, _ = a.shape
             # One long-K product: OpenBLAS is slow on the nine (C, HW) x (HW, n) pieces.
             dw = im2col(a).T @ g.reshape(h * w, -1)
-            grads[l] = dw.reshape(self.weights[l].shape[:3] + (kept.size,))
-            if l == 0 or self.kept[l - 1].size == 0:
+            grads[layer] = dw.reshape(self.weights[layer].shape[:3] + (kept.size,))
+            if layer == 0 or self.kept[layer - 1].size == 0:
                 break
-            kin = self.kept[l - 1]
-            wt = self.weights[l][:, :, kin][:, :, :, kept][::-1, ::-1].transpose(0, 1, 3, 2)
+            kin = self.kept[layer - 1]
+            wt = self.weights[layer][:, :, kin][:, :, :, kept][::-1, ::-1].transpose(0, 1, 3, 2)
             dx_ = conv3x3(g, np.ascontiguousarray(wt))
-            g = dx_ * (acts[l][:, :, kin] > 0)
+            g = dx_ * (acts[layer][:, :, kin] > 0)
         return loss, grads
 
     def step(self, x, target, lr):
         loss, grads = self.gradients(x, target)
-        for l, dw in enumerate(grads):
+        for layer, dw in enumerate(grads):
             if dw is not None:
-                self.weights[l][:, :, :, self.kept[l]] -= lr * dw
+                self.weights[layer][:, :, :, self.kept[layer]] -= lr * dw
         return loss
