@@ -13,8 +13,10 @@ import click
 
 from intsr.io import InputError
 
-# Failures a user can cause (a bad file, option or path): shown as their message alone.
-_EXPECTED = (InputError, ValueError, TypeError, OSError, KeyError, ArithmeticError)
+# Failures a user can cause (a bad file, option or path): shown as their message alone. A
+# TypeError or KeyError is a bug of ours, reported as internal (readers turn a malformed file
+# into ValueError / InputError themselves).
+_EXPECTED = (InputError, ValueError, OSError, ArithmeticError)
 
 
 def _debugging():

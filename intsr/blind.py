@@ -204,7 +204,7 @@ class KernelEstimator:
             if max_size is None or taps.shape[0] <= max_size:
                 return Estimate(-1, taps, uvw, name)
         b = bank()
-        d = ((b.uvw - np.array(uvw, np.int64)) ** 2).sum(axis=1)
+        d = ((b.uvw - np.array(uvw[:3], np.int64)) ** 2).sum(axis=1)
         if max_size is not None:
             d = np.where(b.sizes <= max_size, d, np.iinfo(np.int64).max)
         i = int(np.argmin(d))

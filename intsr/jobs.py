@@ -11,7 +11,8 @@ import numpy as np
 
 from intsr import blind, cost, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
-from intsr.floatpath.realdeg import RESIZERS
+from intsr.floatpath.convert import noise_to_fixed
+from intsr.floatpath.realdeg import RESIZERS, resizer_named
 from intsr.io import (
     LOSSLESS_SUFFIXES,
     InputError,
@@ -33,9 +34,9 @@ def example_paths():
     return Path(str(base / "example_lr.png")), Path(str(base / "example_kernel.npy"))
 
 
-def check_report_path(path):
+def check_report_path(path, option="--json"):
     if not Path(path).parent.resolve().is_dir():
-        raise InputError(f"{path}: report folder does not exist")
+        raise InputError(f"{option} {path}: its folder does not exist")
 
 
 def write_text(path, text):
@@ -122,7 +123,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     net of intsr.online.adapt, single images only (None: on in blind mode). Returns a report
     dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
     written."""
-    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt, adapts_from_meta
+    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt, adapts_from_meta, check_inputs
 
     inputs, batch = expand_inputs(paths)
     if window is not None and window < MIN_SON * scale:
@@ -137,9 +138,10 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     blind_mode = kernel_path is None or str(kernel_path) == "auto"
     if save_kernel is not None and not blind_mode:
         raise InputError("--save-kernel writes an estimated kernel: use it without --kernel")
-    for p in (report_path, save_state, save_kernel):
+    for p, option in ((report_path, "--json"), (save_state, "--save-state"),
+                      (save_kernel, "--save-kernel")):
         if p is not None:
-            check_report_path(p)
+            check_report_path(p, option)
     if save_kernel is not None and (Path(save_kernel).suffix.lower() != ".npy"
                                     or Path(save_kernel).is_dir()):
         raise InputError(f"{save_kernel}: --save-kernel must name a .npy file")
@@ -155,6 +157,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = str(kernel_path)
     else:
         kernel = read_kernel(kernel_path)
+        kernel = resizer_named(kernel, scale) or kernel
     if noise is None:
         noise = "auto" if blind_mode else 0.0
     if check and batch:
@@ -164,21 +167,33 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
               "method": method, "seed": seed, "method_options": dict(options or {}),
               "precision": precision,
               "images": [], "kernels": dispatch.PATH}
+    if not isinstance(noise, str):
+        noise_to_fixed(noise)  # a bad value fails here, before any estimate is reported
     t_start = time.perf_counter()
-    # the estimate first: it says which weights the steps start from (adapts_from_meta)
+
+    def make_adapter():
+        return Adapter(weights, scale=scale, prune=prune, lr=lr,
+                       adapting=adapts_from_meta(kernel, steps), grid=grid, method=method,
+                       seed=seed, options=options, precision=precision)
+
+    # Built before the estimate, so that a bad weights file or option fails before anything
+    # is reported; built again if the estimate names a resizer (other shipped weights).
+    ad = make_adapter()
+    t_load = time.perf_counter() - t_start
+    if not batch:
+        pixels, alpha = read_image(inputs[0])
+        check_inputs(pixels.shape, np.ones((1, 1)), scale, steps)
     if assumed:
         report["kernel_estimate"] = {"assumed": kernel}
     elif blind_mode:
         kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
                            save_kernel, on_estimate)
-    t0 = time.perf_counter()
-    ad = Adapter(weights, scale=scale, prune=prune, lr=lr,
-                 adapting=adapts_from_meta(kernel, steps), grid=grid, method=method, seed=seed,
-                 options=options, precision=precision)
-    t_load = time.perf_counter() - t0
+        if weights is None and not adapts_from_meta(kernel, steps):
+            t0 = time.perf_counter()
+            ad = make_adapter()
+            t_load += time.perf_counter() - t0
     report["weights"] = ad.base
     if not batch:
-        pixels, alpha = read_image(inputs[0])
         rep = {"trace_memory": True} if report_path else {}
         result = adapt(pixels, kernel, scale=scale, steps=steps, adapter=ad, progress=progress,
                        report=rep, noise=noise, jpeg=_jpeg_of(jpeg, inputs[0]),
@@ -294,6 +309,7 @@ def info_lines(weights_path):
     """`intsr info`: architecture, per-layer Eq. 11 scales, the shipped masks' kept filters."""
     from intsr.quant import dynamic_scale
 
+    weights_path = wfiles.resolve_path(weights_path)
     if is_state_file(weights_path):
         st = load_state(weights_path)
         w = [q.dequantize() for q in st.weights]
@@ -357,9 +373,9 @@ def eval_dir(hr_dir, kernel_paths, *, scale=4, steps=10, configs=None, prune=Non
     writes the JSON records and the Markdown tables if asked. Returns the tables (text)."""
     from intsr import evaluate
 
-    for p in (json_path, md_path):
+    for p, option in ((json_path, "--json"), (md_path, "--markdown")):
         if p is not None:
-            check_report_path(p)
+            check_report_path(p, option)
     if weights is not None and is_state_file(weights):
         w = load_state(weights)  # continue from its masters, masks and lr unless told otherwise
         if (prune, masks_path, layerwise) == (None, None, None):

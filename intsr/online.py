@@ -11,6 +11,7 @@ target have the same size; the final pass super-resolves the whole image.
 import os
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 
@@ -30,7 +31,14 @@ from intsr.model import IntNet
 from intsr.precision import Precision
 from intsr.quant import QTensor
 from intsr.state import State, is_state_file, kernel_digest, load_state
-from intsr.weights import default_precision, load_model, shipped_config, shipped_precision
+from intsr.weights import (
+    default_precision,
+    load_model,
+    resolve_path,
+    shipped_config,
+    shipped_precision,
+    trained_scales,
+)
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -75,6 +83,12 @@ def make_learner(net, method="backprop", seed=0, options=None):
                 options["layers"] = forwardgrad.parse_layers(options["layers"])
             return forwardgrad.ForwardGradient(net, seed=seed, **options)
         if method == "mest":
+            # mest swaps kept channels for frozen ones: with nothing frozen it would silently
+            # be back-propagation
+            if all(k.size == w.shape[3] for k, w in zip(net.kept[:-1], net.weights[:-1],
+                                                         strict=True)):
+                raise InputError("--method mest swaps frozen channels for kept ones: give "
+                                 "--prune (a mask that freezes some), e.g. --prune 0.5")
             return mest.Mest(net, seed=seed, **options)
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -101,8 +115,15 @@ class Adapter:
         if precision is None:
             precision = default_precision(scale, method)
         prec = precision if isinstance(precision, Precision) else shipped_precision(precision)
-        if isinstance(weights, (str, os.PathLike)) and is_state_file(weights):
-            weights = load_state(weights)
+        if isinstance(weights, (str, os.PathLike)):
+            weights = resolve_path(weights)
+            scales = trained_scales(weights)
+            if scales and scale not in scales:  # allowed (the blur dominates), but said
+                warnings.warn(f"{os.path.basename(weights)} was trained for "
+                              f"x{'/x'.join(map(str, sorted(scales)))}, not x{scale}",
+                              stacklevel=2)
+            if is_state_file(weights):
+                weights = load_state(weights)
         if isinstance(weights, State):
             if prune is not None:
                 raise InputError("a saved state carries its own masks: --prune does not apply")
@@ -361,6 +382,8 @@ def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, 
                 report["kernel_estimate"] = kernel.describe()
         if noise is None:
             noise = "auto" if blind_mode else 0.0
+        if isinstance(noise, str) and noise != "auto":
+            raise InputError(f"noise must be a number of levels or 'auto', not {noise!r}")
         noise_q8 = blind.estimate_noise(rgb) if noise == "auto" else noise_to_fixed(noise)
         if blind_mode or noise == "auto":
             timings["estimate"] = time.perf_counter() - t0

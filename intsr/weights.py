@@ -102,10 +102,33 @@ def _to_hwio(path, oihw_list):
     return out
 
 
+def resolve_path(path):
+    """``path`` itself if it exists; else, for ``weights/NAME`` as the README writes it, the
+    shipped file NAME (a wheel carries the weights/ folder inside the package), so the
+    documented commands work from any folder."""
+    p = Path(path)
+    if p.exists() or p.is_absolute() or len(p.parts) != 2 or p.parts[0] != "weights":
+        return path
+    shipped = WEIGHTS_DIR / p.name
+    return shipped if shipped.is_file() else path
+
+
+def trained_scales(path):
+    """The scales a shipped weights file is configured for (its name and size match one in
+    weights/default.json), or an empty set for any other file: how a wrong-scale shipped file
+    is caught (a plain weights file carries no scale of its own)."""
+    p = Path(path)
+    shipped = WEIGHTS_DIR / p.name
+    if not (p.is_file() and shipped.is_file() and p.stat().st_size == shipped.stat().st_size):
+        return set()
+    return {int(sc) for sc, cfg in _config()["scales"].items()
+            if p.name in (cfg.get("weights"), cfg.get("sr_weights"))}
+
+
 def load_weights(path):
     """8 float32 HWIO arrays from an ``.npz`` or a ``torch.save`` state_dict (``.pt``);
     ValueError with one line for any other file."""
-    path = os.fspath(path)
+    path = os.fspath(resolve_path(path))
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such weights file")
     try:

@@ -267,3 +267,71 @@ def test_cli_refuses_bad_degradations_in_one_line(photo, tmp_path, args, message
     assert res.exit_code != 0
     assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not (tmp_path / "out.png").exists()
+
+
+# --- the family estimator (intsr.blind) ------------------------------------------------------
+
+def _family_estimator(tmp_path, family_bias, resizer_bias, outputs=None):
+    """The shipped x4 estimator with a head widened to the family outputs: (u, v, w) as
+    shipped, the family and resizer logits constant (biases only)."""
+    from intsr.blind import FAMILY_OUTPUTS
+    from intsr.weights import WEIGHTS_DIR
+
+    z = dict(np.load(WEIGHTS_DIR / "estimator_x4.npz"))
+    n = FAMILY_OUTPUTS if outputs is None else outputs
+    w = np.zeros((z["head_w"].shape[0], n), np.float32)
+    w[:, :3] = z["head_w"]
+    b = np.zeros(n, np.float32)
+    b[:3] = z["head_b"]
+    if n > 3:
+        b[3] = family_bias
+        b[4:] = resizer_bias
+    z["head_w"], z["head_b"] = w, b
+    path = tmp_path / f"est_{n}_{family_bias}.npz"
+    np.savez(path, **z)
+    return path
+
+
+def test_family_estimator_names_the_resizer_and_takes_its_taps(photo, tmp_path):
+    from intsr.online import estimate_kernel
+
+    lr = np.ascontiguousarray(photo[:64, :64])
+    logits = np.zeros(len(RESIZERS), np.float32)
+    logits[list(RESIZERS).index("box")] = 2.0
+    est = estimate_kernel(lr, estimator=_family_estimator(tmp_path, 1.0, logits))
+    assert est.resizer == "box" and est.index == -1
+    assert (est.k_fixed == kernel_to_fixed(resizer_kernel("box", 4))).all()
+    assert est.describe()["family"] == "resizer"
+    rep = {}
+    adapt(lr, estimator=_family_estimator(tmp_path, 1.0, logits), steps=1, report=rep)
+    assert rep["weights"] != "meta.npz" and rep["degradation"]["kernel"] == "box"
+
+
+def test_family_estimator_reading_a_gaussian_is_the_plain_estimator(photo, tmp_path):
+    from intsr.online import estimate_kernel
+
+    lr = np.ascontiguousarray(photo[:64, :64])
+    gauss = estimate_kernel(lr, estimator=_family_estimator(tmp_path, -1.0, 0.0))
+    plain = estimate_kernel(lr)
+    assert gauss.resizer is None and gauss.index == plain.index
+    assert gauss.uvw == plain.uvw and gauss.describe()["family"] == "gauss"
+
+
+def test_an_estimator_head_of_another_width_is_refused(tmp_path):
+    from intsr.blind import KernelEstimator
+    from intsr.io import InputError
+
+    with pytest.raises(InputError, match="neither"):
+        KernelEstimator(_family_estimator(tmp_path, 0.0, 0.0, outputs=5))
+
+
+def test_a_saved_resizer_kernel_reads_back_as_that_resizer(photo, tmp_path):
+    """--save-kernel of a resizer estimate writes its taps; --kernel of them is that resizer
+    again (the same weights and rate), so the blind run is reproducible from the file."""
+    Image.fromarray(photo[:48, :48]).save(tmp_path / "in.png")
+    np.save(tmp_path / "k.npy", resizer_kernel("lanczos", 4))
+    res = _run(["adapt", tmp_path / "in.png", tmp_path / "out.png", "--kernel",
+                tmp_path / "k.npy", "--steps", "1", "--json", tmp_path / "r.json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["degradation"]["kernel"] == "lanczos" and rep["weights"] != "meta.npz"

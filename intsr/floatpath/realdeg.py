@@ -78,6 +78,18 @@ def resizer_kernel(name, scale):
     return np.outer(taps, taps)
 
 
+def resizer_named(kernel, scale):
+    """The name of the resizer whose taps ``kernel`` is at ``scale`` (to 1e-12, after
+    normalising), or None: a saved resizer estimate (``--save-kernel``) read back as one."""
+    k = np.asarray(kernel, np.float64)
+    k = k / k.sum()
+    for name in RESIZERS:
+        r = resizer_kernel(name, scale)
+        if r.shape == k.shape and np.abs(r - k).max() < 1e-12:
+            return name
+    return None
+
+
 @dataclass(frozen=True)
 class Degradation:
     """One description of how an LR image was made (module docstring)."""

@@ -1,0 +1,86 @@
+"""Issue 30's small things a user hit, each pinned: the public names importable from intsr,
+documented paths that work from any folder, options that used to do nothing or the wrong
+thing silently, error lines that name the right option, and internal errors called internal."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import intsr
+from cli.main import main
+
+
+def _run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def lr_png(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    return tmp_path / "in.png"
+
+
+def test_public_names_import_from_intsr_after_a_plain_import(tmp_path):
+    code = ("import intsr; intsr.online.estimate_kernel; intsr.Adapter; intsr.estimate_kernel; "
+            "print(intsr.__version__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, check=True)
+    assert res.stdout.strip() and res.stdout.strip()[0].isdigit()
+    with pytest.raises(AttributeError):
+        intsr.no_such_thing  # noqa: B018
+
+
+def test_info_of_the_readmes_weights_path_works_outside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = _run(["info", "weights/meta.npz"])
+    assert res.exit_code == 0, res.output
+    assert "architecture" in res.output
+
+
+def test_mest_without_prune_is_refused_instead_of_running_backprop(lr_png, tmp_path):
+    res = _run(["adapt", lr_png, tmp_path / "o.png", "--kernel", "bicubic", "--method", "mest"])
+    assert res.exit_code != 0 and "give --prune" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_weights_of_another_scale_are_named_in_a_warning(lr_png, tmp_path):
+    from intsr.weights import WEIGHTS_DIR
+    res = _run(["adapt", lr_png, tmp_path / "o.png", "--kernel", "bicubic", "--steps", "1",
+                "--weights", WEIGHTS_DIR / "x2_meta.npz", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "x2_meta.npz was trained for x2, not x4" in res.output
+
+
+@pytest.mark.parametrize("option", ["--save-kernel", "--json", "--save-state"])
+def test_a_missing_folder_names_its_option(lr_png, tmp_path, option):
+    args = ["adapt", lr_png, tmp_path / "o.png", option, tmp_path / "nodir" / "k.npy"]
+    if option == "--save-state":
+        args += ["--kernel", "bicubic"]
+    res = _run(args)
+    assert res.exit_code != 0 and f"{option} " in res.output and "does not exist" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "nowhere.npz"], "no such weights file"),
+    (["--noise", "-1"], "noise must be"),
+    (["--steps", "-1"], "steps must be"),
+])
+def test_blind_mode_fails_before_it_reports_an_estimate(lr_png, tmp_path, args, message):
+    res = _run(["adapt", lr_png, tmp_path / "o.png", *args])
+    assert res.exit_code != 0 and message in res.output
+    assert "estimating" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_a_bug_is_reported_as_internal(lr_png, tmp_path, monkeypatch):
+    import intsr.jobs
+
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(intsr.jobs, "adapt_paths", broken)
+    res = _run(["adapt", lr_png, tmp_path / "o.png"])
+    assert res.exit_code != 0 and "internal error: KeyError" in res.output
