@@ -19,8 +19,8 @@ from numba import njit, prange
 
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
-from intsr.kernels import igemm_u8s8
-from intsr.kernels.dispatch import PATH, agrad3x3_s8s8, agrad_weights, conv3x3_u8s8, wgrad3x3_u8s8
+from intsr.kernels import igemm_emit
+from intsr.kernels.dispatch import PATH, agrad3x3, agrad_weights, conv3x3_u8s8, wgrad3x3_u8s8
 from intsr.kernels.gemm_x8s8 import conv3x3_portable, wgrad3x3_portable
 from intsr.model import IntNet
 from intsr.weights import load_model
@@ -40,7 +40,7 @@ def median_time(fn, repeats):
 def _peak_loop(a, segs, b, out, reps):
     for t in prange(out.shape[0]):
         for _ in range(reps):
-            igemm_u8s8._tile(a, 0, 4, segs, 16, b, 256, out[t], 0, 64, 4, 8, False)
+            igemm_emit.tile(a, 0, 4, segs, 16, b, 256, out[t], 0, 64, 4, 8, False)
 
 
 def int8_peak_gops(repeats):
@@ -82,7 +82,7 @@ def main():
 
         wf = agrad_weights(w, kept, kept)
         row = dict(size=n, conv_fwd_gops=gops(partial(conv3x3_u8s8, x, w)),
-                   agrad_gops=gops(partial(agrad3x3_s8s8, g, w, kept, kept)),
+                   agrad_gops=gops(partial(agrad3x3, g, w, kept, kept)),
                    wgrad_gops=gops(partial(wgrad3x3_u8s8, x, g)),
                    portable_conv_fwd_gops=gops(partial(conv3x3_portable, x, w)),
                    portable_agrad_gops=gops(partial(conv3x3_portable, g, wf)),

@@ -1,18 +1,20 @@
 """IntNet: the network of intsr.arch on integers only, forward / backward / SGD step.
 
-One step, as data: uint8 image -> 8 x [conv3x3_u8s8 into int32 -> ReLU + Eq. 11 scale +
+One step, as data: uint8 image -> 8 x [conv3x3 into int32 -> ReLU + Eq. 11 scale +
 requantization to 8 bits] -> residual add in int64 -> L1 sign (int8, exact) -> 8 x [masked weight
 gradient (int64, exact) -> Eq. 14 int32 -> Eq. 15 update of the int32 masters; masked activation
 gradient -> Eq. 11 + requantization] -> int8 forward weights from the masters (Eq. 15 -> 8 bits).
 docs/integer-semantics.md states every rounding and accumulator width used here. With a
 precision profile (intsr.precision) any of the 8-bit tensors above may be 16-bit and the masters
-16-bit; the products then run as byte planes (kernels/planes_x16.py), the same integers.
+16-bit; the products then run as byte planes (kernels/planes_x16.py), the same integers. Every
+convolution goes through kernels/dispatch.py (conv3x3, agrad3x3, wgrad3x3), which picks the
+register tile or the portable path.
 """
 import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
+from intsr.kernels.dispatch import agrad3x3, conv3x3, wgrad3x3
 from intsr.kernels.elementwise import l1_grad_s64, pixels_s64, residual_add_u8s32
-from intsr.kernels.planes_x16 import agrad3x3_x16, conv3x3_x16, wgrad3x3_x16
 from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate, requant_s32
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
@@ -200,7 +202,7 @@ class IntNet:
             w8 = _reordered(w8, order)
         for layer in range(NUM_LAYERS - 1):
             wq = w8[layer]
-            acc, m = conv3x3_x16(_as_unsigned(x.value), wq.value, GATE_RELU)
+            acc, m = conv3x3(_as_unsigned(x.value), wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][layer]
             x = requantize(flat, x.exp + wq.exp, None, GATE_RELU, self.nearest, st,
@@ -212,7 +214,7 @@ class IntNet:
             if keep:
                 acts.append(x)
         wq = w8[-1]
-        acc = conv3x3_x16(_as_unsigned(x.value), wq.value)
+        acc = conv3x3(_as_unsigned(x.value), wq.value)
         exp = x.exp + wq.exp
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
@@ -316,7 +318,7 @@ class IntNet:
             if kept.size == 0:
                 break  # nothing trained here, and no gradient reaches the layers below
             x = cache.acts[layer]
-            dw = wgrad3x3_x16(_as_unsigned(x.value), g.value)
+            dw = wgrad3x3(_as_unsigned(x.value), g.value)
             self.macs += h * w * dw.shape[0] * dw.shape[1]
             if layer > 0 and cache.order[layer - 1] is not None:  # rows back to the masters' order
                 c = x.shape[2]
@@ -343,8 +345,8 @@ class IntNet:
             act = cache.acts[layer].value.reshape(h * w, -1)
             gate = act[:, :kin.size]
             wq = cache.w8[layer]
-            acc, m = agrad3x3_x16(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
-                                  GATE_MASK, gate)
+            acc, m = agrad3x3(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
+                              GATE_MASK, gate)
             self.macs += h * w * 9 * kept.size * kin.size
             st = None if self.static is None else self.static["grad"][layer - 1]
             gq = requantize(acc.reshape(h * w, -1), g.exp + wq.exp, gate, GATE_MASK,

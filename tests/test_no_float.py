@@ -183,7 +183,8 @@ def test_python_glue_handles_no_float_array():
     finally:
         sys.setprofile(None)
     assert {"forward", "backward", "_update_layer", "loss_grad", "requantize", "_weight_grad",
-            "degrade_u8", "bicubic_upsample_u8", "wgrad3x3_u8s8", "conv3x3_u8s8",
+            "degrade_u8", "bicubic_upsample_u8", "conv3x3", "agrad3x3", "wgrad3x3",
+            "wgrad3x3_u8s8", "conv3x3_u8s8",
             "estimate_kernel", "estimate", "predict", "features", "loss", "_perturbed",
             "direction", "observe", "mutate", "_draw", "conv3x3_x16", "wgrad3x3_x16",
             "_data_planes", "_int8_planes"} <= seen

@@ -1,13 +1,20 @@
-"""The three convolution kernels of a step, and the one place that chooses how they run.
+"""The front door of the three convolutions of a step, and the one place that chooses how they
+run: ``conv3x3``, ``agrad3x3`` (the activation gradient) and ``wgrad3x3`` (the weight gradient),
+for 8- and 16-bit operands alike, the first two with Eq. 11's maximum of their gated output on
+request. Nothing else in intsr calls the kernels behind it.
 
-``PATH`` is the register tile of kernels/igemm_u8s8.py (implicit GEMM) that the target Numba
-compiles for can run (kernels/isa.py): ``"vnni"`` (AVX-512 VNNI), ``"avxvnni"`` (AVX-VNNI on
-ymm) or ``"avx2"``; else, or with ``INTSR_NO_VNNI`` set, ``"portable"`` (kernels/gemm_x8s8.py).
-All compute the same integers; each public kernel below has a plain int64 reference under it.
+``PATH`` is the register tile of kernels/igemm_u8s8.py (implicit GEMM; its IR in
+igemm_emit.py) that the target Numba compiles for can run (kernels/isa.py): ``"vnni"``
+(AVX-512 VNNI), ``"avxvnni"`` (AVX-VNNI on ymm) or ``"avx2"``; else, or with ``INTSR_NO_VNNI``
+set, ``"portable"`` (kernels/gemm_x8s8.py). A product whose output is wider than one tile
+(``tile_fits``) runs portable too. 16-bit operands run as byte planes (kernels/planes_x16.py) on
+the 8-bit kernel chosen here, except 16-bit data against 8-bit weights, which a tile runs as
+both planes in one pass (igemm_u8s8.conv3x3_x16). All paths compute the same integers; each
+kernel has a plain int64 reference below.
 
-Names follow the operand types (CMSIS-NN style): ``conv3x3_u8s8`` takes uint8 activations
-(the image, or post-ReLU values, which are never negative: their int8 bytes read as uint8 are
-the same numbers) and int8 weights; ``agrad3x3_s8s8`` an int8 gradient and int8 weights;
+The 8-bit kernels keep names that follow the operand types (CMSIS-NN style): ``conv3x3_u8s8``
+takes uint8 activations (the image, or post-ReLU values, which are never negative: their int8
+bytes read as uint8 are the same numbers) or the int8 gradient, and int8 weights;
 ``wgrad3x3_u8s8`` uint8 activations and an int8 gradient.
 """
 import os
@@ -15,9 +22,9 @@ import os
 import numpy as np
 from numba import njit
 
-from intsr.kernels import gemm_x8s8, igemm_u8s8
+from intsr.kernels import gemm_x8s8, igemm_u8s8, planes_x16
 from intsr.kernels.isa import TILE
-from intsr.kernels.requant import max_abs_s32, no_gate
+from intsr.kernels.requant import GATE_NO_MAX, max_abs_s32, no_gate
 
 PATH = TILE or "portable"
 _TILE_MAX_N = 64  # output channels of one register tile
@@ -40,24 +47,37 @@ def tile_fits(n):
     return PATH != "portable" and n <= _TILE_MAX_N
 
 
-def conv3x3_u8s8(x, w):
-    """x (H, W, C_in) 8-bit, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
+def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
+    """x (H, W, C_in) uint8/int8/uint16/int16, w (3, 3, C_in, C_out) int8/int16 -> (H, W, C_out),
+    exact: int32 when both are 8-bit, else int64.
 
-    Accepts int8 x too (the activation gradient passes its int8 gradient through here)."""
+    With a requant gate ``mode`` (kernels/requant.py: GATE_NONE, GATE_RELU, or GATE_MASK by
+    ``gate``, an (H*W, C_out) array) returns (out, max |gated(out)|): Eq. 11's maximum, which
+    the tiles take as each output row is finished, in cache, and the portable 8-bit path by
+    max_abs_s32; None where 16-bit operands run as separate byte-plane calls (the
+    requantization then takes it). GATE_NO_MAX: the conv alone."""
+    n = w.shape[3]
+    if x.itemsize == 1 and w.dtype == np.int8:
+        if tile_fits(n):
+            return igemm_u8s8.conv3x3(x, w, mode, gate)
+        out = gemm_x8s8.conv3x3_portable(x, w)
+        if mode == GATE_NO_MAX:
+            return out
+        flat = out.reshape(-1, n)
+        return out, int(max_abs_s32(flat, no_gate(flat.shape) if gate is None else gate, mode))
+    if w.dtype == np.int8 and tile_fits(n):
+        # 16-bit data, 8-bit weights: both planes in one tile pass
+        return igemm_u8s8.conv3x3_x16(x, w, mode, gate)
+    out = planes_x16.conv3x3_x16(x, w, conv3x3_u8s8)
+    return out if mode == GATE_NO_MAX else (out, None)
+
+
+def conv3x3_u8s8(x, w):
+    """conv3x3 of 8-bit operands: x (H, W, C_in) uint8 or int8, w (3, 3, C_in, C_out) int8 ->
+    (H, W, C_out) int32, exact."""
     if tile_fits(w.shape[3]):
         return igemm_u8s8.conv3x3(x, w)
     return gemm_x8s8.conv3x3_portable(x, w)
-
-
-def conv3x3_u8s8_max(x, w, mode, gate=None):
-    """conv3x3_u8s8 and Eq. 11's maximum of its gated output, (out, max |gated(out)|) with
-    kernels/requant.py's gate ``mode`` (``gate`` (H*W, C_out) for GATE_MASK). The tiles take
-    the maximum as each output row is finished, in cache; the portable path by max_abs_s32."""
-    if tile_fits(w.shape[3]):
-        return igemm_u8s8.conv3x3(x, w, mode, gate)
-    out = gemm_x8s8.conv3x3_portable(x, w)
-    flat = out.reshape(-1, out.shape[2])
-    return out, int(max_abs_s32(flat, no_gate(flat.shape) if gate is None else gate, mode))
 
 
 @njit(cache=True)
@@ -79,23 +99,33 @@ def agrad_weights(w, kept_in, kept_out):
     return out
 
 
-def agrad3x3_s8s8(g, w, kept_in, kept_out):
-    """Activation gradient for the kept input channels (Eq. 6, 9): (H, W, n_out_kept) int8
-    gradient -> (H, W, n_in_kept) int32, the correlation of g with the flipped, transposed
-    weights (no col2im). Headroom as the forward conv: at most 576 products of 2**14."""
-    return conv3x3_u8s8(g, agrad_weights(w, kept_in, kept_out))
+def agrad3x3(g, w, kept_in, kept_out, mode=GATE_NO_MAX, gate=None):
+    """Activation gradient for the kept input channels (Eq. 6, 9): (H, W, n_out_kept) int8/int16
+    gradient, w (3, 3, C_in, C_out) int8/int16 -> (H, W, n_in_kept), the correlation of g with
+    the flipped, transposed weights (no col2im), int32 or int64 as conv3x3 (with ``mode``: and
+    the maximum, as conv3x3). Headroom as the forward conv: at most 576 products of 2**14."""
+    return conv3x3(g, agrad_weights(w, kept_in, kept_out), mode, gate)
+
+
+def wgrad3x3(x, g):
+    """Weight gradient of a 3x3 conv from its input x (H, W, C_in) uint8/int8/uint16 and the
+    kept output gradient g (H, W, n_kept) int8/int16 -> (9*C_in, n_kept) int64, exact; rows
+    (dy*3 + dx)*C_in + c."""
+    if x.itemsize == 1 and g.dtype == np.int8:
+        return wgrad3x3_u8s8(x, g)
+    return planes_x16.wgrad3x3_x16(x, g, wgrad3x3_u8s8)
 
 
 def wgrad3x3_u8s8(x, g):
-    """Weight gradient of a 3x3 conv from its input x (H, W, C_in) 8-bit and the kept output
-    gradient g (H, W, n_kept) int8 -> (9*C_in, n_kept) int64, exact; rows (dy*3 + dx)*C_in + c."""
+    """wgrad3x3 of 8-bit operands: x (H, W, C_in) uint8 or int8, g (H, W, n_kept) int8 ->
+    (9*C_in, n_kept) int64, exact."""
     if tile_fits(g.shape[2]):
         return igemm_u8s8.wgrad3x3(x, g)
     return gemm_x8s8.wgrad3x3_portable(x, g)
 
 
 def conv3x3_ref(x, w):
-    """Plain loops over taps in int64: the reference for conv3x3_u8s8 and agrad3x3_s8s8."""
+    """Plain loops over taps in int64: the reference for conv3x3 and agrad3x3."""
     h, wd, cin = x.shape
     p = np.zeros((h + 2, wd + 2, cin), np.int64)
     p[1:-1, 1:-1] = x
@@ -107,7 +137,7 @@ def conv3x3_ref(x, w):
 
 
 def wgrad3x3_ref(x, g):
-    """Plain loops over taps in int64: the reference for wgrad3x3_u8s8."""
+    """Plain loops over taps in int64: the reference for wgrad3x3."""
     h, wd, cin = x.shape
     p = np.zeros((h + 2, wd + 2, cin), np.int64)
     p[1:-1, 1:-1] = x

@@ -2,8 +2,9 @@
 im2col.
 
 ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four
-products into one of 16 int32 lanes (8 for its 256-bit form). The micro-kernel ``_tile`` keeps
-an MR x (8 * nb) block of int32 accumulators in registers and streams the reduction dimension
+products into one of 16 int32 lanes (8 for its 256-bit form). The micro-kernel (``tile``, its
+LLVM IR emitted by kernels/igemm_emit.py) keeps an MR x (8 * nb) block of int32 accumulators in
+registers and streams the reduction dimension
 as *segments*: runs of ``4 * k4`` bytes of the A operand at arbitrary offsets, against a B
 operand packed as ``[k/4][N][4]`` that is read strictly in order. A 3x3 convolution is then
 nine segments (one per tap, C_in bytes each) of a zero-padded channels-last image: im2col is
@@ -20,7 +21,8 @@ on the A side are shifted into uint8 by flipping the sign bit (v + 128) and the 
 the correction is the same for every output.
 
 On an AVX2-only target (kernels/isa.py) the same tile emits ``vpmaddubsw`` + ``vpmaddwd``
-instead (``_avx2_emit``: same packing, same int32 lanes, exact by the byte bound it states);
+instead (``igemm_emit.emit_avx2``: same packing, same int32 lanes, exact by the byte bound it
+states);
 with AVX-VNNI but no AVX-512 it emits the VEX ``vpdpbusd`` on 8-lane ymm blocks.
 Chosen by kernels/dispatch.py where the target has either; the portable kernels in
 gemm_x8s8.py compute the same integers everywhere else. The conv drivers also take Eq. 11's
@@ -28,199 +30,13 @@ maximum row by row (``_row_max``) and run 16-bit data as two byte planes in one 
 (``conv3x3_x16``).
 """
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
+from intsr.kernels.igemm_emit import MR, MR_NARROW, NB_NARROW, tile
 from intsr.kernels.isa import TILE as ISA
+from intsr.kernels.requant import GATE_MASK, GATE_NO_MAX, GATE_RELU
 from intsr.kernels.transpose_u8 import transpose4x16_u8, transpose16_u8
-
-MR = 4  # rows of the register tile: 4 x 4 accumulators + 4 B vectors + 1 broadcast < 32 zmm
-# Narrow products (a pruned layer's kept channels, N <= 32: at most two zmm blocks) would load
-# one broadcast per two vpdpbusd at MR rows; on zmm (32 registers) they take twice the rows
-# instead, 8 x 2 accumulators, so the loads per vpdpbusd stay those of the full-width tile.
-# The ymm tiles (AVX2, AVX-VNNI: 16 registers) have no room for it.
-MR_NARROW = 2 * MR if ISA == "vnni" else MR
-NB_NARROW = 4  # widths (in 8-lane units) that take the MR_NARROW-row tile
-
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_V16 = ir.VectorType(_I32, 16)
-_V8 = ir.VectorType(_I32, 8)
-
-
-def _blocks(nb):
-    """(column offset, lanes) of each register block of an 8 * nb wide tile: 16-lane zmm blocks
-    and, for an odd nb, one 8-lane ymm block, so 8-channel layers (pruned) are not padded."""
-    blocks = [(16 * i, 16) for i in range(nb // 2)]
-    if nb % 2:
-        blocks.append((16 * len(blocks), 8))
-    return blocks
-
-
-def _vnni_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k4, ldb, o_off,
-               ldo, blocks):
-    """The AVX-512 VNNI tile: rows x blocks of int32 accumulators (16-lane zmm blocks, an
-    8-lane ymm for an odd width), one ``vpdpbusd`` per (row, block) and 4-byte step of K.
-    ``vpdpbusd`` adds its four u8 x s8 products in int32: exact for any bytes."""
-    vty = {16: _V16, 8: _V8}
-    fns = {n: cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vty[n], [vty[n]] * 3),
-        f"llvm.x86.avx512.vpdpbusd.{32 * n}") for n in (16, 8)}
-
-    def madd(acc, word_vecs, bvec, n):
-        bcast = builder.shuffle_vector(word_vecs[0], ir.Constant(_V16, ir.Undefined),
-                                       ir.Constant(vty[n], None))
-        return builder.call(fns[n], [acc, bcast, bvec])
-
-    _emit_loops(builder, rows, blocks, vty, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda,
-                k4, ldb, o_off, ldo, lambda word: [word], madd)
-
-
-def _avx2_emit(builder, rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda, k4, ldb, o_off,
-               ldo, blocks, split):
-    """The AVX2 tile: ``vpmaddubsw`` multiplies 32 u8 x s8 byte pairs and adds each pair into
-    an int16 lane, *saturating*; ``vpmaddwd`` by ones adds lane pairs into int32, so one
-    int32 lane gets the same four products as a ``vpdpbusd`` lane (same B packing).
-
-    Exactness: a pair sum is at most 2 * 127 * 128 = 32,512 < 2**15 when every A byte is
-    below 128 (post-ReLU int8 activations), so nothing saturates. With ``split`` (A bytes up
-    to 255: the image, sign-shifted gradients, the low byte planes of 16-bit operands) each
-    byte is taken apart as a = (a & 127) + 128 * (a >> 7): the low part's pair sums obey the
-    bound above, the high bit's are at most 2 * 128, and ``vpmaddwd`` weighs them by 1 and
-    128 into int32 (|sum| <= 4 * 255 * 128, as vpdpbusd's). Accumulation in int32 as VNNI's.
-    ``blocks``: at most two 8-lane ymm blocks (16 ymm registers: 4 x 2 accumulators, two B
-    vectors, the broadcasts and constants); _tile runs a wider tile as several passes over K."""
-    v32i8, v16i16 = ir.VectorType(ir.IntType(8), 32), ir.VectorType(ir.IntType(16), 16)
-    ub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8] * 2),
-                                        "llvm.x86.avx2.pmadd.ub.sw")
-    wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [v16i16] * 2),
-                                        "llvm.x86.avx2.pmadd.wd")
-    ones = ir.Constant(v16i16, [1] * 16)
-    c128 = ir.Constant(v16i16, [128] * 16)
-
-    def parts(word):
-        if not split:
-            return [word]
-        return [builder.and_(word, ir.Constant(_I32, 0x7F7F7F7F)),
-                builder.and_(builder.lshr(word, ir.Constant(_I32, 7)),
-                             ir.Constant(_I32, 0x01010101))]
-
-    def madd(acc, word_vecs, bvec, n):
-        b8 = builder.bitcast(bvec, v32i8)
-        # one word (no split: weight 1) or its two parts (weights 1 and 128)
-        for vec, weight in zip(word_vecs, (ones, c128), strict=False):
-            bcast = builder.shuffle_vector(vec, ir.Constant(_V16, ir.Undefined),
-                                           ir.Constant(_V8, None))
-            pairs = builder.call(ub, [builder.bitcast(bcast, v32i8), b8])
-            acc = builder.add(acc, builder.call(wd, [pairs, weight]))
-        return acc
-
-    _emit_loops(builder, rows, blocks, {8: _V8}, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off,
-                lda, k4, ldb, o_off, ldo, parts, madd)
-
-
-def _emit_loops(builder, rows, blocks, vty, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off, lda,
-                k4, ldb, o_off, ldo, parts, madd):
-    """The loop nest shared by the tiles: accumulators in registers, segments of K, each
-    4-byte step loading the B vectors once and broadcasting one A word per row (``parts``
-    may split the word; ``madd(acc, [word vectors], b vector, lanes)`` is the ISA's step)."""
-    acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty[n], None)) for _, n in blocks]
-           for _ in range(rows)]
-    bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
-    with cgutils.for_range(builder, nseg) as seg_loop:
-        seg = builder.load(builder.gep(segs_ptr, [seg_loop.index]))
-        base = builder.add(a_off, seg)
-        with cgutils.for_range(builder, k4) as q_loop:
-            q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
-            bp = builder.load(bpos)
-            bvecs = []
-            for c0, n in blocks:
-                p = builder.gep(b_ptr, [builder.add(bp, ir.Constant(_I64, 4 * c0))])
-                bvecs.append(builder.load(builder.bitcast(p, vty[n].as_pointer()), align=1))
-            for r in range(rows):
-                off = builder.add(builder.add(base, q4), builder.mul(lda, ir.Constant(_I64, r)))
-                p = builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer())
-                vecs = [builder.insert_element(ir.Constant(_V16, ir.Undefined), w,
-                                               ir.Constant(_I32, 0))
-                        for w in parts(builder.load(p, align=1))]
-                for c, (_, n) in enumerate(blocks):
-                    builder.store(madd(builder.load(acc[r][c]), vecs, bvecs[c], n), acc[r][c])
-            builder.store(builder.add(bp, ldb), bpos)
-    for r in range(rows):
-        row = builder.add(o_off, builder.mul(ldo, ir.Constant(_I64, r)))
-        for c, (c0, n) in enumerate(blocks):
-            p = builder.gep(o_ptr, [builder.add(row, ir.Constant(_I64, c0))])
-            builder.store(builder.load(acc[r][c]), builder.bitcast(p, vty[n].as_pointer()),
-                          align=1)
-
-
-@intrinsic
-def _tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
-    """out[o_off + r*ldo + c] = sum_s sum_q sum_t a[a_off + r*lda + segs[s] + 4q + t]
-                                              * b[(s*k4 + q)*ldb + 4c + t]
-    for r < mr, c < 8*nb, s < len(segs), q < k4, t < 4 (a uint8, b int8, out int32; ``mr``
-    a compile-time constant, ``nb`` in 1..8). ``split``: whether an A byte may be 128 or more
-    (the AVX2 tile then takes bytes apart; VNNI ignores it). The instructions are those of
-    ``ISA``, the compile target's. Each width is its own unrolled tile: a literal ``nb``
-    compiles one, a run-time ``nb`` all eight behind one switch. Stores, does not
-    accumulate."""
-    if not isinstance(mr, types.IntegerLiteral) or not isinstance(nb, types.Integer):
-        return None
-    n_rows = mr.literal_value
-    sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split)
-
-    def codegen(context, builder, signature, args):
-        (a_v, a_off_v, lda_v, segs_v, k4_v, b_v, ldb_v, out_v, o_off_v, ldo_v, _, nb_v,
-         split_v) = args
-        arr = [context.make_array(signature.args[i])(context, builder, args[i])
-               for i in (0, 3, 5, 7)]
-        a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
-        i8p = ir.IntType(8).as_pointer()
-        a_ptr = builder.bitcast(a_ptr, i8p)
-        b_ptr = builder.bitcast(b_ptr, i8p)
-        nseg = builder.extract_value(arr[1].shape, 0)
-
-        def emit(width):
-            loop = (builder, n_rows, nseg, segs_ptr, a_ptr, b_ptr, o_ptr, a_off_v, lda_v, k4_v,
-                    ldb_v, o_off_v, ldo_v)
-            if ISA == "vnni":
-                _vnni_emit(*loop, _blocks(width))
-                return
-            # ymm (16 registers): 8-lane blocks, two a pass over K
-            flag = builder.icmp_unsigned("!=", split_v, ir.Constant(split_v.type, 0))
-            for g in range(0, width, 2):
-                pair = [(8 * i, 8) for i in range(g, min(g + 2, width))]
-                if ISA == "avxvnni":  # the VEX vpdpbusd
-                    _vnni_emit(*loop, pair)
-                    continue
-                with builder.if_else(flag) as (whole_bytes, low_bytes):
-                    with whole_bytes:
-                        _avx2_emit(*loop, pair, True)
-                    with low_bytes:
-                        _avx2_emit(*loop, pair, False)
-
-        if isinstance(signature.args[11], types.IntegerLiteral):
-            emit(signature.args[11].literal_value)
-            return context.get_dummy_value()
-        # Run-time width: one unrolled tile per width behind a switch (anything else: width 1);
-        # a tile taller than MR only for the narrow widths (_tile_any calls it for no other).
-        end = builder.append_basic_block("tile_end")
-        widths = range(1, 9) if n_rows <= MR else range(1, NB_NARROW + 1)
-        cases = {w: builder.append_basic_block(f"tile_nb{w}") for w in widths}
-        switch = builder.switch(nb_v, cases[1])
-        for w, block in cases.items():
-            if w != 1:
-                switch.add_case(ir.Constant(nb_v.type, w), block)
-            builder.position_at_end(block)
-            emit(w)
-            builder.branch(end)
-        builder.position_at_end(end)
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @njit(cache=True, inline="always")
@@ -229,15 +45,15 @@ def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
     # tail of fewer rows (image width not a multiple of MR) goes row by row.
     r = 0
     if MR_NARROW > MR and nb <= NB_NARROW and mr == MR_NARROW:
-        _tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, MR_NARROW, nb, split)
+        tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, MR_NARROW, nb, split)
         r = mr
     while mr - r >= MR:
-        _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, MR, nb,
-              split)
+        tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, MR, nb,
+             split)
         r += MR
     while r < mr:
-        _tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
-              split)
+        tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
+             split)
         r += 1
 
 
@@ -270,14 +86,15 @@ def _pack_w(w, c4, b, wsum):
 @njit(cache=True, inline="always")
 def _row_max(out, y, gate, mode, width, n):
     # Eq. 11's maximum of output row y while it is in cache: max(acc, 0) for the forward ReLU
-    # (mode 1), max |acc| where gate > 0 for the backward one (mode 2), max |acc| (0). Shaped
+    # (GATE_RELU), max |acc| where gate > 0 for the backward one (GATE_MASK), max |acc|
+    # (GATE_NONE). Shaped
     # for LLVM's vectorizer, which left the earlier form (one max over a loop nest over pixels
     # and channels) scalar: the ungated row is one flat loop; the gate, a column prefix of the
     # stored activation, needs the nest, so it keeps one maximum per channel (an element-wise
     # inner loop) and reduces them at the end. Measured at 128 px (AMD Zen 5, 2 threads): the
     # maximum's cost in a 64-channel forward conv 95 -> 13-37 us, in a pruned 32-channel
     # activation gradient 66 -> 45-58 us (the gate's reads from memory remain).
-    if mode != 2:
+    if mode != GATE_MASK:
         return _flat_max(out[y], mode)
     best = np.zeros(n, np.int64)
     for xx in range(width):
@@ -293,11 +110,11 @@ def _row_max(out, y, gate, mode, width, n):
 
 @njit(cache=True)
 def _flat_max(row, mode):
-    # max(v, 0) over a C-contiguous block (mode 1), else max |v|: one flat loop, vectorized.
+    # max(v, 0) over a C-contiguous block (GATE_RELU), else max |v|: one flat loop, vectorized.
     # ravel of a C-contiguous array is a view with no size check (unlike reshape, above).
     o = row.ravel()
     m = np.int64(0)
-    if mode == 1:
+    if mode == GATE_RELU:
         for k in range(o.size):
             m = max(m, np.int64(o[k]))
     else:
@@ -313,8 +130,8 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
     # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
     # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
     # results in a private buffer, copied out without the padding columns, so the caller
-    # still gets a contiguous (H, W, N) array. With ``mode`` >= 0, rowmax[y] is the row's
-    # gated maximum (_row_max; gate (H*W, N) for mode 2).
+    # still gets a contiguous (H, W, N) array. With a ``mode`` other than GATE_NO_MAX,
+    # rowmax[y] is the row's gated maximum (_row_max; gate (H*W, N) for GATE_MASK).
     h, n = out.shape[0], out.shape[2]
     for y in prange(h):
         if n == npad:
@@ -334,7 +151,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
-        if mode >= 0:
+        if mode != GATE_NO_MAX:
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
 
 
@@ -426,12 +243,13 @@ def _tap_segments(wd, c4):
     return np.array([(dy * (wd + 2) + dx) * c4 for dy in range(3) for dx in range(3)], np.int64)
 
 
-def conv3x3(x, w, mode=-1, gate=None):
+def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     """x (H, W, C_in) int8/uint8, w (3, 3, C_in, C_out) int8 -> (H, W, C_out) int32, exact.
 
-    With a requant gate ``mode`` (kernels/requant.py: 0 none, 1 ReLU, 2 mask by ``gate``, an
-    (H*W, C_out) array) returns (out, max |gated(out)|) instead: Eq. 11's maximum, taken row by
-    row as the tile finishes it, so no separate pass reads the int32 output again."""
+    With a requant gate ``mode`` (kernels/requant.py: GATE_NONE, GATE_RELU, or GATE_MASK by
+    ``gate``, an (H*W, C_out) array) returns (out, max |gated(out)|) instead: Eq. 11's maximum,
+    taken row by row as the tile finishes it, so no separate pass reads the int32 output
+    again."""
     h, wd, c = x.shape
     n = w.shape[3]
     if n > 64:
@@ -446,7 +264,7 @@ def conv3x3(x, w, mode=-1, gate=None):
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
                _split(x, shifted), out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
                rowmax)
-    return out if mode < 0 else (out, int(rowmax.max()))
+    return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 
 @njit(cache=True, parallel=True)
@@ -470,11 +288,11 @@ def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, 
             for j in range(n):
                 k = xx * npad + j
                 out[y, xx, j] = ((np.int64(hi[k]) - corr_hi[j]) << 8) + (lo[k] - corr_lo[j])
-        if mode >= 0:
+        if mode != GATE_NO_MAX:
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
 
 
-def conv3x3_x16(x, w, mode=-1, gate=None):
+def conv3x3_x16(x, w, mode=GATE_NO_MAX, gate=None):
     """conv3x3 for a 16-bit x (uint16, or int16 whose high byte is signed) and int8 w ->
     (H, W, C_out) int64, exact, from its two byte planes in one pass (with ``mode``: and the
     maximum, as conv3x3)."""
@@ -494,7 +312,7 @@ def conv3x3_x16(x, w, mode=-1, gate=None):
     _conv_rows_x16(hp.reshape(-1), lp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1),
                    b.shape[1], wsum if hs else zero, zero, _split(hi, hs), _split(lo, False),
                    out, mode, _NO_GATE if gate is None else gate, rowmax)
-    return out if mode < 0 else (out, int(rowmax.max()))
+    return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 
 @njit(cache=True, parallel=True)

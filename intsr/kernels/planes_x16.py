@@ -1,9 +1,10 @@
 """16-bit operands on the 8-bit kernels, exactly: each 16-bit tensor is split into byte planes
-that the u8 x s8 kernels of dispatch.py accept, and the partial products are added in int64
-with their shifts. No new inner loop: the same tiles (VNNI, AVX2 or portable) compute every
-product, so every path that computes the 8-bit kernels bit-exactly computes these too. The one
-common case of the mixed profiles, 16-bit data against 8-bit weights, runs both planes in one
-pass of the tile (igemm_u8s8.conv3x3_x16: no int32 partial arrays, one int64 write).
+that the u8 x s8 kernels accept, and the partial products are added in int64 with their shifts.
+No new inner loop: the 8-bit kernel is an argument, the one kernels/dispatch.py chose (a
+register tile or the portable path), so every path that computes the 8-bit kernels bit-exactly
+computes these too. Only dispatch.py calls this module; it runs the one common case of the
+mixed profiles, 16-bit data against 8-bit weights, as both planes in one pass of the tile
+instead where the tile fits (igemm_u8s8.conv3x3_x16: no int32 partial arrays, one int64 write).
 
 Data operands (activations, gradients; the kernels take uint8 or int8 here):
   uint16 x = 256 * (x >> 8) + (x & 255)          both planes uint8
@@ -22,9 +23,6 @@ by at most 16 and summed six times: below 2**50. All int64, no wrap.
 """
 import numpy as np
 from numba import njit, prange
-
-from intsr.kernels import dispatch, igemm_u8s8
-from intsr.kernels.dispatch import agrad_weights, conv3x3_u8s8, conv3x3_u8s8_max, wgrad3x3_u8s8
 
 
 @njit(cache=True, parallel=True)
@@ -93,25 +91,17 @@ def _int8_planes(w):
     return [((w >> 8).astype(np.int8), 8), (((w & 255) - 128).astype(np.int8), 0)], True
 
 
-def conv3x3_x16(x, w, mode=None, gate=None):
-    """x (H, W, C_in) uint8/int8/uint16/int16, w (3, 3, C_in, C_out) int8/int16 -> (H, W, C_out)
-    exact: int32 (conv3x3_u8s8 itself) when both are 8-bit, else int64. With a requant gate
-    ``mode``: (out, Eq. 11's maximum from dispatch.conv3x3_u8s8_max, or None for 16-bit
-    operands, whose maximum the requantization then takes)."""
-    if x.itemsize == 1 and w.dtype == np.int8:
-        return conv3x3_u8s8(x, w) if mode is None else conv3x3_u8s8_max(x, w, mode, gate)
-    if w.dtype == np.int8 and dispatch.tile_fits(w.shape[3]):
-        # 16-bit data, 8-bit weights: both planes in one tile pass (igemm_u8s8.conv3x3_x16)
-        return igemm_u8s8.conv3x3_x16(x, w, -1 if mode is None else mode, gate)
-    if mode is not None:
-        return conv3x3_x16(x, w), None
+def conv3x3_x16(x, w, conv8):
+    """x (H, W, C_in) uint8/int8/uint16/int16, w (3, 3, C_in, C_out) int8/int16, at least one
+    16-bit -> (H, W, C_out) int64, exact, from ``conv8(x8, w8)``, the 8-bit conv (int32) on
+    each pair of byte planes."""
     h, wd = x.shape[:2]
     out = np.empty((h * wd, w.shape[3]), np.int64)
     first = True
     planes, owed = _int8_planes(w)
     for xp, xs in _data_planes(x):
         for wp, ws in planes:
-            add_shifted_s64(out, conv3x3_u8s8(xp, wp).reshape(h * wd, -1), xs + ws, first)
+            add_shifted_s64(out, conv8(xp, wp).reshape(h * wd, -1), xs + ws, first)
             first = False
         if owed:
             box = np.empty((h * wd, 1), np.int64)
@@ -120,23 +110,16 @@ def conv3x3_x16(x, w, mode=None, gate=None):
     return out.reshape(h, wd, -1)
 
 
-def agrad3x3_x16(g, w, kept_in, kept_out, mode=None, gate=None):
-    """dispatch.agrad3x3_s8s8 for int8/int16 gradients and weights: int32 or int64, exact
-    (with ``mode``: and the maximum, as conv3x3_x16)."""
-    return conv3x3_x16(g, agrad_weights(w, kept_in, kept_out), mode, gate)
-
-
-def wgrad3x3_x16(x, g):
-    """dispatch.wgrad3x3_u8s8 for uint8/uint16 activations and int8/int16 gradients ->
-    (9*C_in, n_kept) int64, exact."""
-    if x.itemsize == 1 and g.dtype == np.int8:
-        return wgrad3x3_u8s8(x, g)
+def wgrad3x3_x16(x, g, wgrad8):
+    """Weight gradient for uint8/uint16 activations and int8/int16 gradients, at least one
+    16-bit -> (9*C_in, n_kept) int64, exact, from ``wgrad8(x8, g8)``, the 8-bit weight
+    gradient (int64) on each pair of byte planes."""
     out = np.empty((9 * x.shape[2], g.shape[2]), np.int64)
     first = True
     planes, owed = _int8_planes(g)
     for xp, xs in _data_planes(x):
         for gp, gs in planes:
-            add_shifted_s64(out, wgrad3x3_u8s8(xp, gp), xs + gs, first)
+            add_shifted_s64(out, wgrad8(xp, gp), xs + gs, first)
             first = False
         if owed:
             taps = np.empty((9 * x.shape[2], 1), np.int64)

@@ -8,6 +8,8 @@ that Eq. 11's scale ``ceil(log2 max|x|)`` is computed from. Gating modes:
   GATE_NONE  plain requantization;
   GATE_RELU  ReLU forward: negative accumulators become 0 (before the scale is chosen);
   GATE_MASK  ReLU backward: zero where the forward activation ``gate`` was not positive.
+The convolutions that take Eq. 11's maximum as they go (kernels/dispatch.py) take one of these
+modes, or GATE_NO_MAX: no maximum, the convolution alone.
 """
 import numpy as np
 from numba import njit, prange
@@ -15,6 +17,7 @@ from numba import njit, prange
 from intsr.kernels.fixedpoint import saturate, shift_round
 
 GATE_NONE, GATE_RELU, GATE_MASK = 0, 1, 2
+GATE_NO_MAX = -1  # the convolutions' "no gate, no maximum" (never a requantization mode)
 
 
 def no_gate(shape):
@@ -25,9 +28,9 @@ def no_gate(shape):
 
 @njit(cache=True, inline="always")
 def _gated(a, g, mode):
-    if mode == 1 and a < 0:
+    if mode == GATE_RELU and a < 0:
         return 0
-    if mode == 2 and g <= 0:
+    if mode == GATE_MASK and g <= 0:
         return 0
     return a
 
@@ -42,10 +45,10 @@ def max_abs_s32(acc, gate, mode):
     per_row = np.zeros(rows, np.int64)
     for r in prange(rows):
         m = np.int64(0)
-        if mode == 1:  # ReLU forward: negatives count as 0, so the max of the values
+        if mode == GATE_RELU:  # ReLU forward: negatives count as 0, so the max of the values
             for j in range(c):
                 m = max(m, np.int64(acc[r, j]))
-        elif mode == 2:  # ReLU backward: only where the forward activation was positive
+        elif mode == GATE_MASK:  # ReLU backward: only where the forward activation was positive
             for j in range(c):
                 a = np.int64(acc[r, j]) if gate[r, j] > 0 else np.int64(0)
                 m = max(m, abs(a))

@@ -3,7 +3,7 @@ import pytest
 
 from intsr.kernels.dispatch import (
     PATH,
-    agrad3x3_s8s8,
+    agrad3x3,
     agrad_weights,
     conv3x3_ref,
     wgrad3x3_ref,
@@ -48,7 +48,7 @@ def test_agrad_is_transposed_correlation(fill, kind):
     w = fill((3, 3, 12, 16), np.int8, kind)
     kin = np.array([0, 3, 4, 11])
     kout = np.array([1, 2, 5, 6, 7, 8, 9, 10, 12, 15])
-    got = agrad3x3_s8s8(g, w, kin, kout)
+    got = agrad3x3(g, w, kin, kout)
     h, wd = g.shape[:2]
     ref = np.zeros((h, wd, kin.size), np.int64)
     gp = np.zeros((h + 2, wd + 2, g.shape[2]), np.int64)
@@ -83,7 +83,8 @@ def test_agrad_weights_gather_flip_transpose(fill, dtype):
 @pytest.mark.parametrize("portable", [False, True])
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_conv_with_maximum_on_every_path(fill, mode, portable, monkeypatch):
-    """conv3x3_u8s8_max: the conv and Eq. 11's gated maximum, the same on either path."""
+    """conv3x3 with a gate mode: the conv and Eq. 11's gated maximum, the same on either
+    path."""
     from intsr.kernels import dispatch
     from intsr.kernels.requant import max_abs_s32_ref
     if portable:
@@ -91,7 +92,7 @@ def test_conv_with_maximum_on_every_path(fill, mode, portable, monkeypatch):
     x = fill((6, 7, 16), np.uint8, "mixed")
     w = fill((3, 3, 16, 24), np.int8, "mixed")
     gate = fill((42, 24), np.uint8, "random") if mode == 2 else None
-    out, m = dispatch.conv3x3_u8s8_max(x, w, mode, gate)
+    out, m = dispatch.conv3x3(x, w, mode, gate)
     np.testing.assert_array_equal(out, conv3x3_ref(x, w))
     assert m == max_abs_s32_ref(out.reshape(42, 24), gate, mode)
 

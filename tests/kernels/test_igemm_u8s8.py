@@ -7,7 +7,7 @@ CPU and for an AVX-VNNI one without AVX-512, so an AVX-512 VNNI machine checks e
 import numpy as np
 import pytest
 
-from intsr.kernels import igemm_u8s8
+from intsr.kernels import igemm_emit, igemm_u8s8
 from intsr.kernels.dispatch import PATH, conv3x3_ref
 from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
@@ -131,7 +131,7 @@ def test_kernel_uses_the_targets_instructions(split):
 
     @njit
     def tile(a, segs, b, out):
-        igemm_u8s8._tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 8, split)
+        igemm_emit.tile(a, 0, 4, segs, 1, b, 256, out, 0, 64, 4, 8, split)
 
     a = np.arange(16, dtype=np.uint8) * (16 if split else 1)  # bytes to 240 when split
     b = np.ones(256, np.int8)

@@ -1,31 +1,47 @@
-"""16-bit operands by byte planes (kernels/planes_x16.py): bit-exact against the int64
-references for every dtype pair, at the extremes of each dtype."""
+"""16-bit operands by byte planes (kernels/planes_x16.py), through the front door
+(kernels/dispatch.py's width-generic conv3x3, agrad3x3, wgrad3x3): bit-exact against the int64
+references for every dtype pair, at the extremes of each dtype, on this target's path and on
+the portable one (where every 16-bit product runs as separate plane calls)."""
 import numpy as np
 import pytest
 
-from intsr.kernels.dispatch import agrad_weights, conv3x3_ref, wgrad3x3_ref
-from intsr.kernels.planes_x16 import (
-    add_shifted_s64,
-    add_shifted_s64_ref,
-    agrad3x3_x16,
-    box_sum_x8,
-    conv3x3_x16,
-    tap_sums_x8,
-    wgrad3x3_x16,
+from intsr.kernels import dispatch
+from intsr.kernels.dispatch import (
+    agrad3x3,
+    agrad_weights,
+    conv3x3,
+    conv3x3_ref,
+    wgrad3x3,
+    wgrad3x3_ref,
 )
+from intsr.kernels.planes_x16 import add_shifted_s64, add_shifted_s64_ref, box_sum_x8, tap_sums_x8
+from intsr.kernels.requant import GATE_RELU, max_abs_s32_ref
 
 from kernel_data import EXTREMES
+
+
+@pytest.fixture(params=["target", "portable"])
+def path(request, monkeypatch):
+    if request.param == "portable":
+        monkeypatch.setattr(dispatch, "PATH", "portable")
+    return request.param
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.uint8, np.int8, np.uint16, np.int16])
 @pytest.mark.parametrize("wdtype", [np.int8, np.int16])
-def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype):
+def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype, path):
     x = fill((7, 9, 64), xdtype, kind)
     w = fill((3, 3, 64, 24), wdtype, kind)
-    got = conv3x3_x16(x, w)
+    got = conv3x3(x, w)
     assert got.dtype == (np.int32 if x.itemsize == 1 and wdtype == np.int8 else np.int64)
     np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, w))
+    # with Eq. 11's maximum: the same output, and the maximum where a kernel took it (None
+    # where separate plane calls leave it to the requantization)
+    out, m = conv3x3(x, w, GATE_RELU)
+    np.testing.assert_array_equal(out, got)
+    assert m is None or m == max_abs_s32_ref(out.reshape(63, 24), None, GATE_RELU)
+    assert (m is None) == (wdtype == np.int16 or x.itemsize == 2 and dispatch.PATH == "portable")
 
 
 def test_conv3x3_x16_headroom_at_the_corners():
@@ -35,27 +51,27 @@ def test_conv3x3_x16_headroom_at_the_corners():
                  ((-32768, np.int16), (-32768, np.int16))):
         xa = np.full((3, 3, 64), x[0], x[1])
         wa = np.full((3, 3, 64, 2), w[0], w[1])
-        assert conv3x3_x16(xa, wa)[1, 1, 0] == 576 * x[0] * w[0]
+        assert conv3x3(xa, wa)[1, 1, 0] == 576 * x[0] * w[0]
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("gdtype,wdtype", [(np.int8, np.int16), (np.int16, np.int8),
                                            (np.int16, np.int16)])
-def test_agrad3x3_x16_bit_exact(fill, kind, gdtype, wdtype):
+def test_agrad3x3_x16_bit_exact(fill, kind, gdtype, wdtype, path):
     g = fill((6, 5, 16), gdtype, kind)
     w = fill((3, 3, 24, 32), wdtype, kind)
     kin, kout = np.arange(0, 24, 2), np.arange(0, 32, 2)
-    np.testing.assert_array_equal(agrad3x3_x16(g, w, kin, kout),
+    np.testing.assert_array_equal(agrad3x3(g, w, kin, kout),
                                   conv3x3_ref(g, agrad_weights(w, kin, kout)))
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("gdtype", [np.int8, np.int16])
-def test_wgrad3x3_x16_bit_exact(fill, kind, xdtype, gdtype):
+def test_wgrad3x3_x16_bit_exact(fill, kind, xdtype, gdtype, path):
     x = fill((9, 7, 16), xdtype, kind)
     g = fill((9, 7, 5), gdtype, kind)
-    got = wgrad3x3_x16(x, g)
+    got = wgrad3x3(x, g)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, wgrad3x3_ref(x, g))
 
