@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from intsr.arch import layer_shapes
-from intsr.blind import estimator
+from intsr.blind import estimate_noise, estimator
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.kernels.dispatch import PATH
 from intsr.model import IntNet
@@ -57,6 +57,8 @@ _SCRIPT = textwrap.dedent("""
         inp, target = make_training_pair(lr, kernel_to_fixed(k), 2)
         net.step(inp, target, *lr_to_fixed(0.01, target.size))
         net.predict(inp)
+    # a son degraded like a noisy JPEG (issue 28): the noise kernel, then the JPEG round trip
+    make_training_pair(lr, kernel_to_fixed(k), 2, noise_q8=768, jpeg=(80, 2), seed=1)
     from intsr.precision import uniform
     net = IntNet(weights_to_int(weights), masks, precision=uniform(16, 16, 16, 16))
     net.step(inp, target, *lr_to_fixed(0.01, target.size))
@@ -119,7 +121,7 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
             "requant.requant_s32", "requant.max_abs_s32", "elementwise.l1_grad_s64",
             "dispatch._agrad_weights",
             "elementwise.pixels_s64", "update.sgd_update_s32",
-            "resample._degrade_u8", "resample._resample_rows_u8"]:
+            "resample._degrade_u8", "resample._resample_rows_u8", "noise_u8.add_noise_u8"]:
         assert "intsr.kernels." + k in data["found"], k
     assert data["bad"] == []
     assert {"double", "fmul", "sitofp"} <= set(data["control"])
@@ -171,9 +173,11 @@ def test_python_glue_handles_no_float_array():
         inp, target = make_training_pair(lr, k_fixed, 2)
         net.step(inp, target, mult, shift)
         net.predict(inp)
-        # blind mode: estimate the kernel, make the pair with it, one step
+        # blind mode: estimate the kernel and the noise, make the pair with them (the son
+        # noisy and JPEG-compressed like its image), one step
         est = estimate_kernel(lr, scale=4)
-        inp, target = make_training_pair(lr, est.k_fixed, 4)
+        noise_q8 = max(estimate_noise(lr), 256)
+        inp, target = make_training_pair(lr, est.k_fixed, 4, noise_q8=noise_q8, jpeg=(75, 2))
         net.step(inp, target, mult, shift)
         # every tensor 16-bit (byte planes), forward gradients, masks mutating
         wide.step(inp, target, mult, shift)
@@ -187,5 +191,5 @@ def test_python_glue_handles_no_float_array():
             "wgrad3x3_u8s8", "conv3x3_u8s8",
             "estimate_kernel", "estimate", "predict", "features", "loss", "_perturbed",
             "direction", "observe", "mutate", "_draw", "conv3x3_x16", "wgrad3x3_x16",
-            "_data_planes", "_int8_planes"} <= seen
+            "_data_planes", "_int8_planes", "estimate_noise", "jpeg_roundtrip"} <= seen
     assert offenders == []
