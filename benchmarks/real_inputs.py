@@ -12,8 +12,10 @@ scale (a central crop of at most ``--max-side`` HR pixels):
     aniso-n3-jpeg85   anisotropic Gaussian, centre grid, noise 3, JPEG quality 85
     box-x2            PIL resize(BOX) to 1/2 (OpenCV's INTER_AREA)
 
-The methods are told nothing but the scale, as a user would run them; the HR reference is never
-shifted (an image made on the corner grid is scored where the HR pixels are).
+The methods are told nothing but the scale, as a user would run them (`adapt` is given the
+JPEG quality of a JPEG kind, which `intsr adapt` reads from the file's tables); the HR
+reference is never shifted (an image made on the corner grid is scored where the HR pixels
+are).
 
     python benchmarks/real_inputs.py --data ../shared/data/train/bsds500 \
         ../shared/data/train/t91 --holdout --per-kind 18 --json real_val.json
@@ -82,19 +84,21 @@ def make_case(hr, kind, seed):
                                                    pil), np.uint8)
         if quality is not None:
             lr = jpeg_roundtrip(lr, quality)
-        return lr, hr, {}
+        return lr, hr, {"jpeg": quality}
     s1, s2, th = random_gaussian(rng, (1.0, 2.8), aniso=1.0)
     deg = Degradation(gaussian(s1, s2, th), "gauss", grid, noise, quality)
-    return make_lr(hr, deg, scale, rng), hr, {"sigma1": s1, "sigma2": s2, "theta": th}
+    return make_lr(hr, deg, scale, rng), hr, {"sigma1": s1, "sigma2": s2, "theta": th,
+                                              "jpeg": quality}
 
 
-def run_methods(lr, scale, methods):
-    """{method: (SR uint8, seconds, report)} for ``methods`` (a dict name -> callable)."""
+def run_methods(lr, scale, methods, jpeg=None):
+    """{method: (SR uint8, seconds, report)} for ``methods`` (a dict name -> callable taking
+    the LR image, the scale and the JPEG quality the image was saved with, None if lossless)."""
     out = {}
     for name, fn in methods.items():
         t0 = time.perf_counter()
         try:
-            sr, rep = fn(lr, scale)
+            sr, rep = fn(lr, scale, jpeg)
         except InputError as e:  # a refusal (e.g. no estimator for the scale) is a result
             out[name] = (None, 0.0, {"refused": str(e)})
             continue
@@ -103,16 +107,17 @@ def run_methods(lr, scale, methods):
 
 
 def default_methods(sr_weights=None, adapt_weights=None):
-    def bicubic(lr, scale):
+    def bicubic(lr, scale, jpeg):
         h, w = lr.shape[:2]
         return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC)), {}
 
-    def sr(lr, scale):
+    def sr(lr, scale, jpeg):
         return intsr.super_resolve(lr, scale=scale, weights=sr_weights), {}
 
-    def adapt(lr, scale):
+    def adapt(lr, scale, jpeg):
+        # `intsr adapt` reads a JPEG file's quality from its tables (exactly): the same here
         rep = {}
-        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep), rep
+        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep, jpeg=jpeg), rep
 
     return {"bicubic": bicubic, "sr": sr, "adapt": adapt}
 
@@ -189,13 +194,14 @@ def main():
     all_methods = default_methods(args.sr_weights, args.adapt_weights)
     methods = {m: all_methods[m] for m in args.methods}
     records = []
-    for ki, kind in enumerate(args.kinds):
+    for kind in args.kinds:
+        ki = list(KINDS).index(kind)  # the cases of a kind do not depend on which others run
         chosen = images if not args.per_kind else images[:args.per_kind]
         for ii, (name, hr) in enumerate(chosen):
             lr, ref, info = make_case(hr, kind, [args.seed, ki, ii])
             scale = KINDS[kind][0]
             rec = {"kind": kind, "image": name, **info}
-            results = run_methods(lr, scale, methods)
+            results = run_methods(lr, scale, methods, info["jpeg"])
             if args.crops and ii == 0:
                 save_crops(Path(args.crops) / f"real_{kind}.png", ref,
                            [results[m][0] for m in methods if results[m][0] is not None],

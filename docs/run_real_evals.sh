@@ -1,0 +1,16 @@
+#!/bin/sh
+# Regenerate docs/data/real_inputs_*.json, docs/data/blind_vs_told_set5.json and the pictures
+# docs/img/real_*.png of docs/real-inputs.md. Needs ../shared/data beside the repository.
+# About 40 minutes on 2 cores.
+set -e
+cd "$(dirname "$0")/.."
+D=../shared/data
+O=docs/data
+# validation: the held-out training images (what the weights were chosen on)
+python benchmarks/real_inputs.py --data $D/train/bsds500 $D/train/t91 --holdout \
+  --per-kind 18 --max-side 256 --json $O/real_inputs_val.json
+# test: Set14 then BSD68 (the first 60 images in that order), the shared HR test images
+python benchmarks/real_inputs.py --data $D/set14 $D/bsd68 --per-kind 60 --max-side 256 \
+  --json $O/real_inputs_test.json --crops docs/img
+python benchmarks/blind_vs_told.py --images $D/set5 --kernels $D/kernels/*.npy \
+  --json $O/blind_vs_told_set5.json
