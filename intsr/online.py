@@ -8,10 +8,14 @@
 The training pair uses I_LR cropped to a multiple of s, so that the upsampled son and the
 target have the same size; the final pass super-resolves the whole image.
 """
+from __future__ import annotations
+
 import os
 import time
 import tracemalloc
 import warnings
+from collections.abc import Callable
+from typing import Union
 
 import numpy as np
 
@@ -39,6 +43,12 @@ from intsr.weights import (
     shipped_precision,
     trained_scales,
 )
+
+# Type aliases of the public API: weights (a file, float HWIO arrays or a saved state), a blur
+# kernel (float taps, a resizer's name, or a blind estimate), a JPEG setting.
+WeightsArg = Union[str, os.PathLike, list, State, None]
+KernelArg = Union[np.ndarray, str, blind.Estimate]
+JpegArg = Union[int, tuple, None]
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -108,8 +118,10 @@ class Adapter:
     precision.Precision, or None (weights.default_precision: the scale's shipped profile, int8
     at x4, mixed-x2 at x2)."""
 
-    def __init__(self, weights=None, *, scale=4, prune=None, lr=None, adapting=True,
-                 grid="centre", method="backprop", seed=0, options=None, precision=None):
+    def __init__(self, weights: WeightsArg = None, *, scale: int = 4,
+                 prune: float | None = None, lr: float | None = None, adapting: bool = True,
+                 grid: str = "centre", method: str = "backprop", seed: int = 0,
+                 options: dict | None = None, precision: str | Precision | None = None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
         if precision is None:
@@ -145,7 +157,8 @@ class Adapter:
         self.scale, self.grid, self.method, self.seed = scale, grid, method, seed
         self.learner = make_learner(self.net, method, seed, options)
 
-    def pair(self, image, kernel, max_side=TRAIN_MAX, noise=0.0, jpeg=None):
+    def pair(self, image: np.ndarray, kernel: KernelArg, max_side: int = TRAIN_MAX,
+             noise: float = 0.0, jpeg: JpegArg = None) -> tuple[np.ndarray, np.ndarray]:
         """The online training pair of an HxW(x3) uint8 image and its kernel: a 2-D float
         array, a resizer's name (RESIZERS), or a blind.Estimate (its fixed-point taps). The son
         is degraded like the image: ``noise`` levels of seeded noise, then a JPEG round trip
@@ -162,7 +175,8 @@ class Adapter:
         return make_training_pair(rgb, k_fixed, self.scale, max_side, self.grid, noise_q8, jpeg,
                                   self.seed)
 
-    def learn(self, pairs, steps, progress=None):
+    def learn(self, pairs: list, steps: int,
+              progress: Callable[[int, int, float], None] | None = None) -> list[float]:
         """``steps`` SGD steps, step i on ``pairs[i % len(pairs)]``; returns the L1 losses in the
         float network's units (pixels / 255), a reporting boundary after each step."""
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
@@ -178,7 +192,7 @@ class Adapter:
         self.steps += steps
         return losses
 
-    def super_resolve(self, image):
+    def super_resolve(self, image: np.ndarray) -> np.ndarray:
         """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights."""
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
@@ -191,7 +205,7 @@ class Adapter:
         inp, target = pair
         return _l1(self.net.predict(inp, tile=SR_TILE), target)
 
-    def state(self):
+    def state(self) -> State:
         # 16-bit masters (precision) widen to the file's int32 exactly: v << 16, same scale
         masters = [w if w.bits == 32 else
                    QTensor(w.value.astype(np.int32) << (32 - w.bits), w.scale)
@@ -201,7 +215,8 @@ class Adapter:
                      self.scale, self.lr, self.base, self.kernels, self.steps)
 
 
-def super_resolve(image, *, scale=4, weights=None, grid="centre"):
+def super_resolve(image: np.ndarray, *, scale: int = 4, weights: WeightsArg = None,
+                  grid: str = "centre") -> np.ndarray:
     """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed), with
     the shipped weights meant for direct SR unless ``weights`` is given (a saved state too)."""
     rgb, _ = _as_rgb(image)
@@ -314,7 +329,8 @@ def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre"
             np.ascontiguousarray(lr_rgb[y0:y0 + th, x0:x0 + tw]))
 
 
-def estimate_kernel(images, *, scale=4, estimator=None):
+def estimate_kernel(images: np.ndarray | list[np.ndarray], *, scale: int = 4,
+                    estimator: str | os.PathLike | None = None) -> blind.Estimate:
     """Blind mode: the blur kernel of ``images`` (one HxW(x3) uint8 image, or a list sharing
     one kernel) estimated on integers (intsr.blind). ``estimator``: an estimator .npz (None:
     the shipped one for ``scale``). Returns a blind.Estimate."""
@@ -327,9 +343,15 @@ def estimate_kernel(images, *, scale=4, estimator=None):
     return est.estimate(rgbs, max_size=side)
 
 
-def adapt(image, kernel="auto", *, scale=4, steps=10, prune=None, weights=None, lr=None, seed=0,
-          progress=None, report=None, adapter=None, grid="centre", estimator=None,
-          method="backprop", options=None, precision=None, noise=None, jpeg=None, check=None):
+def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 4,
+          steps: int = 10, prune: float | None = None, weights: WeightsArg = None,
+          lr: float | None = None, seed: int = 0,
+          progress: Callable[[int, int, float], None] | None = None,
+          report: dict | None = None, adapter: Adapter | None = None, grid: str = "centre",
+          estimator: str | os.PathLike | None = None, method: str = "backprop",
+          options: dict | None = None, precision: str | Precision | None = None,
+          noise: float | str | None = None, jpeg: JpegArg = None,
+          check: bool | None = None) -> np.ndarray:
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a

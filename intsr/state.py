@@ -10,7 +10,10 @@ kernels it learned from, in order), ``steps`` (integer SGD steps taken so far) a
 Nothing is converted on the way in or out: loading a state and running 5 more steps gives the
 same integers as running them without the round trip (tests/test_state.py).
 """
+from __future__ import annotations
+
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass, field
 
@@ -51,7 +54,7 @@ def is_state_file(path):
         return False
 
 
-def save_state(path, state):
+def save_state(path: str | os.PathLike, state: State) -> None:
     arrays = {"format": np.str_(FORMAT), "scales": np.array([w.scale for w in state.weights],
                                                             np.int64),
               "scale": np.int64(state.scale), "lr": np.float64(state.lr),
@@ -63,7 +66,7 @@ def save_state(path, state):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_state(path):
+def load_state(path: str | os.PathLike) -> State:
     """State from a file written by save_state; InputError with one line for anything else."""
     spec = {"format": ((), "U", 4 * 32), "scales": ((NUM_LAYERS,), "i"), "scale": ((), "i"),
             "lr": ((), "f"), "base": ((), "U", 4 * 4096), "steps": ((), "i"),

@@ -10,6 +10,8 @@ The shipped configuration (``weights/default.json``) names the default weights, 
 rate and pruning ratio; ``load_model`` and ``resolve_masks`` are how every command (adapt, sr,
 eval, cost, info) turns its options into weights and masks.
 """
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -125,7 +127,7 @@ def trained_scales(path):
             if p.name in (cfg.get("weights"), cfg.get("sr_weights"))}
 
 
-def load_weights(path):
+def load_weights(path: str | os.PathLike) -> list[np.ndarray]:
     """8 float32 HWIO arrays from an ``.npz`` or a ``torch.save`` state_dict (``.pt``);
     ValueError with one line for any other file."""
     path = os.fspath(resolve_path(path))
@@ -160,7 +162,7 @@ def save_weights_npz(path, weights_hwio):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_masks(path):
+def load_masks(path: str | os.PathLike) -> dict[float, list[np.ndarray]]:
     """{ratio: list of 8 bool arrays [c_out]} from ``p{pct}_l{l}`` keys (+ ``p{pct}_tau``)."""
     return load_masks_with_tau(path)[0]
 
@@ -285,8 +287,9 @@ def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
     return table[match[0]]
 
 
-def load_model(weights=None, prune=None, masks_path=None, layerwise=None, adapting=True,
-               scale=4):
+def load_model(weights: str | os.PathLike | list | None = None, prune: float | None = None,
+               masks_path: str | os.PathLike | None = None, layerwise: int | None = None,
+               adapting: bool = True, scale: int = 4) -> tuple[list, list | None, float]:
     """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
     list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use, the
     meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
