@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
+from intsr.floatpath.convert import kernel_to_fixed, weights_to_int
 from intsr.floatpath.degrade import lr_image
 from intsr.floatpath.gaussian import from_log_cov, kernel_distance, log_cov_of
 from intsr.floatpath.metrics import psnr_y, ssim_y
@@ -45,7 +45,7 @@ from intsr.floatpath.network import FloatNet
 from intsr.io import InputError
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.model import IntNet, calibrate
-from intsr.online import SR_TILE, estimate_kernel, make_learner, make_training_pair
+from intsr.online import SR_TILE, estimate_kernel, learn_steps, make_learner, make_training_pair
 from intsr.quant import QTensor
 from intsr.state import State
 from intsr.weights import default_precision, shipped_precision
@@ -118,12 +118,8 @@ def _int_runner(mode, static, profile=None, method="backprop"):
                                       mode=mode), others)
         net = IntNet(int_weights(setup.weights, mode), setup.masks, mode=mode, static=scales,
                      precision=shipped_precision(profile))
-        learner = make_learner(net, method)
         sr0 = net.predict(case.up, tile=SR_TILE)
-        inp, tgt = case.pair
-        mult, shift = lr_to_fixed(setup.lr / learner.lr_divisor(), tgt.size)
-        for _ in range(setup.steps):
-            learner.step(inp, tgt, mult, shift)
+        learn_steps(make_learner(net, method), [case.pair], setup.steps, setup.lr)
         return sr0 / 255.0, net.predict(case.up, tile=SR_TILE) / 255.0, net.macs
     return run
 

@@ -179,16 +179,7 @@ class Adapter:
               progress: Callable[[int, int, float], None] | None = None) -> list[float]:
         """``steps`` SGD steps, step i on ``pairs[i % len(pairs)]``; returns the L1 losses in the
         float network's units (pixels / 255), a reporting boundary after each step."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise InputError(f"steps must be a non-negative integer, not {steps}")
-        losses = []
-        for i in range(steps):
-            inp, target = pairs[i % len(pairs)]
-            mult, shift = lr_to_fixed(self.lr / self.learner.lr_divisor(), target.size)
-            num, exp = self.learner.step(inp, target, mult, shift)
-            losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
-            if progress:
-                progress(i + 1, steps, losses[-1])
+        losses = learn_steps(self.learner, pairs, steps, self.lr, progress)
         self.steps += steps
         return losses
 
@@ -213,6 +204,24 @@ class Adapter:
         return State(masters, [np.isin(np.arange(w.shape[3]), k) for w, k in
                                zip(self.net.weights, self.net.kept, strict=True)],
                      self.scale, self.lr, self.base, self.kernels, self.steps)
+
+
+def learn_steps(learner, pairs, steps, lr, progress=None):
+    """The online loop, once for every caller (Adapter.learn, the evaluation harness): ``steps``
+    steps of ``learner`` (make_learner), step i on ``pairs[i % len(pairs)]`` at rate ``lr``
+    (divided by the learner's lr_divisor, then lr_to_fixed: the float boundary); returns the L1
+    losses in the float network's units (pixels / 255), a reporting boundary after each step."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise InputError(f"steps must be a non-negative integer, not {steps}")
+    losses = []
+    for i in range(steps):
+        inp, target = pairs[i % len(pairs)]
+        mult, shift = lr_to_fixed(lr / learner.lr_divisor(), target.size)
+        num, exp = learner.step(inp, target, mult, shift)
+        losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
+        if progress:
+            progress(i + 1, steps, losses[-1])
+    return losses
 
 
 def super_resolve(image: np.ndarray, *, scale: int = 4, weights: WeightsArg = None,
