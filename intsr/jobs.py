@@ -132,6 +132,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         raise InputError("--continual and --adapt-on are for several inputs")
     if continual and adapt_on is not None:
         raise InputError("give --continual or --adapt-on, not both")
+    if check and batch:
+        raise InputError("--check is for one input image (a batch has no single son pair)")
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
         check_output_path(out)
@@ -160,8 +162,6 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = resizer_named(kernel, scale) or kernel
     if noise is None:
         noise = "auto" if blind_mode else 0.0
-    if check and batch:
-        raise InputError("--check is for one input image (a batch has no single son pair)")
     precision = precision or wfiles.default_precision(scale, method)
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "method": method, "seed": seed, "method_options": dict(options or {}),

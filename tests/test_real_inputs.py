@@ -335,3 +335,12 @@ def test_a_saved_resizer_kernel_reads_back_as_that_resizer(photo, tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["degradation"]["kernel"] == "lanczos" and rep["weights"] != "meta.npz"
+
+
+def test_the_safety_net_is_for_one_image(photo, tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(photo[:48, :48]).save(tmp_path / name)
+    res = _run(["adapt", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "out", "--kernel",
+                "bicubic", "--check", "--quiet"])
+    assert res.exit_code != 0 and "--check is for one input image" in res.output
+    assert not (tmp_path / "out").exists()
