@@ -102,3 +102,30 @@ def test_light_rooms_stay_light():
             "         if m.startswith(('numba', 'intsr.kernels', 'torch'))]; "
             "sys.exit(1 if heavy else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+DESIGN = ROOT / "docs" / "design.md"
+BEGIN, END = "<!-- rooms: generated from ALLOWED in tests/test_layout.py -->", "<!-- /rooms -->"
+
+
+def rule_table():
+    """ALLOWED as the Markdown table docs/design.md shows (one row a room)."""
+    rows = ["| room | may import (intsr rooms) |", "|---|---|"]
+    for room in sorted(ALLOWED):
+        rows.append(f"| `{room}` | {', '.join(sorted(ALLOWED[room] - {room})) or '-'} |")
+    return "\n".join(rows)
+
+
+def test_design_md_states_the_rule_this_test_enforces():
+    """docs/design.md's room table is ALLOWED itself (`python tests/test_layout.py` rewrites
+    it): the document cannot drift from the rule."""
+    text = DESIGN.read_text()
+    assert BEGIN in text and END in text
+    shown = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert shown == rule_table(), "run `python tests/test_layout.py` to regenerate it"
+
+
+if __name__ == "__main__":
+    text = DESIGN.read_text()
+    head, rest = text.split(BEGIN, 1)
+    DESIGN.write_text(head + BEGIN + "\n" + rule_table() + "\n" + END + rest.split(END, 1)[1])
