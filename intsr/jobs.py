@@ -162,10 +162,9 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = resizer_named(kernel, scale) or kernel
     if noise is None:
         noise = "auto" if blind_mode else 0.0
-    precision = precision or wfiles.default_precision(scale, method)
     report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
               "method": method, "seed": seed, "method_options": dict(options or {}),
-              "precision": precision,
+              "precision": None,  # the Adapter's (below): the scale's default unless given
               "images": [], "kernels": dispatch.PATH}
     if not isinstance(noise, str):
         noise_to_fixed(noise)  # a bad value fails here, before any estimate is reported
@@ -192,7 +191,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
             t0 = time.perf_counter()
             ad = make_adapter()
             t_load += time.perf_counter() - t0
-    report["weights"] = ad.base
+    report["weights"], report["precision"] = ad.base, ad.precision
     if not batch:
         rep = {"trace_memory": True} if report_path else {}
         result = adapt(pixels, kernel, scale=scale, steps=steps, adapter=ad, progress=progress,

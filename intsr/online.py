@@ -126,6 +126,8 @@ class Adapter:
         grid_offset(grid, scale)  # refuses an unknown grid before any work
         if precision is None:
             precision = default_precision(scale, method)
+        # the profile's name for reports (a Precision built by hand has none)
+        self.precision = precision if isinstance(precision, str) else None
         prec = precision if isinstance(precision, Precision) else shipped_precision(precision)
         if isinstance(weights, (str, os.PathLike)):
             weights = resolve_path(weights)
