@@ -185,9 +185,11 @@ def main():
     ap.add_argument("--seed", type=int, default=28)
     ap.add_argument("--json", default=None)
     ap.add_argument("--crops", default=None,
-                    help="folder: one picture per kind of the first image, side by side: "
+                    help="folder: one picture per kind of one image, side by side: "
                          "PIL bicubic | each method | HR (a CROP-pixel HR window, 2x nearest)")
     ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--crop-image", default=None,
+                    help="the image (file name) --crops pictures (default: the first)")
     args = ap.parse_args()
 
     images = load_hr(args.data, args.holdout, args.max_side)
@@ -202,7 +204,7 @@ def main():
             scale = KINDS[kind][0]
             rec = {"kind": kind, "image": name, **info}
             results = run_methods(lr, scale, methods, info["jpeg"])
-            if args.crops and ii == 0:
+            if args.crops and (name == args.crop_image if args.crop_image else ii == 0):
                 save_crops(Path(args.crops) / f"real_{kind}.png", ref,
                            [results[m][0] for m in methods if results[m][0] is not None],
                            args.crop)

@@ -11,6 +11,9 @@ python benchmarks/real_inputs.py --data $D/train/bsds500 $D/train/t91 --holdout 
   --per-kind 18 --max-side 256 --json $O/real_inputs_val.json
 # test: Set14 then BSD68 (the first 60 images in that order), the shared HR test images
 python benchmarks/real_inputs.py --data $D/set14 $D/bsd68 --per-kind 60 --max-side 256 \
-  --json $O/real_inputs_test.json --crops docs/img
+  --json $O/real_inputs_test.json
+# the pictures: Set14's monarch, every kind
+python benchmarks/real_inputs.py --data $D/set14 --per-kind 14 --max-side 256 --crops docs/img \
+  --crop-image monarch.png
 python benchmarks/blind_vs_told.py --images $D/set5 --kernels $D/kernels/*.npy \
   --json $O/blind_vs_told_set5.json
