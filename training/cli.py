@@ -51,6 +51,10 @@ def build_parser():
     p.add_argument("--beta", type=float, default=1e-4, help="outer Adam rate (Eq. 5)")
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
     p.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--degradation", choices=["gauss", "blind"], default="gauss",
+                   help="gauss: random Gaussians, the son made with the true kernel (the "
+                        "paper); blind: the real-input model, the son made as blind mode makes "
+                        "it (the estimated kernel and noise), held-out images excluded")
 
     p = sub.add_parser("masks", help="Eq. 6-9: gradient masks for several pruning ratios")
     p.add_argument("--weights", required=True)

@@ -8,6 +8,7 @@ turned into floats in [0, 1] (``/ 255``) only where the network needs floats.
 """
 import glob
 import os
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -99,6 +100,24 @@ def real_pair(hr_u8, scale, rng):
     deg = random_degradation(rng, scale)
     lr = make_lr(hr_u8, deg, scale, rng) / 255.0
     return bicubic_upsample(lr, scale, grid=deg.grid), hr_u8.astype(np.float64) / 255.0
+
+
+def task_blind(hr_u8, scale, rng, estimator):
+    """One meta task as blind mode meets it on the device (``--degradation blind``): LR from a
+    draw of the real-input model; the son made the way the device makes it without being told,
+    with the kernel ``estimator`` (an intsr.blind.KernelEstimator, on integers) picks and the
+    noise level intsr.blind.estimate_noise reads, then the image's own JPEG round trip (a JPEG
+    file's quality is read exactly). D_tr = (up(son) -> LR), D_te = (up(LR) -> HR)."""
+    from intsr.blind import estimate_noise
+
+    deg = random_degradation(rng, scale)
+    lr_u8 = make_lr(hr_u8, deg, scale, rng)
+    est = estimator.estimate([lr_u8], max_size=min(lr_u8.shape[:2]))
+    son_deg = replace(deg, kernel=est.kernel(), name="estimate", grid="centre",
+                      noise=estimate_noise(lr_u8) / 256)
+    son_u8 = make_lr(lr_u8, son_deg, scale, rng)
+    hr, lr, son = (a.astype(np.float64) / 255.0 for a in (hr_u8, lr_u8, son_u8))
+    return bicubic_upsample(son, scale), lr, bicubic_upsample(lr, scale), hr
 
 
 def task(hr_u8, kernel, scale, grid="centre"):

@@ -1,7 +1,9 @@
 """Stage 2: MAML (Eq. 3-5). Inner loop: ``inner_steps`` plain SGD steps with rate alpha and mean
 L1 on D_tr = (up(son) -> LR); outer loop: Adam (rate beta) on the D_te = (up(LR) -> HR) loss of
 the adapted weights, averaged over a batch of tasks (each task = one HR patch + one random
-Gaussian kernel). Second order by default; ``--first-order`` drops the inner Hessian terms.
+Gaussian kernel; with ``--degradation blind`` a draw of the real-input model and the son blind
+mode would make of it, data.task_blind). Second order by default; ``--first-order`` drops the
+inner Hessian terms.
 
 The inner loop copies what the device does at test time (plain SGD, mean L1, rate alpha), so the
 alpha used here is the engine's default learning rate. The loop itself is ``common.train_loop``.
@@ -45,10 +47,15 @@ class MetaObjective(nn.Module):
         return total / x_tr.shape[0]
 
 
-def make_tasks(sampler, args, rng):
+def make_tasks(sampler, args, rng, estimator=None):
     sampler.rng = rng
     cols = ([], [], [], [])
     for _ in range(args.tasks):
+        if args.degradation == "blind":
+            parts = data.task_blind(sampler.crop(args.crop), args.scale, rng, estimator)
+            for c, a in zip(cols, parts, strict=True):
+                c.append(a)
+            continue
         k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
         parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)
         for c, a in zip(cols, parts, strict=True):
@@ -68,11 +75,16 @@ def run(args):
     model, opt, step, wall, history = common.build_and_resume(args, args.beta, rank)
     obj = MetaObjective(model, args.inner_steps, args.alpha, args.first_order)
     net = DDP(obj) if world > 1 else obj
-    sampler = data.CropSampler(data.load_images(args.data), None)
+    images = data.load_images(args.data)
+    estimator = None
+    if args.degradation == "blind":
+        from intsr.blind import estimator as shipped_estimator
+        images, estimator = data.split(images)[0], shipped_estimator(args.scale)
+    sampler = data.CropSampler(images, None)
 
     def batch_loss(rng, logged):
         x_tr, y_tr, x_te, y_te = [t.contiguous(memory_format=torch.channels_last)
-                                  for t in make_tasks(sampler, args, rng)]
+                                  for t in make_tasks(sampler, args, rng, estimator)]
         # Adaptation gain = unadapted minus adapted D_te loss on the same (logged) batch; the
         # unadapted loss is only a monitor and costs a forward, so only logged steps pay it.
         loss0 = _unadapted_te_loss(model, x_te, y_te) if logged else None

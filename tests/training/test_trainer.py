@@ -219,3 +219,24 @@ def test_masked_float_step_is_the_engines_backward():
         new = (a - 0.1 * a.grad).detach().numpy().transpose(2, 3, 1, 0)
         np.testing.assert_allclose(new, b, rtol=1e-4, atol=1e-6)
         np.testing.assert_array_equal(a.grad.numpy()[~m], 0)
+
+
+def test_real_input_stages_run_and_resume(tiny_images, tmp_path):
+    """Issue 28's stages on tiny data: direct SR over the real-input model, MAML with the sons
+    blind mode makes, the estimator with the kernel family; each checkpoints its step and
+    the family estimator exports the widened head the device reads."""
+    from intsr.blind import FAMILY_OUTPUTS, KernelEstimator
+
+    ck = str(tmp_path / "real.pt")
+    _pretrain(tiny_images, ck, "--steps", "2", "--degradation", "real")
+    assert common.load_checkpoint(ck)["step"] == 2
+    ck = str(tmp_path / "blind.pt")
+    _meta(tiny_images, ck, "--steps", "1", "--degradation", "blind")
+    assert common.load_checkpoint(ck)["step"] == 1
+    ck, out = str(tmp_path / "est.pt"), str(tmp_path / "est.npz")
+    args = ["estimator", "--family", "--data", tiny_images, "--ckpt", ck, "--batch", "2",
+            "--crop", "32", "--scale", "4", "--seed", "3"]
+    main(args + ["--steps", "1", "--init", os.path.join(ROOT, "weights", "estimator_x4.npz")])
+    main(args + ["--steps", "1", "--export", out])
+    assert np.load(out)["head_w"].shape == (32, FAMILY_OUTPUTS)
+    assert KernelEstimator(out, scale=4).resizer_taps is not None
