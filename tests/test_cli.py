@@ -273,7 +273,8 @@ def test_adapt_methods_run_and_refuse_misplaced_options(tmp_path):
                          (["--method", "forward", "--mutate-every", "2"], "--method mest"),
                          (["--method", "forward", "--perturb", "0"], "numbered"),
                          (["--method", "forward", "--directions", "-1"], "directions"),
-                         (["--method", "mest", "--mutate-every", "0"], "every"),
+                         (["--method", "mest", "--prune", "0.5", "--mutate-every", "0"], "every"),
+                         (["--method", "mest"], "give --prune"),
                          (["--seed", "-1"], "seed")):
         _assert_clean_failure(_run(["adapt", "--example", out] + args, out), out, needle)
 
