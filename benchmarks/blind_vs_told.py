@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--images", required=True, help="folder of HR images")
     ap.add_argument("--kernels", nargs="+", required=True)
     ap.add_argument("--estimator", default=None, help="estimator .npz (default: shipped)")
+    ap.add_argument("--blind-weights", default=None,
+                    help="weights the blind runs adapt from (default: the shipped choice)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     scale, records = 4, []
@@ -40,7 +42,8 @@ def main():
             lr = lr_image(hr, k, scale)
             rep = {}
             told = intsr.adapt(lr, k, scale=scale)
-            blind = intsr.adapt(lr, scale=scale, estimator=args.estimator, report=rep)
+            blind = intsr.adapt(lr, scale=scale, estimator=args.estimator, report=rep,
+                                weights=args.blind_weights)
             rec = {"kernel": Path(kpath).stem, "image": f.name,
                    "told": psnr_y(told / 255.0, hr / 255.0, scale),
                    "blind": psnr_y(blind / 255.0, hr / 255.0, scale),
