@@ -116,7 +116,7 @@ def ijg_table(quality):
 def jpeg_quality(path):
     """(quality, subsampling) of a JPEG file, read from its headers without decoding: the IJG
     quality whose luminance table is nearest the file's (sum of absolute differences; exact for
-    files libjpeg, Pillow, OpenCV or ImageMagick wrote with a quality setting) and Pillow's
+    files written with libjpeg's scaled tables, as Pillow writes them: tested) and Pillow's
     subsampling code (0 4:4:4, 1 4:2:2, 2 4:2:0); None for any other file. A file whose tables
     are not IJG's gets the quality of the nearest IJG table."""
     try:
