@@ -40,6 +40,7 @@ from intsr.floatpath.gaussian import gaussian, random_gaussian  # noqa: E402
 from intsr.floatpath.metrics import psnr_y  # noqa: E402
 from intsr.floatpath.realdeg import Degradation, make_lr  # noqa: E402
 from intsr.io import InputError, atomic_write, jpeg_roundtrip  # noqa: E402
+from training.data import HOLDOUT  # noqa: E402  (the trainer's held-out images)
 
 # kind -> (scale, PIL filter or None for a Gaussian, grid, noise, JPEG quality)
 KINDS = {
@@ -51,7 +52,6 @@ KINDS = {
     "box-x2": (2, Image.BOX, "centre", 0.0, None),
 }
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-HOLDOUT = 10  # training/data.py's: every 10th training image is validation only
 
 
 def load_hr(dirs, holdout, max_side):

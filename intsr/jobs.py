@@ -185,8 +185,11 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if assumed:
         report["kernel_estimate"] = {"assumed": kernel}
     elif blind_mode:
-        kernel = _estimate(inputs if adapt_on is None else [Path(adapt_on)], scale, report,
-                           save_kernel, on_estimate)
+        # a single image was read above: estimate on it instead of reading it again
+        images = ([pixels] if not batch else
+                  [read_image(p)[0] for p in
+                   (inputs if adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]])
+        kernel = _estimate(images, scale, report, save_kernel, on_estimate)
         if weights is None and not adapts_from_meta(kernel, steps):
             t0 = time.perf_counter()
             ad = make_adapter()
@@ -247,15 +250,16 @@ def _jpeg_of(jpeg, path):
     return jpeg_quality(path) if isinstance(jpeg, str) and jpeg == "auto" else jpeg
 
 
-def _estimate(inputs, scale, report, save_kernel, on_estimate):
-    """Blind mode's estimate for adapt_paths: a blind.Estimate, described in the report."""
+def _estimate(images, scale, report, save_kernel, on_estimate):
+    """Blind mode's estimate for adapt_paths from at most BLIND_IMAGES images (uint8 arrays): a
+    blind.Estimate, described in the report."""
     from intsr.online import estimate_kernel
 
     if on_estimate:
         on_estimate(None)
     t0 = time.perf_counter()
-    est = estimate_kernel([read_image(p)[0] for p in inputs[:BLIND_IMAGES]], scale=scale)
-    desc = {**est.describe(), "images": len(inputs[:BLIND_IMAGES]),
+    est = estimate_kernel(images, scale=scale)
+    desc = {**est.describe(), "images": len(images),
             "seconds": time.perf_counter() - t0}
     report["kernel_estimate"] = desc
     if save_kernel is not None:
