@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from intsr.floatpath.degrade import degrade
-from intsr.floatpath.gaussian import gaussian, random_gaussian
+from intsr.floatpath.gaussian import gaussian, kernel_size, random_gaussian
 from intsr.io import jpeg_roundtrip
 
 
@@ -40,20 +40,21 @@ def _cubic(a):
     return f
 
 
-def _sinc(x):
-    return np.sinc(x)  # sin(pi x) / (pi x), 1 at 0
+def _triangle(x):
+    return np.maximum(0.0, 1.0 - np.abs(x))
 
 
 # name -> (filter, support in filter units, antialiased): Pillow's filters (Resample.c) and
 # OpenCV's INTER_CUBIC / INTER_LINEAR, which do not widen the filter when they shrink an image.
 RESIZERS = {
     "bicubic": (_cubic(-0.5), 2.0, True),     # Pillow BICUBIC; MATLAB imresize 'bicubic'
-    "bilinear": (lambda x: np.maximum(0.0, 1.0 - np.abs(x)), 1.0, True),  # Pillow BILINEAR
+    "bilinear": (_triangle, 1.0, True),  # Pillow BILINEAR
     "box": (lambda x: ((x >= -0.5) & (x < 0.5)).astype(np.float64), 0.5, True),
     # Pillow BOX; OpenCV INTER_AREA at an integer factor is the same average
-    "lanczos": (lambda x: np.where(np.abs(x) < 3, _sinc(x) * _sinc(x / 3.0), 0.0), 3.0, True),
+    # np.sinc is sin(pi x) / (pi x)
+    "lanczos": (lambda x: np.where(np.abs(x) < 3, np.sinc(x) * np.sinc(x / 3.0), 0.0), 3.0, True),
     "cv2-cubic": (_cubic(-0.75), 2.0, False),  # OpenCV INTER_CUBIC (no antialiasing)
-    "cv2-linear": (lambda x: np.maximum(0.0, 1.0 - np.abs(x)), 1.0, False),  # INTER_LINEAR
+    "cv2-linear": (_triangle, 1.0, False),  # OpenCV INTER_LINEAR
 }
 
 
@@ -146,7 +147,7 @@ def random_degradation(rng, scale, clean=False):
     """One draw of the real-input distribution (module constants); ``clean``: blur only."""
     if rng.uniform() < P_GAUSS:
         s1, s2, th = random_gaussian(rng, gauss_sigma_range(scale))
-        k, name = gaussian(s1, s2, th, size=max(7, 2 * math.ceil(3.0 * s1) + 1)), "gauss"
+        k, name = gaussian(s1, s2, th, size=max(7, kernel_size(s1))), "gauss"
     else:
         names = list(RESIZER_P)
         name = names[int(rng.choice(len(names), p=np.array(list(RESIZER_P.values()))))]
