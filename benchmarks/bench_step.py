@@ -25,19 +25,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from functools import partial
 
 import numpy as np
 
-from intsr import cost
+from intsr import cost, threads
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
 from intsr.weights import load_model, shipped_precision
 
-from machine import cpu_name
+from machine import alternated, cpu_name
 
 # environment of each emulated target (empty NUMBA_CPU_FEATURES: otherwise Numba passes the
 # host's features, AVX-512 VNNI included, whatever the CPU name)
@@ -51,17 +50,8 @@ TARGETS = {"native": {},
 
 
 def alternated_medians(fns, repeats):
-    """{name: median seconds}: one call of each function in turn, ``repeats`` rounds, after
-    one warm-up call each (JIT compile, caches)."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) for name, v in times.items()}
+    """{name: median seconds}, idle, one call of each in turn (machine.alternated)."""
+    return alternated(fns, repeats)["idle"]
 
 
 def traced_peak(fn):
@@ -117,12 +107,42 @@ def torch_step(weights, masks, x, y, threads):
     return step, memory
 
 
+def _line(row, precision):
+    line = (f"{row['size']:4d} px  prune {row['prune']:4.2f} {row['load']:4s} | int "
+            f"{row['int_ms']:8.1f} ms")
+    if row["numpy_ms"] is not None:
+        line += f" | numpy fp32 {row['numpy_ms']:8.1f} ms ({row['numpy_ms'] / row['int_ms']:.2f}x)"
+    for p in precision[1:]:
+        line += f" | {p} {row['precision_ms'][p]:7.1f} ms"
+    if "torch_ms" in row:
+        line += f" | torch fp32 {row['torch_ms']:7.1f} ms ({row['torch_ms'] / row['int_ms']:.2f}x)"
+    if "int_vs_own_idle" in row:
+        line += f" | int {row['int_vs_own_idle']:.2f}x its idle time"
+    line += (f" | memory: int {row['int_peak_kb']:7.0f} KB = "
+             f"{row['int_peak_kb'] / row['eq16_printed_kb']:.2f}x Eq.16 printed "
+             f"({row['eq16_printed_kb']:.0f} KB), "
+             f"{row['int_peak_kb'] / row['eq16_int_kb']:.2f}x Table-5 reading")
+    if "torch_kb" in row:
+        line += (f"; torch {row['torch_kb']:9.0f} KB "
+                 f"({row['torch_kb'] / row['int_peak_kb']:.2f}x int)")
+    return line
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--prune", type=float, nargs="+", default=[0.0, 0.5, 0.85])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("NUMBA_NUM_THREADS", 2)))
+    ap.add_argument("--threads", default="auto",
+                    help="the engine's threads: a count (PyTorch gets as many), or auto: the "
+                         "engine's threading policy (intsr.threads), PyTorch its default")
+    ap.add_argument("--load", nargs="+", choices=["idle", "busy"], default=["idle"],
+                    help="busy: another process holds one core (a bounded busy loop); with "
+                         "both, rounds alternate the loads and every engine runs under each")
+    ap.add_argument("--per-phase", type=int, default=3,
+                    help="steps of every engine per load and round")
+    ap.add_argument("--no-numpy", action="store_true",
+                    help="leave out the NumPy float reference (slow; busy runs take long)")
     ap.add_argument("--precision", nargs="+", default=["int8"],
                     help="shipped precision profiles of the integer engine (the first is int_ms)")
     ap.add_argument("--target", choices=sorted(TARGETS), default="native")
@@ -133,6 +153,8 @@ def main():
         env.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix=f"intsr-{args.target}-"))
         sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
     from intsr.kernels.dispatch import PATH
+    policy = threads.configure(args.threads)
+    torch_threads = policy.max if policy.fixed is None else policy.fixed
     rng = np.random.default_rng(0)
     rows = []
     for ratio in args.prune:
@@ -144,43 +166,35 @@ def main():
             fns = {}
             for name in args.precision:
                 net = IntNet(weights_to_int(weights), masks, precision=shipped_precision(name))
-                fns[name] = partial(net.step, inp, tgt, mult, shift)
-            fnet = FloatNet(weights, masks)
+                fns[name] = partial(policy.step, net.step, inp, tgt, mult, shift)
             xf, yf = inp / np.float32(255), tgt / np.float32(255)
-            fns["numpy"] = partial(fnet.step, xf, yf, 0.01)
-            torch_fns = torch_step(weights, masks, xf, yf, args.threads)
+            if not args.no_numpy:
+                fns["numpy"] = partial(FloatNet(weights, masks).step, xf, yf, 0.01)
+            torch_fns = torch_step(weights, masks, xf, yf, torch_threads)
             if torch_fns is not None:
                 fns["torch"] = torch_fns[0]
-            med = alternated_medians(fns, args.repeats)
+            by_load = alternated(fns, args.repeats, args.load, args.per_phase)
             first = args.precision[0]
             peaks = {p: traced_peak(fns[p]) / 1000 for p in args.precision}
-            row = dict(size=n, prune=ratio, int_ms=1e3 * med[first], numpy_ms=1e3 * med["numpy"],
-                       precision_ms={p: 1e3 * med[p] for p in args.precision},
-                       int_peak_kb=peaks[first], precision_peak_kb=peaks,
-                       eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
-                       eq16_printed_kb=cost.memory_kb(n, 8, 32, masks, reading="printed"),
-                       eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks),
-                       cpu=cpu_name(), target=args.target, path=PATH, threads=args.threads)
-            if torch_fns is not None:
-                row["torch_ms"] = 1e3 * med["torch"]
-                row["torch_kb"] = torch_fns[1]() / 1000
-            rows.append(row)
-            line = (f"{n:4d} px  prune {ratio:4.2f} | int {row['int_ms']:8.1f} ms | numpy fp32 "
-                    f"{row['numpy_ms']:8.1f} ms ({row['numpy_ms'] / row['int_ms']:.2f}x)")
-            for p in args.precision[1:]:
-                line += f" | {p} {row['precision_ms'][p]:7.1f} ms"
-            if "torch_ms" in row:
-                line += (f" | torch fp32 {row['torch_ms']:7.1f} ms "
-                         f"({row['torch_ms'] / row['int_ms']:.2f}x)")
-            line += (f" | memory: int {row['int_peak_kb']:7.0f} KB = "
-                     f"{row['int_peak_kb'] / row['eq16_printed_kb']:.2f}x Eq.16 printed "
-                     f"({row['eq16_printed_kb']:.0f} KB), "
-                     f"{row['int_peak_kb'] / row['eq16_int_kb']:.2f}x Table-5 reading")
-            if "torch_kb" in row:
-                line += (f"; torch {row['torch_kb']:9.0f} KB "
-                         f"({row['torch_kb'] / row['int_peak_kb']:.2f}x int)")
-            print(line, flush=True)
-    print(f"CPU: {cpu_name()}, target {args.target}, kernels {PATH}, {args.threads} threads")
+            for ld, med in by_load.items():
+                row = dict(size=n, prune=ratio, load=ld, int_ms=1e3 * med[first],
+                           numpy_ms=1e3 * med["numpy"] if "numpy" in med else None,
+                           precision_ms={p: 1e3 * med[p] for p in args.precision},
+                           int_peak_kb=peaks[first], precision_peak_kb=peaks,
+                           eq16_int_kb=cost.memory_kb(n, 8, 32, masks),
+                           eq16_printed_kb=cost.memory_kb(n, 8, 32, masks, reading="printed"),
+                           eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks),
+                           cpu=cpu_name(), target=args.target, path=PATH,
+                           threads=policy.report(), torch_threads=torch_threads)
+                if "idle" in by_load and ld != "idle":
+                    row["int_vs_own_idle"] = med[first] / by_load["idle"][first]
+                if torch_fns is not None:
+                    row["torch_ms"] = 1e3 * med["torch"]
+                    row["torch_kb"] = torch_fns[1]() / 1000
+                rows.append(row)
+                print(_line(row, args.precision), flush=True)
+    print(f"CPU: {cpu_name()}, target {args.target}, kernels {PATH}, engine threads "
+          f"{policy.report()}, PyTorch {torch_threads} threads")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -24,7 +24,7 @@ import tracemalloc
 
 import numpy as np
 
-from intsr import cost
+from intsr import cost, threads
 from intsr.arch import HALO, layer_shapes
 from intsr.evaluate import load_hr, make_cases
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
@@ -201,7 +201,7 @@ def main():
     images = load_hr(a.data, 4)
     cases = [make_cases(images, np.load(k), 4) for k in a.kernel]
     out = json.load(open(a.json)) if os.path.exists(a.json) else {}
-    out.update(cpu=cpu_name(), threads=os.environ.get("NUMBA_NUM_THREADS", "all"),
+    out.update(cpu=cpu_name(), threads=threads.POLICY.report(),
                kernels=[os.path.basename(k) for k in a.kernel], lr=a.lr)
 
     def log(msg):

@@ -32,7 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from intsr import cost
+from intsr import cost, threads
 from intsr.evaluate import load_hr, make_cases
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.metrics import psnr_y
@@ -148,7 +148,7 @@ def main():
     images = load_hr(a.data, a.scale)
     cases = [c for k in a.kernel for c in make_cases(images, np.load(k), a.scale, a.grid)]
     out = json.load(open(a.json)) if os.path.exists(a.json) else {}
-    out.update(cpu=cpu_name(), threads=os.environ.get("NUMBA_NUM_THREADS", "all"),
+    out.update(cpu=cpu_name(), threads=threads.POLICY.report(),
                scale=a.scale, grid=a.grid, kernels=[os.path.basename(k) for k in a.kernel],
                steps=a.steps, lr=lr)
 

@@ -57,6 +57,21 @@ _grid_option = click.option(
          "LR = blur(HR)[::s, ::s]).")
 
 
+def _set_threads(ctx, param, value):
+    if value is not None:
+        from intsr import threads
+        try:
+            threads.configure(value)
+        except ValueError as e:
+            raise click.ClickException(f"--threads: {e}") from None  # one line, as all errors
+
+
+_threads_option = click.option(
+    "--threads", default=None, expose_value=False, callback=_set_threads,
+    help="Threads the kernels run on: a count, or auto (the default, also INTSR_THREADS): "
+         "a step runs on fewer while another process holds a core.")
+
+
 def _warn_to_stderr(message, category, filename, lineno, file=None, line=None):
     click.echo(f"Warning: {message}", err=True)
 
@@ -161,6 +176,7 @@ def _wrote(out, report, quiet):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@_threads_option
 @_fail_cleanly
 def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
           continual, adapt_on, window, grid, method, directions, perturb, mutate_every, seed,
@@ -265,6 +281,7 @@ def _jpeg_option(text):
               help="Weights or a saved state (default: the shipped weights for SR).")
 @_grid_option
 @click.option("--quiet", is_flag=True)
+@_threads_option
 @_fail_cleanly
 def sr(paths, scale, weights, grid, quiet):
     """Super-resolve IN without adaptation (0 steps; no kernel needed) and write OUT. With
@@ -285,6 +302,7 @@ def sr(paths, scale, weights, grid, quiet):
 
 @main.command(short_help="Show the architecture, weight scales and shipped masks.")
 @click.argument("weights", type=click.Path(dir_okay=False))
+@_threads_option
 @_fail_cleanly
 def info(weights):
     """Architecture, weight scales, and shipped masks with their pruning ratios."""
@@ -314,6 +332,7 @@ def info(weights):
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None)
 @_grid_option
 @click.option("--quiet", is_flag=True)
+@_threads_option
 @_fail_cleanly
 def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, layerwise, weights, lr,
                  json_path, md_path, grid, quiet):
@@ -354,6 +373,7 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, laye
               help="A shipped precision profile (int8, mixed, mixed-x2, int16, small): "
                    "per-tensor widths instead of --bits-f / --bits-w.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_threads_option
 @_fail_cleanly
 def cost_cmd(size, bits_f, bits_w, prune, masks_path, precision, as_json):
     """Eq. 16 (memory) and Eq. 17 (cost) of back-propagation, per layer and total."""

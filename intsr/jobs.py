@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from intsr import blind, cost, weights as wfiles
+from intsr import blind, cost, threads, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
 from intsr.floatpath.convert import noise_to_fixed
 from intsr.floatpath.realdeg import RESIZERS, resizer_named
@@ -303,6 +303,7 @@ def _throughput(report, seconds):
     n = len(report["images"])
     mp_in = sum(e["size"][0] * e["size"][1] for e in report["images"]) / 1e6
     mp_out = sum(e["out_size"][0] * e["out_size"][1] for e in report["images"]) / 1e6
+    report["threads"] = threads.POLICY.report()
     report.update(total_seconds=seconds, images_per_s=n / seconds if seconds else None,
                   input_mp_per_s=mp_in / seconds if seconds else None,
                   output_mp_per_s=mp_out / seconds if seconds else None)
@@ -323,6 +324,10 @@ def info_lines(weights_path):
     lines.insert(0, f"architecture: 8 conv 3x3, channels {'-'.join(map(str, CHANNELS))}, no "
                     f"biases, ReLU, global residual; {num_weights():,} weights")
     lines.insert(1, f"kernels: {dispatch.PATH} (compile target {isa.target()[0]})")
+    pol = threads.POLICY
+    lines.insert(2, f"threads: {'auto, up to' if pol.fixed is None else 'fixed at'} {pol.max} "
+                    f"(--threads N or {threads.ENV}=N fixes the count; auto runs a step on "
+                    f"fewer while another process holds a core)")
     for i, layer in enumerate(w, 1):
         lines.append(f"  conv{i}: HWIO {tuple(layer.shape)}  scale (Eq. 11) "
                      f"{dynamic_scale(layer)}  max|w| {float(np.abs(layer).max()):.4g}")

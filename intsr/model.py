@@ -19,6 +19,7 @@ from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, 
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
+from intsr.threads import map_tiles
 
 MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
 
@@ -183,18 +184,20 @@ class IntNet:
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, image, record=None, w8=None, keep=True, act_bits=None):
+    def forward(self, image, record=None, w8=None, keep=True, act_bits=None, count=True):
         """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache.
 
         ``w8``: forward weights to use instead of the network's own (a perturbed copy);
         ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive);
-        ``act_bits``: activation widths instead of the training ones (the SR pass's)."""
+        ``act_bits``: activation widths instead of the training ones (the SR pass's);
+        ``count=False``: leave ``macs`` alone (tiles on several threads: their caller counts)."""
         x = QTensor(np.ascontiguousarray(image), 0)
         h, w, _ = image.shape
         acts = [x] if keep else []
         w8 = self.w8 if w8 is None else w8
         act_bits = self.prec.act if act_bits is None else act_bits
-        self.macs += h * w * sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
+        if count:
+            self.macs += h * w * sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
         order = [None] * NUM_LAYERS  # the last layer is never pruned
         if keep:  # a training pass: its backward gates on the kept channels
             order[:-1] = [_kept_first(k, wq.shape[3])
@@ -238,22 +241,32 @@ class IntNet:
         bounded for any image size. Each tile gets its own dynamic scales (Eq. 11 over the
         tile's own values), so a tiled result can differ from the untiled one in the last bit
         where a tile's maxima are smaller than the image's (docs/integer-semantics.md).
-        Activations have the precision's SR widths (``Precision.sr_act``)."""
+        Activations have the precision's SR widths (``Precision.sr_act``). Tiles run in
+        parallel, one per thread (threads.map_tiles): the result does not depend on the number
+        of threads, and memory is bounded by the tile size times the threads."""
         h, w, _ = image.shape
         if tile is None or (h <= tile and w <= tile):
-            cache = self.forward(image, keep=False, act_bits=self.prec.sr_widths)
-            pix = np.empty((h * w, 3), np.uint8)
-            # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
-            pixels_s64(cache.out, cache.out_exp + 8, pix)
-            return pix.reshape(h, w, 3)
+            return self._predict_crop(image)
         out = np.empty((h, w, 3), np.uint8)
-        for y in range(0, h, tile):
-            for x in range(0, w, tile):
-                y0, x0 = max(0, y - HALO), max(0, x - HALO)
-                y1, x1 = min(h, y + tile + HALO), min(w, x + tile + HALO)
-                part = self.predict(np.ascontiguousarray(image[y0:y1, x0:x1]))
-                out[y:y + tile, x:x + tile] = part[y - y0:y - y0 + tile, x - x0:x - x0 + tile]
+        crops = [(y, x, max(0, y - HALO), max(0, x - HALO), min(h, y + tile + HALO),
+                  min(w, x + tile + HALO)) for y in range(0, h, tile) for x in range(0, w, tile)]
+        self.macs += sum((y1 - y0) * (x1 - x0) for _, _, y0, x0, y1, x1 in crops) * \
+            sum(9 * wq.shape[2] * wq.shape[3] for wq in self.w8)
+
+        def one(crop):
+            y, x, y0, x0, y1, x1 = crop
+            part = self._predict_crop(np.ascontiguousarray(image[y0:y1, x0:x1]), count=False)
+            out[y:y + tile, x:x + tile] = part[y - y0:y - y0 + tile, x - x0:x - x0 + tile]
+        map_tiles(one, crops)
         return out
+
+    def _predict_crop(self, image, count=True):
+        h, w, _ = image.shape
+        cache = self.forward(image, keep=False, act_bits=self.prec.sr_widths, count=count)
+        pix = np.empty((h * w, 3), np.uint8)
+        # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
+        pixels_s64(cache.out, cache.out_exp + 8, pix)
+        return pix.reshape(h, w, 3)
 
     def loss(self, inp, target, w8=None, tile=None):
         """The L1 loss numerator of (inp -> target) without keeping any activation: (sum, exp),

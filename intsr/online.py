@@ -19,7 +19,7 @@ from typing import Union
 
 import numpy as np
 
-from intsr import blind, forwardgrad, mest
+from intsr import blind, forwardgrad, mest, threads
 from intsr.floatpath.convert import (
     KERNEL_BITS,
     kernel_to_fixed,
@@ -219,7 +219,8 @@ def learn_steps(learner, pairs, steps, lr, progress=None):
     for i in range(steps):
         inp, target = pairs[i % len(pairs)]
         mult, shift = lr_to_fixed(lr / learner.lr_divisor(), target.size)
-        num, exp = learner.step(inp, target, mult, shift)
+        # on the threading policy's count, chosen again after each step (intsr.threads)
+        num, exp = threads.POLICY.step(learner.step, inp, target, mult, shift)
         losses.append(float(np.ldexp(float(num), exp)) / target.size * 256 / 255)
         if progress:
             progress(i + 1, steps, losses[-1])

@@ -80,7 +80,7 @@ def conv3x3_u8s8(x, w):
     return gemm_x8s8.conv3x3_portable(x, w)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _agrad_weights(w, kept_in, kept_out, out):
     # one pass instead of NumPy's two gathers, a flip and a transposing copy (once per layer
     # and step: at 128 px its NumPy form was about a twentieth of a pruned layer's product)

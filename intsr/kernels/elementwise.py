@@ -7,7 +7,7 @@ from numba import njit, prange
 from intsr.kernels.fixedpoint import saturate, shift_round
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def residual_add_u8s32(inp, acc, sh_inp, sh_acc, out):
     """out = (inp << sh_inp) + (acc << sh_acc) in int64: the uint8 image plus the network's
     int32 (int64 with 16-bit operands) output at one common exponent, exact. Headroom: the
@@ -19,7 +19,7 @@ def residual_add_u8s32(inp, acc, sh_inp, sh_acc, out):
             out[r, j] = (np.int64(inp[r, j]) << sh_inp) + (np.int64(acc[r, j]) << sh_acc)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def l1_grad_s64(out, target, sh_t, grad):
     """grad = sign(out - (target << sh_t)) as int8 (the L1 gradient, exact) for int64 out and
     uint8 target; returns sum |out - (target << sh_t)| in int64 (the loss numerator)."""
@@ -38,7 +38,7 @@ def l1_grad_s64(out, target, sh_t, grad):
     return total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pixels_s64(v, shift, out):
     """out = saturate(shift_round(v, shift, nearest), 0, 255) as uint8 for int64 v, shift <= 0:
     the network's output, rounded half up to 8-bit pixels."""

@@ -14,7 +14,7 @@ from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.im2col import bands
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def gemm_x8s8(a, bt, out):
     """out[M, N] (int32) = a[M, K] (int8 or uint8) @ bt[N, K].T (int8), exact.
 
@@ -56,7 +56,7 @@ def _dot4(a0, a1, a2, a3, b0, b1, b2, b3):
             + np.int32(np.int16(a2 * b2)) + np.int32(np.int16(a3 * b3)))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _wgrad_chunks(cols, g, nchunks, partial):
     m, k = cols.shape
     nk = g.shape[1]

@@ -61,7 +61,7 @@ def _ceil(n, m):
     return -(-n // m) * m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_w(w, c4, b, wsum):
     # w (3, 3, C, N) int8 -> the B operand as ``vpdpbusd`` reads it, b (9*C4/4, Np, 4) with Np =
     # N rounded up to 8: b[k // 4, j, k % 4] = w[tap, c, j] for reduction index k = tap*C4 + c,
@@ -108,7 +108,7 @@ def _row_max(out, y, gate, mode, width, n):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flat_max(row, mode):
     # max(v, 0) over a C-contiguous block (GATE_RELU), else max |v|: one flat loop, vectorized.
     # ravel of a C-contiguous array is a view with no size check (unlike reshape, above).
@@ -123,7 +123,7 @@ def _flat_max(row, mode):
     return m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, mode, gate,
                rowmax):
     # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
@@ -155,7 +155,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _pad_x8(x, flip, xp, chw):
     # x (H, W, C) viewed as uint8 -> xp (H+2, W2, C4) (HWC) or (C4, H+2, W2) (CHW, ``chw``),
     # W2 >= W + 2: xp[1 + y, 1 + x, c] = x[y, x, c] ^ flip, the border ``flip`` (a zero after
@@ -267,7 +267,7 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, split_hi,
                    split_lo, out, mode, gate, rowmax):
     # _conv_rows for a 16-bit A as two byte planes: per output row, both planes' tiles into
@@ -315,7 +315,7 @@ def conv3x3_x16(x, w, mode=GATE_NO_MAX, gate=None):
     return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
     # a: the (C4, H+2, Wp+2) uint8 padded input, flat; bf: (H, Wp/4, Np, 4) int8, flat;
     # o: (chunks, 9*C4, Np) int32 partial sums, flat.
@@ -334,7 +334,7 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
                   mr, npad // 8, split)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _pack_grad(g, b):
     # g (H, W, N) int8 -> b (H, Wp/4, Np, 4): b[y, x // 4, n, x % 4] = g[y, x, n], zero for
     # x >= W and n >= N; every byte written (b is allocated uninitialised). Full groups of

@@ -14,7 +14,7 @@ from numba import njit, prange
 BAND_BYTES = 1 << 22
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def im2col_3x3(x, y0, out):
     """x (H, W, C) int8/uint8 -> out (R*W, 9*C): the rows of output rows y0 .. y0+R-1, with
     R = out.shape[0] // W; pure copies, no arithmetic."""

@@ -46,7 +46,7 @@ def _draw(key, i):
     return 2 * acc - _OFFSET
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def add_noise_u8(img, sigma_q8, seed, out):
     """out[i] = saturate(img[i] + round(d_i * sigma_q8 / 2^25), 0, 255) for flat uint8 arrays
     (module docstring); ``seed`` a non-negative int64."""

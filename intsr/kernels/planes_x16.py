@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def add_shifted_s64(out, part, shift, first):
     """out (rows, C) int64 (+)= part << shift, in one pass, for an int32 or int64 part of
     shape (rows, C) or (rows, 1) (broadcast over C); ``first`` writes instead of adding.
@@ -38,7 +38,7 @@ def add_shifted_s64(out, part, shift, first):
             out[r, j] = v if first else out[r, j] + v
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def box_sum_x8(x, out):
     """out (H*W, 1) int64 = x (*) an all-ones 3x3 filter with one output channel (zero
     padding): the sum of x over each 3x3 window and all channels. |sum| < 9 * 64 * 2**8."""
@@ -55,7 +55,7 @@ def box_sum_x8(x, out):
             out[y * w + xx, 0] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def tap_sums_x8(x, out):
     """out (9*C, 1) int64, row (dy*3 + dx)*C + c = sum over output pixels of the zero-padded
     x at the tap's offset: the weight gradient of x against an all-ones one-channel gradient.

@@ -35,7 +35,7 @@ def _gated(a, g, mode):
     return a
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def max_abs_s32(acc, gate, mode):
     """max |gated(acc)| over a 2-D (rows, C) int32 array, as int64.
 
@@ -62,7 +62,7 @@ def max_abs_s32(acc, gate, mode):
     return best
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def requant_s32(acc, gate, mode, shift, nearest, lo, hi, out):
     """out = saturate(shift_round(gated(acc), shift, nearest), lo, hi); acc 2-D int32 (int64
     for 16-bit operands); out int8 with [lo, hi] = [-128, 127], or uint8 with [0, 255] for

@@ -83,7 +83,7 @@ def bicubic_table(in_size, out_size, shift=0):
     return np.asarray(starts, np.int64), table
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _resample_rows_u8(src, starts, taps, out):
     # src (H, W, C) uint8 -> out (H, W_out, C) uint8 along axis 1.
     # Headroom: |sum| <= 255 * sum|tap|; sum|tap| <= 1.25 * 2**22 for bicubic, so < 2**31.
@@ -120,7 +120,7 @@ def bicubic_upsample_u8(img, scale, grid="centre"):
     return np.ascontiguousarray(out_t.transpose(1, 0, 2))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _reflect(i, n):
     # scipy.ndimage 'reflect' (d c b a | a b c d), periodic with period 2n for any offset.
     period = 2 * n
@@ -128,7 +128,7 @@ def _reflect(i, n):
     return i if i < n else period - 1 - i
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _degrade_u8(img, k, kbits, scale, off, out):
     # Headroom: |acc| <= 255 * sum|k|, and kernel_to_fixed caps sum|k| at (2**31 - 1) // 255.
     h, w, c = img.shape

@@ -10,7 +10,7 @@ from numba import njit, prange
 from intsr.kernels.fixedpoint import saturate, shift_round
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sgd_update_s32(w, grad, kept, g_shift, lr_mult, lr_shift, nearest, lo, hi, out):
     """out[:, kept[j]] = w[:, kept[j]] - shift_round(saturate(shift_round(grad[:, j],
     g_shift), lo, hi) * lr_mult, -lr_shift); other columns copied. ``w`` and ``grad`` are int32

@@ -1,0 +1,235 @@
+"""The threading policy: how many threads the kernels run on, chosen again after every step.
+
+Numba's parallel kernels are fork-join regions (the OpenMP layer's threads spin while they
+wait), and a 128 px step runs about a hundred of them, each as slow as its slowest thread.
+When another process holds one of two cores, the thread that shares its core runs about half
+the time and every region waits for it: measured (AMD EPYC, 2 cores) 41 ms idle, 192 ms with
+a busy neighbour on two threads, 70 ms on one (docs/performance.md, "Threads and busy cores").
+Waiting passively instead of spinning (OMP_WAIT_POLICY, GOMP_SPINCOUNT) or Numba's workqueue
+layer cost a third more idle and still lose under load; so the policy keeps the spinning
+default and changes the number of threads:
+
+- ``auto`` (the default): after every step, the time this process's threads spent runnable
+  but waiting for a CPU (the kernel's run-queue delay per thread, /proc/self/task/*/schedstat,
+  in ns) is compared with the step's wall time: a quarter of a core or more lost means a core
+  is taken, and the next step runs on one thread fewer. Below the maximum, the machine's idle
+  time during the steps (/proc/stat, in clock ticks, summed over at least ``WINDOW_TICKS``
+  per CPU) says when a core is free again: six tenths of a core idle, and the next step runs
+  on one thread more. The first step starts from the processes running at that instant
+  (/proc/stat's procs_running, less this process's own running threads). Where these files
+  do not exist (not Linux) the count stays at the maximum.
+- a fixed count: ``INTSR_THREADS=N`` in the environment, ``--threads N`` on every command,
+  or ``configure(N)``.
+
+The maximum is the number of CPUs this process may run on, at most NUMBA_NUM_THREADS. Only
+integers are read and compared (nanoseconds, ticks), and the count never changes a result:
+every kernel is bit-identical for any number of threads (tested). The SR pass is parallel
+across image tiles instead (``map_tiles``): one Python thread per CPU, each running the kernels
+on one thread, so no region waits for another thread and a busy core just finishes fewer
+tiles.
+"""
+import glob
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+ENV = "INTSR_THREADS"
+WAIT_QUARTERS = 1  # run-queue delay of a quarter of a core (x4 >= wall) drops a thread
+IDLE_TENTHS = 6  # six tenths of a core idle adds one back
+WINDOW_TICKS = 5  # clock ticks per CPU (50 ms at the usual 100 Hz) before judging idle time:
+# one 128 px step on one thread; a busy neighbour leaves no idle tick in it (measured)
+
+
+def parse(text: str | None) -> int | None:
+    """INTSR_THREADS or --threads: a count >= 1, or None for auto ("auto" or unset)."""
+    if text is None or str(text).strip().lower() in ("", "auto"):
+        return None
+    try:
+        n = int(str(text).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"threads must be a count >= 1 or auto, not {text!r}")
+    return n
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity), at most Numba's thread pool."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def _read_ints(path, fields):
+    try:
+        with open(path) as f:
+            parts = f.read().split()
+        return [int(parts[i]) for i in fields]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _run_queue_wait_ns():
+    """Nanoseconds this process's threads have spent runnable but not running, or None."""
+    total, found = 0, False
+    for path in glob.glob("/proc/self/task/*/schedstat"):
+        v = _read_ints(path, [1])
+        if v is not None:
+            total, found = total + v[0], True
+    return total if found else None
+
+
+def _cpu_ticks():
+    """(all, idle) clock ticks of every CPU since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # idle + iowait
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _others_running():
+    """Processes running or runnable right now besides this one's own threads, or 0."""
+    try:
+        with open("/proc/stat") as f:
+            running = next(int(line.split()[1]) for line in f
+                           if line.startswith("procs_running"))
+    except (OSError, ValueError, StopIteration):
+        return 0
+    ours = 0
+    for path in glob.glob("/proc/self/task/*/stat"):
+        try:
+            with open(path) as f:
+                ours += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return max(0, running - ours)
+
+
+class Policy:
+    """The thread count of the steps: ``step(fn)`` runs one step on ``current`` threads, then
+    chooses the next count (module docstring). One per process (``POLICY``)."""
+
+    def __init__(self, fixed: int | None = None):
+        self.max = cpus() if fixed is None else fixed
+        self.fixed = fixed
+        self.sensing = fixed is None and _cpu_ticks() is not None \
+            and _run_queue_wait_ns() is not None
+        self.current = self.max
+        self._started = False  # the first step looks at the processes running then
+        self.steps = {}  # thread count -> steps run on it
+        self._window = [0, 0]  # (all, idle) ticks during steps below the maximum
+        self._machine_cpus = os.cpu_count() or 1
+
+    def apply(self):
+        numba.set_num_threads(min(self.current, numba.config.NUMBA_NUM_THREADS))
+
+    def step(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on ``current`` threads; afterwards the count for the next."""
+        if self.sensing and not self._started:
+            self.current = max(1, self.max - _others_running())
+            self._started = True
+        self.apply()
+        if not self.sensing:
+            result = fn(*args, **kwargs)
+            self.steps[self.current] = self.steps.get(self.current, 0) + 1
+            return result
+        below = self.current < self.max  # the machine's idle time matters only then
+        w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
+        result = fn(*args, **kwargs)
+        t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
+        self.steps[self.current] = self.steps.get(self.current, 0) + 1
+        ticks = (c1[0] - c0[0], c1[1] - c0[1]) if below else (0, 0)
+        self.observe(t1 - t0, max(0, w1 - w0), *ticks)
+        return result
+
+    def observe(self, wall_ns, wait_ns, ticks, idle_ticks):
+        """One step's readings -> the next count (integers only): its wall time, its threads'
+        run-queue delay, and the machine's clock ticks in all and idle meanwhile."""
+        if self.current > 1 and 4 * wait_ns >= WAIT_QUARTERS * wall_ns:
+            self.current -= 1
+            self._window = [0, 0]
+        elif self.current < self.max:
+            self._window[0] += ticks
+            self._window[1] += idle_ticks
+            n = self._machine_cpus  # /proc/stat counts every CPU of the machine
+            if self._window[0] >= WINDOW_TICKS * n:
+                # idle cores = n * idle / all, in tenths
+                if 10 * n * self._window[1] >= IDLE_TENTHS * self._window[0]:
+                    self.current += 1
+                self._window = [0, 0]
+        self.apply()
+
+    def report(self) -> dict:
+        """For --json: the policy, the maximum, and how many steps ran on each count."""
+        return {"policy": "auto" if self.fixed is None else "fixed", "max": self.max,
+                "sensing": self.sensing, "sr_tile_workers": self.max,
+                "steps_by_threads": {str(k): v for k, v in sorted(self.steps.items())}}
+
+
+def _checked(threads):
+    n = threads if isinstance(threads, int) and not isinstance(threads, bool) else parse(threads)
+    if n is not None and not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be 1-{numba.config.NUMBA_NUM_THREADS} here "
+                         f"(NUMBA_NUM_THREADS), or auto, not {n}")
+    return n
+
+
+def _from_env():
+    # A bad INTSR_THREADS must not make `import intsr` fail: said once, then auto.
+    try:
+        policy = Policy(_checked(os.environ.get(ENV)))
+        if policy.fixed is not None:  # every kernel call honours it, not only the steps
+            policy.apply()
+        return policy
+    except ValueError as e:
+        warnings.warn(f"{ENV}: {e}; using auto", stacklevel=2)
+        return Policy()
+
+
+POLICY = _from_env()
+
+
+def configure(threads: int | str | None) -> Policy:
+    """Set the process's policy: a fixed count, or None / "auto" for the adaptive one.
+    ValueError if the count is below 1 or above what Numba's pool holds."""
+    global POLICY
+    POLICY = Policy(_checked(threads))
+    POLICY.apply()
+    return POLICY
+
+
+def _concurrent_launches_safe():
+    # Numba's OpenMP and TBB layers accept parallel launches from several threads at once; its
+    # workqueue layer aborts the process. Unknown before the first launch: then serial.
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:
+        return False
+
+
+def map_tiles(fn, jobs, workers: int | None = None):
+    """fn(job) for every job, on ``workers`` Python threads (default: the policy's maximum),
+    each running the kernels on one thread; jobs are taken in order as threads come free, so
+    a thread on a busy core takes fewer. The kernels release the GIL (nogil). Serial with one
+    worker, one job, or a Numba threading layer that cannot launch from several threads."""
+    workers = POLICY.max if workers is None else workers
+    jobs = list(jobs)
+    if workers <= 1 or len(jobs) <= 1 or not _concurrent_launches_safe():
+        for job in jobs:
+            fn(job)
+        return
+
+    def one(job):
+        numba.set_num_threads(1)  # thread-local in Numba: the caller's count is unchanged
+        fn(job)
+
+    with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+        for _ in pool.map(one, jobs):  # re-raises the first failure
+            pass

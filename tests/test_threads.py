@@ -1,0 +1,185 @@
+"""The threading policy (intsr.threads): its decision rule on given readings, that a step runs
+on the count it chose, that the SR pass's tiles on several threads give the same bytes as one
+tile after another, and --threads / INTSR_THREADS at the edges. How fast any of this is lives in
+benchmarks/bench_step.py and bench_sr.py (--load idle busy), not here."""
+import json
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+from intsr import threads
+from intsr.arch import HALO
+from intsr.floatpath.convert import weights_to_int
+from intsr.model import IntNet
+from intsr.weights import load_model
+
+from helpers import DATA, WEIGHTS
+
+ROOT = WEIGHTS.parent
+
+WALL = 100_000_000  # a 100 ms step, in ns
+
+
+def _auto(current, maximum=2):
+    p = threads.Policy()
+    p.sensing, p.max, p.current, p._machine_cpus = True, maximum, current, 2
+    return p
+
+
+@pytest.mark.parametrize("text, n", [(None, None), ("", None), ("auto", None), (" AUTO ", None),
+                                     ("1", 1), ("2", 2), (" 3 ", 3)])
+def test_parse_reads_a_count_or_auto(text, n):
+    assert threads.parse(text) == n
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "x", "1.5", "two"])
+def test_parse_refuses_anything_else(text):
+    with pytest.raises(ValueError, match="threads must be"):
+        threads.parse(text)
+
+
+def test_configure_refuses_more_than_numbas_pool():
+    with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
+        threads.configure(numba.config.NUMBA_NUM_THREADS + 1)
+    with pytest.raises(ValueError):
+        threads.configure(True)  # a bool is not a count
+    threads.configure(None)
+
+
+@pytest.mark.parametrize("wait, after", [(WALL // 4, 1), (WALL // 4 - 1, 2), (WALL, 1), (0, 2)])
+def test_a_quarter_core_of_run_queue_delay_drops_a_thread(wait, after):
+    p = _auto(2)
+    p.observe(WALL, wait, 20, 0)
+    assert p.current == after
+
+
+def test_one_thread_never_drops_further():
+    p = _auto(1)
+    p.observe(WALL, WALL, 20, 0)
+    assert p.current == 1
+
+
+@pytest.mark.parametrize("idle_per_window, after", [(3, 2), (2, 1), (0, 1)])
+def test_six_tenths_of_an_idle_core_adds_a_thread_back(idle_per_window, after):
+    # 2 CPUs: the window closes at 10 ticks in all (5 per CPU); 0.6 of a core idle is 3 of
+    # them
+    p = _auto(1)
+    p.observe(WALL, 0, 5, idle_per_window // 2)
+    assert p.current == 1  # 5 ticks: too few to judge
+    p.observe(WALL, 0, 5, idle_per_window - idle_per_window // 2)
+    assert p.current == after
+    assert p._window == [0, 0]  # judged: a new window starts
+
+
+def test_never_above_the_maximum():
+    p = _auto(2)
+    p.observe(WALL, 0, 40, 40)
+    assert p.current == 2
+
+
+def test_a_fixed_count_does_not_move_and_says_so():
+    p = threads.Policy(1)
+    assert not p.sensing
+    seen = [p.step(numba.get_num_threads) for _ in range(3)]
+    assert seen == [1, 1, 1]
+    assert p.report()["policy"] == "fixed" and p.report()["steps_by_threads"] == {"1": 3}
+
+
+def test_a_step_runs_on_the_count_chosen_and_is_counted():
+    p = threads.Policy()
+    got = p.step(numba.get_num_threads)
+    assert got in range(1, p.max + 1)
+    assert sum(p.report()["steps_by_threads"].values()) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc readings")
+def test_the_readings_are_integers():
+    """The policy reads only integers (ns and clock ticks), never a float: no float in the
+    online path, the step's timing included."""
+    assert isinstance(threads._run_queue_wait_ns(), int)
+    ticks = threads._cpu_ticks()
+    assert all(isinstance(t, int) for t in ticks) and ticks[0] >= ticks[1] >= 0
+    assert isinstance(threads._others_running(), int)
+
+
+def test_map_tiles_runs_every_job_once_and_reraises():
+    done = []
+    threads.map_tiles(done.append, range(17), workers=2)
+    assert sorted(done) == list(range(17))
+
+    def bad(job):
+        if job == 5:
+            raise ArithmeticError("tile 5")
+    with pytest.raises(ArithmeticError, match="tile 5"):
+        threads.map_tiles(bad, range(9), workers=2)
+
+
+def test_map_tiles_leaves_the_callers_thread_count_alone():
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    threads.map_tiles(lambda _: None, range(4), workers=2)
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+
+
+def test_tiles_on_threads_are_the_bytes_of_tiles_in_turn():
+    """The SR pass's tiles on two threads (each kernel on one) against the same tiles one after
+    another on the caller's threads, and the MAC count of both."""
+    from PIL import Image
+
+    from intsr.kernels.resample import bicubic_upsample_u8
+    lr = np.asarray(Image.open(DATA / "butterfly.png").convert("RGB"))[::8, ::8][:24, :28]
+    up = bicubic_upsample_u8(np.ascontiguousarray(lr), 4)
+    net = IntNet(weights_to_int(load_model()[0]))
+    tile = 40
+    parallel = net.predict(up, tile=tile)
+    macs = net.macs
+    h, w, _ = up.shape
+    serial = np.empty_like(parallel)
+    net.macs = 0
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            y0, x0 = max(0, y - HALO), max(0, x - HALO)
+            part = net.predict(np.ascontiguousarray(up[y0:y + tile + HALO, x0:x + tile + HALO]))
+            serial[y:y + tile, x:x + tile] = part[y - y0:y - y0 + tile, x - x0:x - x0 + tile]
+    np.testing.assert_array_equal(parallel, serial)
+    assert macs == net.macs
+
+
+def _run(args, env=None):
+    """The real console entry in a fresh interpreter: --threads sets a process-wide policy."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=None if env is None else {**os.environ, **env})
+
+
+@pytest.mark.parametrize("cmd", [["adapt", "--example"], ["sr", "a.png"], ["info", "w.npz"],
+                                 ["eval", "d", "--kernel", "k.npy"], ["cost"]])
+def test_every_command_takes_threads_and_refuses_a_bad_count(cmd, tmp_path):
+    out = tmp_path / "o.png"
+    r = _run([*cmd, str(out), "--threads", "0"])
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "Error: --threads: threads must be a count >= 1 or auto, not '0'"]
+    assert not out.exists()
+
+
+def test_json_reports_the_threads(tmp_path):
+    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    r = _run(["adapt", "--example", str(out), "--steps", "2", "--quiet", "--threads", "1",
+              "--json", str(rep)])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(rep.read_text())["threads"] == {
+        "policy": "fixed", "max": 1, "sensing": False, "sr_tile_workers": 1,
+        "steps_by_threads": {"1": 2}}
+
+
+def test_a_bad_intsr_threads_is_a_warning_then_auto():
+    w = str(WEIGHTS / "pretrained_real.npz")
+    r = _run(["info", w], env={"INTSR_THREADS": "lots"})
+    assert r.returncode == 0, r.stderr
+    assert "INTSR_THREADS" in r.stderr and "using auto" in r.stderr
+    assert "threads: auto, up to" in r.stdout
+    r = _run(["info", w], env={"INTSR_THREADS": "1"})
+    assert "threads: fixed at 1" in r.stdout
