@@ -1,6 +1,6 @@
 """Blind mode: the device estimates the blur kernel of its input, in integers.
 
-    (u, v, w) <- KernelEstimator on the LR image: LAYERS x [conv3x3_u8s8 -> ReLU + Eq. 11 ->
+    (u, v, w) <- KernelEstimator on the LR image: LAYERS x [conv3x3 -> ReLU + Eq. 11 ->
                  uint8], then the last layer's ReLU sums over all pixels, L1-normalised
                  (contrast and size drop out), through a linear head
     kernel    <- the nearest entry of the bank (a constant table of Gaussians) in (u, v, w)
@@ -24,7 +24,7 @@ from intsr.floatpath.convert import kernel_to_fixed, weights_to_int
 from intsr.floatpath.gaussian import from_log_cov, gaussian, kernel_size, log_cov
 from intsr.floatpath.realdeg import RESIZERS, resizer_kernel
 from intsr.io import InputError
-from intsr.kernels.dispatch import conv3x3_u8s8
+from intsr.kernels.dispatch import conv3x3
 from intsr.kernels.requant import GATE_RELU
 from intsr.model import requantize
 from intsr.quant import dynamic_scale, quantize
@@ -153,17 +153,21 @@ class KernelEstimator:
         of two; only their ratios matter)."""
         h, w = image.shape[:2]
         y0, x0 = max(0, (h - WINDOW) // 2), max(0, (w - WINDOW) // 2)
-        x = np.ascontiguousarray(image[y0:y0 + WINDOW, x0:x0 + WINDOW])
+        # writable and C-contiguous, as the training pairs are: the kernels then run the
+        # signatures a told run has compiled (a read-only image would compile new ones)
+        x = np.require(image[y0:y0 + WINDOW, x0:x0 + WINDOW], requirements=["C", "W"])
         h, w = x.shape[:2]
         exp = -8  # pixels read as p / 256, like the SR network's input
         for layer, wq in enumerate(self.w8):
             # int32 accumulator: 9 taps x 32 channels x 255 x 128 < 2**24, far from 2**31.
-            acc = conv3x3_u8s8(x, wq.value)
             if layer == LAYERS - 1:
+                acc = conv3x3(x, wq.value)
                 # int32 values, at most 2**16 pixels: the int64 sum has 2**16 headroom.
                 return [int(v) for v in np.maximum(acc, 0).sum(axis=(0, 1), dtype=np.int64)]
+            # Eq. 11's maximum taken by the conv as it goes, as IntNet.forward does
+            acc, m = conv3x3(x, wq.value, GATE_RELU)
             q = requantize(acc.reshape(h * w, -1), exp + wq.exp, None, GATE_RELU, True,
-                           unsigned=True)
+                           unsigned=True, max_abs=m)
             x, exp = q.value.reshape(h, w, -1), q.exp
 
     def predict(self, image):

@@ -278,16 +278,23 @@ def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, 
     for y in prange(h):
         hi = np.empty(width * npad, np.int32)
         lo = np.empty(width * npad, np.int32)
+        corr = np.empty(n, np.int64)
         for x0 in range(0, width, MR_NARROW):
             off, rows = (y * (width + 2) + x0) * c4, min(MR_NARROW, width - x0)
             _tile_any(a_hi, off, c4, segs, k4, bf, npad * 4, hi, x0 * npad, npad, rows,
                       npad // 8, split_hi)
             _tile_any(a_lo, off, c4, segs, k4, bf, npad * 4, lo, x0 * npad, npad, rows,
                       npad // 8, split_lo)
+        # flat row views and the constants folded once per column: the combine vectorizes
+        # (3-D indexing of out left it scalar: 41 -> 36 ms for a 272 px, 64 -> 64 conv on one
+        # thread, AMD Zen 4)
+        orow = out[y].ravel()
+        for j in range(n):
+            corr[j] = (corr_hi[j] << 8) + corr_lo[j]
         for xx in range(width):
             for j in range(n):
                 k = xx * npad + j
-                out[y, xx, j] = ((np.int64(hi[k]) - corr_hi[j]) << 8) + (lo[k] - corr_lo[j])
+                orow[xx * n + j] = (np.int64(hi[k]) << 8) + lo[k] - corr[j]
         if mode != GATE_NO_MAX:
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
 
