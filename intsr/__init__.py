@@ -1,9 +1,11 @@
 """intsr: integer-only on-device adaptation of a super-resolution network.
 
-``intsr.adapt(image, kernel, ...)`` is Algorithm 2 (see intsr.online); ``intsr.Adapter`` the
+``intsr.adapt(image, kernel, ...)`` is Algorithm 2 (see intsr.online), ``intsr.adapt_result``
+the same returning an AdaptResult (image, losses, seconds, MACs, estimate); ``intsr.Adapter`` the
 adapting network the batch modes use, ``intsr.estimate_kernel`` blind mode's estimate."""
 
-__all__ = ["adapt", "super_resolve", "Adapter", "estimate_kernel", "__version__"]
+__all__ = ["adapt", "adapt_result", "AdaptResult", "super_resolve", "Adapter", "estimate_kernel",
+           "__version__"]
 
 
 def _version():

@@ -123,7 +123,14 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     net of intsr.online.adapt, single images only (None: on in blind mode). Returns a report
     dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
     written."""
-    from intsr.online import MIN_SON, TRAIN_MAX, Adapter, adapt, adapts_from_meta, check_inputs
+    from intsr.online import (
+        MIN_SON,
+        TRAIN_MAX,
+        Adapter,
+        adapt_result,
+        adapts_from_meta,
+        check_inputs,
+    )
 
     inputs, batch = expand_inputs(paths)
     if window is not None and window < MIN_SON * scale:
@@ -196,11 +203,11 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
             t_load += time.perf_counter() - t0
     report["weights"], report["precision"] = ad.base, ad.precision
     if not batch:
-        rep = {"trace_memory": True} if report_path else {}
-        result = adapt(pixels, kernel, scale=scale, steps=steps, adapter=ad, progress=progress,
-                       report=rep, noise=noise, jpeg=_jpeg_of(jpeg, inputs[0]),
-                       check=blind_mode if check is None else check)
-        rep.pop("trace_memory", None)
+        res = adapt_result(pixels, kernel, scale=scale, steps=steps, adapter=ad, grid=grid,
+                           progress=progress, noise=noise, jpeg=_jpeg_of(jpeg, inputs[0]),
+                           check=blind_mode if check is None else check,
+                           trace_memory=report_path is not None)
+        result, rep = res.image, res.report()
         rep["seconds"]["load"] = t_load
         if blind_mode and not assumed:
             rep["seconds"]["estimate"] = report["kernel_estimate"]["seconds"]

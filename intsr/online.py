@@ -15,6 +15,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -370,7 +371,7 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
     resizer's name ("bicubic", "bilinear", "box", "lanczos", "cv2-cubic", "cv2-linear": the
     antialiasing kernel of that resizer at ``scale``, intsr.floatpath.realdeg), a
     blind.Estimate, or "auto" / None: estimate it on the device (blind mode, estimate_kernel;
-    ``estimator`` as there; report['kernel_estimate'] describes the estimate; at a scale with
+    ``estimator`` as there; the result's ``estimate`` describes it; at a scale with
     no estimator shipped, blind.ASSUMED_RESIZER is assumed).
     Returns (scale*H, scale*W[, 3]) uint8. ``steps=0`` is plain SR. ``prune`` picks a shipped
     mask by pruning ratio (None: the shipped default). ``weights``: a weights file path (or a
@@ -384,8 +385,9 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
     the scale's default, as Adapter). A resizer's kernel starts from the shipped direct-SR
     weights instead of the meta-learned ones (adapts_from_meta). ``grid``: the sampling grid the
     image was made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN).
-    ``adapter``: continue an existing Adapter (weights, prune and lr then come from it); after
-    the call it holds the adapted state.
+    ``adapter``: continue an existing Adapter; after the call it holds the adapted state. Its
+    weights, prune, lr, method, options, precision and seed are its own: giving any of them
+    too is an InputError, as is a scale or grid other than the adapter's.
 
     The son is degraded like the image (issue 28): ``noise`` levels of seeded noise ("auto":
     estimated on the device, blind.estimate_noise; None: "auto" in blind mode, else 0) and a
@@ -393,14 +395,79 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
     ``check``: the safety net (None: on in blind mode). The steps then train on the window
     without its last rows, and the adapted network, the shipped direct-SR weights and bicubic
     are scored on those held-out rows of the son pair; the best of the three makes the output
-    (report['check']).
+    (the result's ``check``).
 
-    ``progress(step, n_steps, loss)`` is called after each step; ``report`` (a dict) receives
+    ``progress(step, n_steps, loss)`` is called after each step. ``report`` (a dict, kept for
+    existing callers; adapt_result returns the same as an object) receives AdaptResult.report():
     per-step losses, per-phase seconds, counted MACs, the degradation the son was made with
     and, if report['trace_memory'] is true, the peak traced memory in bytes."""
+    result = adapt_result(image, kernel, scale=scale, steps=steps, prune=prune, weights=weights,
+                          lr=lr, seed=seed, progress=progress, adapter=adapter, grid=grid,
+                          estimator=estimator, method=method, options=options,
+                          precision=precision, noise=noise, jpeg=jpeg, check=check,
+                          trace_memory=bool(report and report.get("trace_memory")))
+    if report is not None:
+        report.update(result.report())
+    return result.image
+
+
+@dataclass
+class AdaptResult:
+    """One adaptation (adapt_result): the SR image and how it was made."""
+    image: np.ndarray  # (scale*H, scale*W[, 3]) uint8
+    losses: list  # L1 loss after each step, in the float network's units (pixels / 255)
+    seconds: dict  # per phase: estimate (blind or noise), load, adapt, sr
+    macs: int  # multiply-accumulates counted by the network
+    weights: str  # the weights the steps started from
+    degradation: dict  # what the son was made with: grid, noise, JPEG, a resizer's name
+    estimate: dict | None = None  # blind mode's estimate described, or {"assumed": resizer}
+    check: dict | None = None  # the safety net: chosen, held-out rows, L1 of each candidate
+    peak_bytes: int | None = None  # peak traced memory, with trace_memory
+
+    def report(self) -> dict:
+        """The fields of `intsr adapt --json` for one image (no image)."""
+        out = {} if self.estimate is None else {"kernel_estimate": self.estimate}
+        out.update(losses=self.losses, seconds=self.seconds, macs=self.macs,
+                   weights=self.weights, degradation=self.degradation)
+        if self.check is not None:
+            out["check"] = self.check
+        if self.peak_bytes is not None:
+            out["peak_bytes"] = self.peak_bytes
+        return out
+
+
+def _adapter_conflicts(adapter, scale, grid, given):
+    """adapt_result's ``adapter`` against the arguments that would build another one."""
+    if adapter is None:
+        return
+    named = [name for name, value in given.items() if value]
+    if named:
+        raise InputError(f"adapter= carries its own {', '.join(named)}: give them to the "
+                         "Adapter, not to adapt")
+    if scale != adapter.scale or grid != adapter.grid:
+        raise InputError(f"scale {scale} / grid {grid} differ from the adapter's "
+                         f"(x{adapter.scale}, {adapter.grid})")
+
+
+def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 4,
+                 steps: int = 10, prune: float | None = None, weights: WeightsArg = None,
+                 lr: float | None = None, seed: int = 0,
+                 progress: Callable[[int, int, float], None] | None = None,
+                 adapter: Adapter | None = None, grid: str = "centre",
+                 estimator: str | os.PathLike | None = None, method: str = "backprop",
+                 options: dict | None = None, precision: str | Precision | None = None,
+                 noise: float | str | None = None, jpeg: JpegArg = None,
+                 check: bool | None = None, trace_memory: bool = False) -> AdaptResult:
+    """adapt() returning an AdaptResult: the image, per-step losses, per-phase seconds, MACs,
+    the estimate, the degradation, the safety net's scores and, with ``trace_memory``, the
+    peak traced memory. Arguments as adapt()'s."""
+    _adapter_conflicts(adapter, scale, grid, {
+        "weights": weights is not None, "prune": prune is not None, "lr": lr is not None,
+        "method": method != "backprop", "options": options is not None,
+        "precision": precision is not None, "seed": seed != 0})
     rgb, gray = _as_rgb(image)
-    timings = {}
-    trace = bool(report and report.get("trace_memory"))
+    timings, described = {}, None
+    trace = bool(trace_memory)
     if trace:
         tracemalloc.start()
     try:
@@ -408,12 +475,10 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
         t0 = time.perf_counter()
         if blind_mode and estimator is None and not blind.has_estimator(scale):
             kernel = blind.ASSUMED_RESIZER
-            if report is not None:
-                report["kernel_estimate"] = {"assumed": kernel}
+            described = {"assumed": kernel}
         elif blind_mode:
             kernel = estimate_kernel(rgb, scale=scale, estimator=estimator)
-            if report is not None:
-                report["kernel_estimate"] = kernel.describe()
+            described = kernel.describe()
         if noise is None:
             noise = "auto" if blind_mode else 0.0
         if isinstance(noise, str) and noise != "auto":
@@ -450,21 +515,17 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
         else:
             out = (fallback if chosen == "sr-weights" else ad).super_resolve(image)
         timings["sr"] = time.perf_counter() - t0
-        if report is not None:
-            report.update(losses=losses, seconds=timings, macs=int(ad.net.macs), weights=ad.base,
-                          degradation={"grid": grid, "noise": noise_q8 / 256,
-                                       "noise_estimated": noise == "auto",
-                                       "jpeg": None if jpeg is None else jpeg[0],
-                                       "subsampling": None if jpeg is None else jpeg[1]})
-            name = kernel if isinstance(kernel, str) else getattr(kernel, "resizer", None)
-            if name is not None:
-                report["degradation"]["kernel"] = name
-            if held is not None:
-                report["check"] = {"chosen": chosen, "held_out_rows": int(held[0].shape[0]),
-                                   "l1": scores}
-            if trace:
-                report["peak_bytes"] = tracemalloc.get_traced_memory()[1]
-        return out
+        degradation = {"grid": grid, "noise": noise_q8 / 256, "noise_estimated": noise == "auto",
+                       "jpeg": None if jpeg is None else jpeg[0],
+                       "subsampling": None if jpeg is None else jpeg[1]}
+        name = kernel if isinstance(kernel, str) else getattr(kernel, "resizer", None)
+        if name is not None:
+            degradation["kernel"] = name
+        return AdaptResult(
+            out, losses, timings, int(ad.net.macs), ad.base, degradation, described,
+            None if held is None else {"chosen": chosen, "held_out_rows": int(held[0].shape[0]),
+                                       "l1": scores},
+            tracemalloc.get_traced_memory()[1] if trace else None)
     finally:
         if trace:
             tracemalloc.stop()

@@ -117,3 +117,45 @@ def test_the_first_blind_run_compiles_almost_nothing_more_than_a_told_one():
     assert res.returncode == 0, res.stderr
     new = [line.split(" ", 1) for line in res.stdout.strip().splitlines()]
     assert all(name == "requant_s32" and "uint8, 2, 'C'" in sig for name, sig in new), new
+
+
+def _small():
+    return np.random.default_rng(1).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+
+
+def test_adapt_result_is_adapt_with_its_report_as_an_object():
+    """intsr.adapt_result: the image adapt() returns, and the fields adapt(report=) fills
+    (losses, MACs, weights, degradation, estimate), as attributes instead of a dict in place."""
+    lr, report = _small(), {}
+    image = intsr.adapt(lr, steps=2, report=report)
+    res = intsr.adapt_result(lr, steps=2)
+    assert isinstance(res, intsr.AdaptResult)
+    np.testing.assert_array_equal(res.image, image)
+    assert res.losses == report["losses"] and res.macs == report["macs"] > 0
+    assert res.estimate == report["kernel_estimate"] and res.degradation == report["degradation"]
+    assert res.check == report["check"] and res.weights == report["weights"]
+    assert set(res.report()) == set(report) and set(res.seconds) == set(report["seconds"])
+    assert res.peak_bytes is None and intsr.adapt_result(lr, steps=1, trace_memory=True).peak_bytes
+
+
+@pytest.mark.parametrize("given, name", [({"lr": 0.01}, "lr"), ({"prune": 0.5}, "prune"),
+                                         ({"method": "forward"}, "method"), ({"seed": 3}, "seed"),
+                                         ({"precision": "int8"}, "precision"),
+                                         ({"options": {}}, "options")])
+def test_an_adapter_and_what_would_build_another_are_exclusive(given, name):
+    ad = intsr.Adapter()
+    with pytest.raises(intsr.io.InputError, match=f"adapter= carries its own {name}"):
+        intsr.adapt(_small(), "bicubic", steps=1, adapter=ad, **given)
+
+
+@pytest.mark.parametrize("given", [{"scale": 2}, {"grid": "corner"}])
+def test_an_adapter_of_another_scale_or_grid_is_refused(given):
+    with pytest.raises(intsr.io.InputError, match="differ from the adapter's"):
+        intsr.adapt(_small(), "bicubic", steps=1, adapter=intsr.Adapter(), **given)
+
+
+def test_memory_tracing_stops_when_adapt_fails():
+    import tracemalloc
+    with pytest.raises(intsr.io.InputError):
+        intsr.adapt_result(_small(), "nonsense", steps=1, trace_memory=True)
+    assert not tracemalloc.is_tracing()
