@@ -13,7 +13,6 @@ tile's own peak measured in the same run (bench_core.int8_peak_gops, all threads
         [--threads auto|N] [--json docs/data/bench_sr.json]
 """
 import argparse
-import json
 import os
 
 import numba
@@ -27,7 +26,7 @@ from intsr.kernels.dispatch import PATH
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.online import Adapter
 
-from machine import alternated, cpu_name
+from machine import alternated, cpu_name, finish
 
 FRAME = (1920, 1080)
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "intsr", "data", "example_lr.png")
@@ -100,11 +99,8 @@ def main():
                 line += f" | torch fp32 {med['torch']:.3f} s ({med['torch'] / med['intsr']:.2f}x)"
             rows.append(row)
             print(line, flush=True)
-    print(f"CPU: {cpu_name()}, kernels {PATH}, engine threads {policy.report()}, PyTorch "
-          f"{n_threads} threads")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    finish(rows, f"CPU: {cpu_name()}, kernels {PATH}, engine threads {policy.report()}, "
+                 f"PyTorch {n_threads} threads", args.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ gradients (saved-tensor hooks: its transient buffers are not counted, which favo
         [--precision int8 mixed] [--target avx2]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from intsr.floatpath.network import FloatNet
 from intsr.model import IntNet
 from intsr.weights import load_model, shipped_precision
 
-from machine import alternated, cpu_name
+from machine import alternated, cpu_name, finish
 
 # environment of each emulated target (empty NUMBA_CPU_FEATURES: otherwise Numba passes the
 # host's features, AVX-512 VNNI included, whatever the CPU name)
@@ -193,11 +192,8 @@ def main():
                     row["torch_kb"] = torch_fns[1]() / 1000
                 rows.append(row)
                 print(_line(row, args.precision), flush=True)
-    print(f"CPU: {cpu_name()}, target {args.target}, kernels {PATH}, engine threads "
-          f"{policy.report()}, PyTorch {torch_threads} threads")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    finish(rows, f"CPU: {cpu_name()}, target {args.target}, kernels {PATH}, engine threads "
+                 f"{policy.report()}, PyTorch {torch_threads} threads", args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The CPU a benchmark ran on, named in every figure it reports; the load it ran under (idle, or
 another process busy on one core) and the alternated timing every benchmark shares."""
 import contextlib
+import json
 import platform
 import subprocess
 import sys
@@ -59,3 +60,11 @@ def alternated(fns, repeats, loads=("idle",), per_phase=1):
                         fn()
                         times[ld][name].append(time.perf_counter() - t)
     return {ld: {name: float(np.median(v)) for name, v in t.items()} for ld, t in times.items()}
+
+
+def finish(rows, footer, json_path=None):
+    """Every benchmark's end: the footer line (CPU, kernels, threads), the rows as JSON."""
+    print(footer)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)
