@@ -92,10 +92,14 @@ def main(debug):
     warnings.showwarning = _warn_to_stderr
 
 
-def _say_if_compiling(quiet):
+def _say_if_compiling(quiet, blind=False):
     from intsr.kernels.dispatch import kernels_cached
-    if not quiet and not kernels_cached():
+    if quiet:
+        return
+    if not kernels_cached():
         click.echo("compiling kernels (first run only; about a minute)...", err=True)
+    elif blind and not kernels_cached(blind=True):
+        click.echo("compiling the kernel estimator's kernels (first blind run only)...", err=True)
 
 
 def _on_image(quiet):
@@ -238,7 +242,7 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
             if method != for_method:
                 raise InputError(f"{flag} is for --method {for_method}")
             options[key] = value
-    _say_if_compiling(quiet)
+    _say_if_compiling(quiet, blind=kernel_path == "auto")
     try:
         report = adapt_paths(inputs, out, kernel_path, scale=scale, steps=steps, prune=prune,
                              weights=weights, lr=lr, report_path=json_path, save_state=save_state,

@@ -1,6 +1,7 @@
 """Issue 30's small things a user hit, each pinned: the public names importable from intsr,
 documented paths that work from any folder, options that used to do nothing or the wrong
 thing silently, error lines that name the right option, and internal errors called internal."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,22 @@ def test_memory_tracing_stops_when_adapt_fails():
     with pytest.raises(intsr.io.InputError):
         intsr.adapt_result(_small(), "nonsense", steps=1, trace_memory=True)
     assert not tracemalloc.is_tracing()
+
+
+@pytest.mark.slow
+def test_each_first_run_says_it_compiles_and_only_the_first(tmp_path):
+    """In an empty kernel cache: the first run says it compiles, the second says nothing; the
+    first blind run after told ones says it compiles the estimator's kernel, the next nothing."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    told = ["adapt", "--example", str(tmp_path / "t.png"), "--steps", "1"]
+    blind = ["adapt", "intsr/data/example_lr.png", str(tmp_path / "b.png"), "--steps", "1"]
+    said = []
+    for args in (told, told, blind, blind):
+        res = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                             text=True, cwd=root, env=env)
+        assert res.returncode == 0, res.stderr
+        said.append([line for line in res.stderr.splitlines() if "compiling" in line])
+    assert said[0] == ["compiling kernels (first run only; about a minute)..."]
+    assert said[1] == [] and said[3] == []
+    assert said[2] == ["compiling the kernel estimator's kernels (first blind run only)..."]

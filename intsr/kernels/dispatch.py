@@ -30,15 +30,27 @@ PATH = TILE or "portable"
 _TILE_MAX_N = 64  # output channels of one register tile
 
 
-def kernels_cached():
+def kernels_cached(blind=False):
     """Whether the on-disk cache already holds compiled kernels (else the first call compiles
     them, for about a minute). Numba keeps the cache beside the package, or in the user's cache
-    folder when the package folder is read-only. Reads a private attribute of Numba: any doubt
-    answers True, so the worst case is a missing notice, never a failure."""
-    from intsr.kernels.requant import requant_s32
+    folder when the package folder is read-only. ``blind``: also the one signature only blind
+    mode's estimator runs (requant_s32 storing uint8: its unsigned activations; about a second
+    to compile). Reads private attributes of Numba: any doubt answers True, so the worst case
+    is a missing notice, never a failure."""
+    from numba import typeof
+
+    from intsr.kernels.requant import GATE_RELU, requant_s32
     try:
-        return os.path.exists(requant_s32._cache._cache_file._index_path)
-    except AttributeError:
+        cache_file = requant_s32._cache._cache_file
+        if not os.path.exists(cache_file._index_path):
+            return False
+        if not blind:
+            return True
+        acc = np.zeros((2, 2), np.int32)  # 2 x 2: the gate is a broadcast ('A') view, as in use
+        sig = tuple(typeof(v) for v in (acc, no_gate(acc.shape), GATE_RELU, 0, True, 0, 255,
+                                        np.zeros((2, 2), np.uint8)))
+        return any(key[0] == sig for key in cache_file._load_index())
+    except Exception:  # noqa: BLE001 - a notice is never worth a failure
         return True
 
 
