@@ -145,8 +145,10 @@ class Policy:
         result = fn(*args, **kwargs)
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
         self.steps[self.current] = self.steps.get(self.current, 0) + 1
-        ticks = (c1[0] - c0[0], c1[1] - c0[1]) if below else (0, 0)
-        self.observe(t1 - t0, max(0, w1 - w0), *ticks)
+        # a reading that failed this once (a file gone) counts as nothing seen
+        wait = max(0, w1 - w0) if w0 is not None and w1 is not None else 0
+        ticks = (c1[0] - c0[0], c1[1] - c0[1]) if below and c0 and c1 else (0, 0)
+        self.observe(t1 - t0, wait, *ticks)
         return result
 
     def observe(self, wall_ns, wait_ns, ticks, idle_ticks):

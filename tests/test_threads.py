@@ -89,6 +89,16 @@ def test_a_fixed_count_does_not_move_and_says_so():
     assert p.report()["policy"] == "fixed" and p.report()["steps_by_threads"] == {"1": 3}
 
 
+def test_a_reading_that_fails_mid_run_is_nothing_seen(monkeypatch):
+    p = _auto(2)
+    p._started = True
+    monkeypatch.setattr(threads, "_run_queue_wait_ns", lambda: None)
+    monkeypatch.setattr(threads, "_cpu_ticks", lambda: None)
+    assert p.step(lambda: 7) == 7 and p.current == 2
+    p.current = 1
+    assert p.step(lambda: 8) == 8 and p.current == 1 and p._window == [0, 0]
+
+
 def test_a_step_runs_on_the_count_chosen_and_is_counted():
     p = threads.Policy()
     got = p.step(numba.get_num_threads)
