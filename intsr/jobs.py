@@ -217,23 +217,24 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         report["images"].append(_image_entry(inputs[0], outs[0], pixels, result))
     else:
         report["mode"] = "continual" if continual else "once"
+        if noise == "auto":  # each image's son gets that image's own estimate
+            report["son_noise"] = {}
         if not continual:
-            if noise == "auto":
-                noise = 0.0  # a batch's son noise is given, not estimated (issue 28: open)
             if adapt_on is not None:
-                pairs = [ad.pair(read_image(adapt_on)[0], kernel, noise=noise,
-                                 jpeg=_jpeg_of(jpeg, adapt_on))]
+                pairs = [ad.pair(_noted(report, adapt_on, read_image(adapt_on)[0], noise),
+                                 kernel, noise=noise, jpeg=_jpeg_of(jpeg, adapt_on))]
                 report["adapt_on"] = str(adapt_on)
             else:
                 side = TRAIN_MAX if window is None else window
-                pairs = [ad.pair(read_image(p)[0], kernel, max_side=side, noise=noise,
-                                 jpeg=_jpeg_of(jpeg, p)) for p in inputs]
+                pairs = [ad.pair(_noted(report, p, read_image(p)[0], noise), kernel,
+                                 max_side=side, noise=noise, jpeg=_jpeg_of(jpeg, p))
+                         for p in inputs]
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
         for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
             pixels, alpha = read_image(inp)
             if continual:
-                ad.learn([ad.pair(pixels, kernel, noise=0.0 if noise == "auto" else noise,
+                ad.learn([ad.pair(_noted(report, inp, pixels, noise), kernel, noise=noise,
                                   jpeg=_jpeg_of(jpeg, inp))], steps, progress)
             result = ad.super_resolve(pixels)
             _write_sr(o, result, alpha, scale, grid)
@@ -249,6 +250,16 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         report["output"] = str(out)
         write_text(report_path, json.dumps(report, indent=2))
     return report
+
+
+def _noted(report, path, pixels, noise):
+    """``pixels``, after noting in the report the noise its son gets when estimated ("auto"):
+    levels by input path (online.noise_level, as Adapter.pair computes it)."""
+    from intsr.online import noise_level
+
+    if noise == "auto":
+        report["son_noise"][str(path)] = noise_level(pixels, "auto") / 256
+    return pixels
 
 
 def _jpeg_of(jpeg, path):

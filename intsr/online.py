@@ -161,15 +161,16 @@ class Adapter:
         self.learner = make_learner(self.net, method, seed, options)
 
     def pair(self, image: np.ndarray, kernel: KernelArg, max_side: int = TRAIN_MAX,
-             noise: float = 0.0, jpeg: JpegArg = None) -> tuple[np.ndarray, np.ndarray]:
+             noise: float | str = 0.0, jpeg: JpegArg = None) -> tuple[np.ndarray, np.ndarray]:
         """The online training pair of an HxW(x3) uint8 image and its kernel: a 2-D float
         array, a resizer's name (RESIZERS), or a blind.Estimate (its fixed-point taps). The son
-        is degraded like the image: ``noise`` levels of seeded noise, then a JPEG round trip
-        at ``jpeg`` = quality or (quality, subsampling) if not None (make_training_pair)."""
+        is degraded like the image: ``noise`` levels of seeded noise ("auto": the image's own,
+        noise_level), then a JPEG round trip at ``jpeg`` = quality or (quality, subsampling) if
+        not None (make_training_pair)."""
         rgb, _ = _as_rgb(image)
         k_fixed = fixed_kernel(kernel, self.scale)
         check_inputs(rgb.shape, k_fixed, self.scale, 0)
-        return self._pair(rgb, k_fixed, max_side, noise_to_fixed(noise), jpeg_setting(jpeg))
+        return self._pair(rgb, k_fixed, max_side, noise_level(rgb, noise), jpeg_setting(jpeg))
 
     def _pair(self, rgb, k_fixed, max_side=TRAIN_MAX, noise_q8=0, jpeg=None):
         digest = kernel_digest(k_fixed)
@@ -309,6 +310,16 @@ def check_inputs(shape, kernel, scale, steps):
     if kernel.shape[0] > h or kernel.shape[1] > w:
         raise InputError(f"kernel {kernel.shape[1]}x{kernel.shape[0]} is larger than the "
                          f"image {w}x{h}")
+
+
+def noise_level(image: np.ndarray, noise: float | str) -> int:
+    """The son's noise, sigma in levels with 8 fractional bits: ``noise`` levels, or "auto":
+    this (H, W[, 3]) uint8 image's own, estimated on the device (blind.estimate_noise)."""
+    if isinstance(noise, str):
+        if noise != "auto":
+            raise InputError(f"noise must be a number of levels or 'auto', not {noise!r}")
+        return blind.estimate_noise(_as_rgb(image)[0])
+    return noise_to_fixed(noise)
 
 
 def make_training_pair(lr_rgb, k_fixed, scale, max_side=TRAIN_MAX, grid="centre", noise_q8=0,
@@ -481,9 +492,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
             described = kernel.describe()
         if noise is None:
             noise = "auto" if blind_mode else 0.0
-        if isinstance(noise, str) and noise != "auto":
-            raise InputError(f"noise must be a number of levels or 'auto', not {noise!r}")
-        noise_q8 = blind.estimate_noise(rgb) if noise == "auto" else noise_to_fixed(noise)
+        noise_q8 = noise_level(rgb, noise)
         if blind_mode or noise == "auto":
             timings["estimate"] = time.perf_counter() - t0
         k_fixed = fixed_kernel(kernel, scale)

@@ -344,3 +344,29 @@ def test_the_safety_net_is_for_one_image(photo, tmp_path):
                 "bicubic", "--check", "--quiet"])
     assert res.exit_code != 0 and "--check is for one input image" in res.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", [[], ["--continual"]])
+def test_a_batch_gives_each_son_its_own_image_noise(photo, tmp_path, mode):
+    """--noise auto in a batch: each image's son gets that image's estimate (it had none), the
+    levels in --json's son_noise; a noisy image reads noisier than its clean self, and the
+    adapted outputs differ from a batch without noise."""
+    lr = np.ascontiguousarray(photo[::4, ::4][:60, :60])
+    noisy = np.clip(lr + np.random.default_rng(0).normal(0, 8, lr.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(lr).save(tmp_path / "clean.png")
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    ins = [str(tmp_path / "clean.png"), str(tmp_path / "noisy.png")]
+    runs = {}
+    for noise in ("auto", "0"):
+        out, rep = tmp_path / f"out{noise}", tmp_path / f"r{noise}.json"
+        res = CliRunner().invoke(main, ["adapt", *ins, str(out), "--kernel", "bicubic",
+                                        "--steps", "2", "--noise", noise, "--json", str(rep),
+                                        "--quiet", *mode])
+        assert res.exit_code == 0, res.output
+        runs[noise] = (json.loads(rep.read_text()), np.asarray(Image.open(out / "noisy.png")))
+    levels = runs["auto"][0]["son_noise"]
+    assert set(levels) == set(ins)
+    assert levels[ins[1]] > levels[ins[0]] and levels[ins[1]] >= 4
+    assert levels[ins[1]] == estimate_noise(noisy) / 256
+    assert "son_noise" not in runs["0"][0]
+    assert not np.array_equal(runs["auto"][1], runs["0"][1])
