@@ -221,21 +221,25 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
             report["son_noise"] = {}
         if not continual:
             if adapt_on is not None:
-                pairs = [ad.pair(_noted(report, adapt_on, read_image(adapt_on)[0], noise),
-                                 kernel, noise=noise, jpeg=_jpeg_of(jpeg, adapt_on))]
+                pixels = read_image(adapt_on)[0]
+                pairs = [ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, adapt_on),
+                                 noise=_son_noise(report, adapt_on, pixels, noise))]
                 report["adapt_on"] = str(adapt_on)
             else:
                 side = TRAIN_MAX if window is None else window
-                pairs = [ad.pair(_noted(report, p, read_image(p)[0], noise), kernel,
-                                 max_side=side, noise=noise, jpeg=_jpeg_of(jpeg, p))
-                         for p in inputs]
+                pairs = []
+                for p in inputs:
+                    pixels = read_image(p)[0]
+                    pairs.append(ad.pair(pixels, kernel, max_side=side, jpeg=_jpeg_of(jpeg, p),
+                                         noise=_son_noise(report, p, pixels, noise)))
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
         for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
             pixels, alpha = read_image(inp)
             if continual:
-                ad.learn([ad.pair(_noted(report, inp, pixels, noise), kernel, noise=noise,
-                                  jpeg=_jpeg_of(jpeg, inp))], steps, progress)
+                ad.learn([ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, inp),
+                                  noise=_son_noise(report, inp, pixels, noise))], steps,
+                         progress)
             result = ad.super_resolve(pixels)
             _write_sr(o, result, alpha, scale, grid)
             report["images"].append(_image_entry(inp, o, pixels, result))
@@ -252,14 +256,16 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     return report
 
 
-def _noted(report, path, pixels, noise):
-    """``pixels``, after noting in the report the noise its son gets when estimated ("auto"):
-    levels by input path (online.noise_level, as Adapter.pair computes it)."""
+def _son_noise(report, path, pixels, noise):
+    """The son noise of one batch image in levels: ``noise``, or with "auto" this image's own
+    estimate (online.noise_level), then noted in the report by input path."""
     from intsr.online import noise_level
 
-    if noise == "auto":
-        report["son_noise"][str(path)] = noise_level(pixels, "auto") / 256
-    return pixels
+    if noise != "auto":
+        return noise
+    level = noise_level(pixels, "auto") / 256  # exact: the q8 estimate over a power of two
+    report["son_noise"][str(path)] = level
+    return level
 
 
 def _jpeg_of(jpeg, path):

@@ -49,6 +49,11 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
     return QTensor(out, scale)
 
 
+def _macs_per_pixel(w8):
+    """Multiply-accumulates of one forward pass per pixel: 9 taps x C_in x C_out per layer."""
+    return sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
+
+
 def _as_unsigned(v):
     """Layer inputs are the uint8 image or post-ReLU activations, never negative, so their
     int8 (int16) bytes read as uint8 (uint16) are the same numbers: the u8 x s8 kernels need no
@@ -197,7 +202,7 @@ class IntNet:
         w8 = self.w8 if w8 is None else w8
         act_bits = self.prec.act if act_bits is None else act_bits
         if count:
-            self.macs += h * w * sum(9 * wq.shape[2] * wq.shape[3] for wq in w8)
+            self.macs += h * w * _macs_per_pixel(w8)
         order = [None] * NUM_LAYERS  # the last layer is never pruned
         if keep:  # a training pass: its backward gates on the kept channels
             order[:-1] = [_kept_first(k, wq.shape[3])
@@ -251,7 +256,7 @@ class IntNet:
         crops = [(y, x, max(0, y - HALO), max(0, x - HALO), min(h, y + tile + HALO),
                   min(w, x + tile + HALO)) for y in range(0, h, tile) for x in range(0, w, tile)]
         self.macs += sum((y1 - y0) * (x1 - x0) for _, _, y0, x0, y1, x1 in crops) * \
-            sum(9 * wq.shape[2] * wq.shape[3] for wq in self.w8)
+            _macs_per_pixel(self.w8)
 
         def one(crop):
             y, x, y0, x0, y1, x1 = crop

@@ -136,15 +136,13 @@ class Policy:
             self.current = max(1, self.max - _others_running())
             self._started = True
         self.apply()
+        self.steps[self.current] = self.steps.get(self.current, 0) + 1
         if not self.sensing:
-            result = fn(*args, **kwargs)
-            self.steps[self.current] = self.steps.get(self.current, 0) + 1
-            return result
+            return fn(*args, **kwargs)
         below = self.current < self.max  # the machine's idle time matters only then
         w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
         result = fn(*args, **kwargs)
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
-        self.steps[self.current] = self.steps.get(self.current, 0) + 1
         # a reading that failed this once (a file gone) counts as nothing seen
         wait = max(0, w1 - w0) if w0 is not None and w1 is not None else 0
         ticks = (c1[0] - c0[0], c1[1] - c0[1]) if below and c0 and c1 else (0, 0)

@@ -53,11 +53,9 @@ def make_tasks(sampler, args, rng, estimator=None):
     for _ in range(args.tasks):
         if args.degradation == "blind":
             parts = data.task_blind(sampler.crop(args.crop), args.scale, rng, estimator)
-            for c, a in zip(cols, parts, strict=True):
-                c.append(a)
-            continue
-        k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
-        parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)
+        else:
+            k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
+            parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)
         for c, a in zip(cols, parts, strict=True):
             c.append(a)
     return [torch.from_numpy(data.to_nchw(c)) for c in cols]
