@@ -26,6 +26,7 @@ from intsr.kernels.dispatch import PATH
 from intsr.kernels.resample import bicubic_upsample_u8
 from intsr.online import Adapter
 
+from bench_step import torch_sr_net
 from machine import alternated, cpu_name, finish
 
 FRAME = (1920, 1080)
@@ -36,7 +37,6 @@ def torch_sr(weights, up, n_threads):
     """PyTorch FP32 inference of the network on the upsampled frame; None without torch."""
     try:
         import torch
-        import torch.nn.functional as F
     except ImportError:
         return None
     torch.set_num_threads(n_threads)
@@ -46,12 +46,7 @@ def torch_sr(weights, up, n_threads):
 
     def run():
         with torch.no_grad():
-            h = x
-            for i, w in enumerate(ws):
-                h = F.conv2d(h, w, padding=1)
-                if i < len(ws) - 1:
-                    h = F.relu(h)
-            return x + h
+            return torch_sr_net(ws, x)
     return run
 
 

@@ -61,6 +61,17 @@ def traced_peak(fn):
     return peak
 
 
+def torch_sr_net(ws, x):
+    """The network in PyTorch: 8 convs (ReLU between), plus the input (global residual)."""
+    import torch.nn.functional as F
+    h = x
+    for i, w in enumerate(ws):
+        h = F.conv2d(h, w, padding=1)
+        if i < len(ws) - 1:
+            h = F.relu(h)
+    return x + h
+
+
 def torch_step(weights, masks, x, y, threads):
     """A PyTorch FP32 step of the same network; None if torch is not installed."""
     try:
@@ -79,12 +90,7 @@ def torch_step(weights, masks, x, y, threads):
                                       for m in masks]
 
     def forward():
-        h = xt
-        for i, w in enumerate(ws):
-            h = F.conv2d(h, w, padding=1)
-            if i < len(ws) - 1:
-                h = F.relu(h)
-        return F.l1_loss(xt + h, yt)
+        return F.l1_loss(torch_sr_net(ws, xt), yt)
 
     def step():
         loss = forward()
