@@ -130,6 +130,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         adapt_result,
         adapts_from_meta,
         check_inputs,
+        noise_level,
     )
 
     inputs, batch = expand_inputs(paths)
@@ -177,9 +178,12 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         noise_to_fixed(noise)  # a bad value fails here, before any estimate is reported
     t_start = time.perf_counter()
 
+    degraded = False  # blind mode: the estimate's images noisy or JPEGs (adapts_from_meta)
+
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
-                       adapting=adapts_from_meta(kernel, steps), grid=grid, method=method,
+                       adapting=adapts_from_meta(kernel, steps, degraded), grid=grid,
+                       method=method,
                        seed=seed, options=options, precision=precision)
 
     # Built before the estimate, so that a bad weights file or option fails before anything
@@ -193,11 +197,12 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         report["kernel_estimate"] = {"assumed": kernel}
     elif blind_mode:
         # a single image was read above: estimate on it instead of reading it again
-        images = ([pixels] if not batch else
-                  [read_image(p)[0] for p in
-                   (inputs if adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]])
+        paths = (inputs if not batch or adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]
+        images = [pixels] if not batch else [read_image(p)[0] for p in paths]
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
-        if weights is None and not adapts_from_meta(kernel, steps):
+        degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p) is not None
+                       for im, p in zip(images, paths, strict=True))
+        if weights is None and adapts_from_meta(kernel, steps, degraded) is not True:
             t0 = time.perf_counter()
             ad = make_adapter()
             t_load += time.perf_counter() - t0

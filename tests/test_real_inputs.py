@@ -81,6 +81,18 @@ def test_random_degradation_is_a_function_of_the_generator():
     assert 0.3 < np.mean([d.noise > 0 for d in draws]) < 0.7
     assert 0.3 < np.mean([d.jpeg is not None for d in draws]) < 0.7
     assert all(50 <= d.jpeg <= 95 for d in draws if d.jpeg is not None)
+    assert {d.grid for d in draws} == {"centre"}
+
+
+def test_corner_share_moves_only_gaussians_and_keeps_draws_without_it():
+    """``p_corner`` = 0 leaves the generator's draws as before; 1 puts every Gaussian blur (and
+    no resizer, centred by construction) on the corner grid."""
+    for i in range(60):
+        a = random_degradation(np.random.default_rng(i), 4)
+        b = random_degradation(np.random.default_rng(i), 4, p_corner=0.0)
+        assert a.describe() == b.describe() and np.array_equal(a.kernel, b.kernel)
+        c = random_degradation(np.random.default_rng(i), 4, p_corner=1.0)
+        assert c.grid == ("corner" if c.name == "gauss" else "centre")
 
 
 # --- JPEG ------------------------------------------------------------------------------------
@@ -370,3 +382,63 @@ def test_a_batch_gives_each_son_its_own_image_noise(photo, tmp_path, mode):
     assert levels[ins[1]] == estimate_noise(noisy) / 256
     assert "son_noise" not in runs["0"][0]
     assert not np.array_equal(runs["auto"][1], runs["0"][1])
+
+
+# --- which shipped weights blind mode adapts from -------------------------------------------
+
+def _clean_and_noisy(photo):
+    """A smooth 64 px LR image (Gaussian blur, x4: reads as clean and as a Gaussian) and the same
+    with noise of 8 levels (reads as noisy)."""
+    from intsr.floatpath.degrade import lr_image
+    from intsr.floatpath.gaussian import gaussian
+
+    lr = lr_image(np.ascontiguousarray(photo[:256, :256]), gaussian(1.6, 1.6, 0.0), 4)
+    noisy = np.clip(lr + np.random.default_rng(1).normal(0, 8, lr.shape), 0, 255)
+    return lr, noisy.astype(np.uint8)
+
+
+def test_blind_mode_adapts_from_the_real_input_point_only_for_degraded_images(photo):
+    """adapts_from_meta: an estimated Gaussian on a clean image starts from the paper's point
+    (meta.npz), on a noisy image or a JPEG from the point meta-learned over real inputs
+    (``blind_weights``); a told kernel always from the paper's point, a resizer from the
+    direct-SR weights."""
+    from intsr.online import adapt_result
+    from intsr.weights import shipped_config
+
+    cfg = shipped_config(4)
+    lr, noisy = _clean_and_noisy(photo)
+    assert estimate_noise(lr) == 0 and estimate_noise(noisy) > 0
+    assert adapt_result(lr, steps=1).weights == cfg["weights"]
+    assert adapt_result(noisy, steps=1).weights == cfg["blind_weights"]
+    assert adapt_result(lr, steps=1, jpeg=85).weights == cfg["blind_weights"]
+    assert adapt_result(lr, steps=1, noise=3.0).weights == cfg["blind_weights"]
+    assert adapt_result(noisy, steps=1, noise=0.0).weights == cfg["weights"]
+    k = np.ones((4, 4)) / 16
+    assert adapt_result(noisy, k, steps=1, noise="auto").weights == cfg["weights"]
+    assert adapt_result(noisy, "bicubic", steps=1).weights == cfg["sr_weights"]
+    assert cfg["blind_weights"] not in (cfg["weights"], cfg["sr_weights"])
+
+
+def test_cli_blind_route_is_the_librarys(photo, tmp_path):
+    """`intsr adapt IN OUT` (one image, a batch) reports and runs the weights the library picks;
+    the same output bytes as intsr.adapt."""
+    from intsr.weights import shipped_config
+
+    cfg = shipped_config(4)
+    lr, noisy = _clean_and_noisy(photo)
+    for name, img in (("clean", lr), ("noisy", noisy)):
+        Image.fromarray(img).save(tmp_path / f"{name}.png")
+        rep, out = tmp_path / f"{name}.json", tmp_path / f"{name}_out.png"
+        res = _run(["adapt", tmp_path / f"{name}.png", out, "--steps", "1", "--json", rep,
+                    "--quiet"])
+        assert res.exit_code == 0, res.output
+        want = cfg["weights"] if name == "clean" else cfg["blind_weights"]
+        assert json.loads(rep.read_text())["weights"] == want
+        assert np.array_equal(np.asarray(Image.open(out)), adapt(img, steps=1))
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    Image.fromarray(noisy).save(batch / "a.png")
+    res = _run(["adapt", batch, tmp_path / "bout", "--steps", "1", "--json",
+                tmp_path / "b.json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b.json").read_text())["weights"] == cfg["blind_weights"]

@@ -37,6 +37,9 @@ def build_parser():
     p.add_argument("--degradation", choices=["bic", "gauss", "real"], default="bic",
                    help="bic: Pillow bicubic; gauss: random Gaussians (Eq. 1); real: the "
                         "real-input model (intsr.floatpath.realdeg), held-out images excluded")
+    p.add_argument("--corner", type=float, default=0.0,
+                   help="with --degradation real: the share of Gaussian blurs on the corner "
+                        "grid (the network input stays the centred upsampling)")
     p.add_argument("--batch", type=int, default=16, help="crops per process per step")
     p.add_argument("--crop", type=int, default=96, help="HR crop size (multiple of scale)")
     p.add_argument("--lr", type=float, default=3e-4)
@@ -55,6 +58,11 @@ def build_parser():
                    help="gauss: random Gaussians, the son made with the true kernel (the "
                         "paper); blind: the real-input model, the son made as blind mode makes "
                         "it (the estimated kernel and noise), held-out images excluded")
+    p.add_argument("--told", type=float, default=0.0,
+                   help="with --degradation blind: the share of tasks that are the paper's "
+                        "(a Gaussian, the son made with the true kernel)")
+    p.add_argument("--corner", type=float, default=0.0,
+                   help="with --degradation blind: the share of Gaussian blurs on the corner grid")
 
     p = sub.add_parser("masks", help="Eq. 6-9: gradient masks for several pruning ratios")
     p.add_argument("--weights", required=True)

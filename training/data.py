@@ -93,16 +93,18 @@ def sr_pair(hr_u8, scale, kernel=None, grid="centre"):
     return bicubic_upsample(lr, scale, grid=grid if kernel is not None else "centre"), hr
 
 
-def real_pair(hr_u8, scale, rng):
+def real_pair(hr_u8, scale, rng, p_corner=0.0):
     """(network input, target) for one HR crop under a draw of the real-input degradation model
-    (intsr.floatpath.realdeg: resizer or Gaussian blur, noise, JPEG); the input is the bicubic
-    upsampling on the degradation's grid, as the device makes it."""
-    deg = random_degradation(rng, scale)
+    (intsr.floatpath.realdeg: resizer or Gaussian blur, noise, JPEG). The input is the centred
+    bicubic upsampling whatever the grid, as the device makes it when not told the grid: a
+    corner-grid draw (``p_corner`` of the Gaussians) teaches the network to hedge between grids,
+    which it cannot tell apart (docs/real-inputs.md)."""
+    deg = random_degradation(rng, scale, p_corner=p_corner)
     lr = make_lr(hr_u8, deg, scale, rng) / 255.0
-    return bicubic_upsample(lr, scale, grid=deg.grid), hr_u8.astype(np.float64) / 255.0
+    return bicubic_upsample(lr, scale), hr_u8.astype(np.float64) / 255.0
 
 
-def task_blind(hr_u8, scale, rng, estimator):
+def task_blind(hr_u8, scale, rng, estimator, p_corner=0.0):
     """One meta task as blind mode meets it on the device (``--degradation blind``): LR from a
     draw of the real-input model; the son made the way the device makes it without being told,
     with the kernel ``estimator`` (an intsr.blind.KernelEstimator, on integers) picks and the
@@ -110,7 +112,7 @@ def task_blind(hr_u8, scale, rng, estimator):
     file's quality is read exactly). D_tr = (up(son) -> LR), D_te = (up(LR) -> HR)."""
     from intsr.blind import estimate_noise
 
-    deg = random_degradation(rng, scale)
+    deg = random_degradation(rng, scale, p_corner=p_corner)
     lr_u8 = make_lr(hr_u8, deg, scale, rng)
     est = estimator.estimate([lr_u8], max_size=min(lr_u8.shape[:2]))
     son_deg = replace(deg, kernel=est.kernel(), name="estimate", grid="centre",

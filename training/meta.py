@@ -2,8 +2,9 @@
 L1 on D_tr = (up(son) -> LR); outer loop: Adam (rate beta) on the D_te = (up(LR) -> HR) loss of
 the adapted weights, averaged over a batch of tasks (each task = one HR patch + one random
 Gaussian kernel; with ``--degradation blind`` a draw of the real-input model and the son blind
-mode would make of it, data.task_blind). Second order by default; ``--first-order`` drops the
-inner Hessian terms.
+mode would make of it, data.task_blind, and a share ``--told`` of the paper's tasks, so that the
+point stays one the steps improve when the kernel is right). Second order by default;
+``--first-order`` drops the inner Hessian terms.
 
 The inner loop copies what the device does at test time (plain SGD, mean L1, rate alpha), so the
 alpha used here is the engine's default learning rate. The loop itself is ``common.train_loop``.
@@ -51,8 +52,9 @@ def make_tasks(sampler, args, rng, estimator=None):
     sampler.rng = rng
     cols = ([], [], [], [])
     for _ in range(args.tasks):
-        if args.degradation == "blind":
-            parts = data.task_blind(sampler.crop(args.crop), args.scale, rng, estimator)
+        if args.degradation == "blind" and not (args.told > 0 and rng.uniform() < args.told):
+            parts = data.task_blind(sampler.crop(args.crop), args.scale, rng, estimator,
+                                    args.corner)
         else:
             k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
             parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)

@@ -15,7 +15,7 @@ def make_batch(sampler, args, rng):
     for _ in range(args.batch):
         hr = sampler.crop(args.crop)
         if args.degradation == "real":
-            i, t = data.real_pair(hr, args.scale, rng)
+            i, t = data.real_pair(hr, args.scale, rng, args.corner)
             inps.append(i)
             tgts.append(t)
             continue

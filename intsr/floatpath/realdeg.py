@@ -143,20 +143,26 @@ def gauss_sigma_range(scale):
     return (0.6, 3.2) if scale >= 4 else (0.4, 2.4)
 
 
-def random_degradation(rng, scale, clean=False):
-    """One draw of the real-input distribution (module constants); ``clean``: blur only."""
+def random_degradation(rng, scale, clean=False, p_corner=0.0):
+    """One draw of the real-input distribution (module constants); ``clean``: blur only.
+    ``p_corner``: the share of Gaussian blurs sampled on the corner grid (a blur followed by
+    plain decimation, e.g. ``img[::s, ::s]``; a resizer is centred by construction). With 0 the
+    generator is not consulted for it, so earlier draws stay as they were."""
+    grid = "centre"
     if rng.uniform() < P_GAUSS:
         s1, s2, th = random_gaussian(rng, gauss_sigma_range(scale))
         k, name = gaussian(s1, s2, th, size=max(7, kernel_size(s1))), "gauss"
+        if p_corner > 0 and rng.uniform() < p_corner:
+            grid = "corner"
     else:
         names = list(RESIZER_P)
         name = names[int(rng.choice(len(names), p=np.array(list(RESIZER_P.values()))))]
         k = resizer_kernel(name, scale)
     if clean:
-        return Degradation(k, name)
+        return Degradation(k, name, grid)
     noise = float(rng.uniform(*NOISE)) if rng.uniform() < P_NOISE else 0.0
     jpeg, sub = None, 2
     if rng.uniform() < P_JPEG:
         jpeg = int(rng.integers(JPEG_Q[0], JPEG_Q[1] + 1))
         sub = 2 if rng.uniform() < P_420 else 0
-    return Degradation(k, name, "centre", noise, jpeg, sub)
+    return Degradation(k, name, grid, noise, jpeg, sub)

@@ -240,3 +240,29 @@ def test_real_input_stages_run_and_resume(tiny_images, tmp_path):
     main(args + ["--steps", "1", "--export", out])
     assert np.load(out)["head_w"].shape == (32, FAMILY_OUTPUTS)
     assert KernelEstimator(out, scale=4).resizer_taps is not None
+
+
+@pytest.mark.parametrize("told", [0.0, 0.5, 1.0])
+def test_blind_meta_mixes_the_papers_tasks_in_the_told_share(monkeypatch, told):
+    """``--degradation blind --told P``: a share P of the tasks are the paper's (a Gaussian,
+    the son made with the true kernel), the rest blind mode's (data.task_blind)."""
+    import argparse
+
+    from training import data, meta
+
+    calls = {"blind": 0, "told": 0}
+
+    def fake(kind):
+        def f(*a, **k):
+            calls[kind] += 1
+            return [np.zeros((4, 4, 3))] * 4
+        return f
+
+    monkeypatch.setattr(data, "task_blind", fake("blind"))
+    monkeypatch.setattr(data, "task", fake("told"))
+    sampler = data.CropSampler([np.zeros((32, 32, 3), np.uint8)], None)
+    args = argparse.Namespace(tasks=200, degradation="blind", told=told, corner=0.0, crop=16,
+                              scale=4, sigma_min=0.8, sigma_max=3.0, grid="centre")
+    meta.make_tasks(sampler, args, np.random.default_rng(0), estimator=None)
+    assert calls["blind"] + calls["told"] == 200
+    assert abs(calls["told"] / 200 - told) < 0.1
