@@ -202,7 +202,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
         degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p) is not None
                        for im, p in zip(images, paths, strict=True))
-        if weights is None and adapts_from_meta(kernel, steps, degraded) is not True:
+        if weights is None and not adapts_from_meta(kernel, steps, degraded):
             t0 = time.perf_counter()
             ad = make_adapter()
             t_load += time.perf_counter() - t0

@@ -40,7 +40,7 @@ from intsr.weights import (
     default_precision,
     load_model,
     resolve_path,
-    shipped_file,
+    shipped_config,
     shipped_precision,
     trained_scales,
 )
@@ -110,19 +110,17 @@ class Adapter:
     """A network adapting on the device: IntNet (int32 masters, masks), its learning rate, its
     SR factor and the provenance a saved state carries (intsr.state).
 
-    ``weights``: None (the shipped weights: meta-learned when ``adapting``, meta-learned over
-    real inputs when it is "blind", else the ones for direct SR), a file (float weights, or a
-    saved state to continue from), float HWIO arrays, or a State. ``prune``: a shipped
-    pruning ratio (not with a state: it carries its masks). ``lr``: None takes the state's or
-    the shipped default. ``method``, ``seed``, ``options``:
+    ``weights``: None (the shipped weights: meta-learned when ``adapting``, else the ones for
+    direct SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
+    a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
+    ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
     how the steps learn (make_learner); back-propagation unless told. ``precision``: a
     shipped profile name ("int8", "mixed", "mixed-x2", "int16", "small"), a
     precision.Precision, or None (weights.default_precision: the scale's shipped profile, int8
     at x4, mixed-x2 at x2)."""
 
     def __init__(self, weights: WeightsArg = None, *, scale: int = 4,
-                 prune: float | None = None, lr: float | None = None,
-                 adapting: bool | str = True,
+                 prune: float | None = None, lr: float | None = None, adapting: bool = True,
                  grid: str = "centre", method: str = "backprop", seed: int = 0,
                  options: dict | None = None, precision: str | Precision | None = None):
         check_scale(scale)
@@ -152,7 +150,7 @@ class Adapter:
                 weights.steps
         else:
             if weights is None:
-                self.base = shipped_file(scale, adapting)
+                self.base = shipped_config(scale)["weights" if adapting else "sr_weights"]
             else:
                 self.base = "arrays" if isinstance(weights, list) else os.path.basename(weights)
             wf, masks, default_lr = load_model(weights, prune, adapting=adapting, scale=scale)
@@ -250,18 +248,14 @@ def _l1(a, b):
 
 
 def adapts_from_meta(kernel, steps, degraded=False):
-    """Which shipped weights the steps start from (Adapter's ``adapting``): True, the
-    meta-learned weights (MAML over Gaussian blurs, the paper's), for a kernel given and for an
-    estimated Gaussian on a clean image; "blind", the point meta-learned over real inputs with
-    the sons blind mode makes (weights.shipped_file), for an estimated Gaussian on an image
-    ``degraded`` beyond blur (noisy or a JPEG: outside what the paper's point was learned on;
-    docs/real-inputs.md has the measurements behind this choice); False, for an image a resizer
-    made (``kernel`` a resizer's name, or an estimate that names one) or no steps, the shipped
-    direct-SR weights, trained over real inputs (measured better there)."""
+    """Whether the steps start from the meta-learned weights (MAML over Gaussian blurs, the
+    paper's: for a kernel given, and for an estimated Gaussian on a clean image) or from the
+    shipped direct-SR weights, trained over real inputs: for an image a resizer made (``kernel``
+    a resizer's name, or an estimate that names one), and in blind mode for an image
+    ``degraded`` beyond blur (noisy or a JPEG), which the paper's point never saw
+    (docs/real-inputs.md: measured better there, and a clean image may be the paper's)."""
     if isinstance(kernel, blind.Estimate):
-        if steps <= 0 or kernel.resizer is not None:
-            return False
-        return "blind" if degraded else True
+        return steps > 0 and kernel.resizer is None and not degraded
     return steps > 0 and not isinstance(kernel, str)
 
 

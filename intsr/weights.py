@@ -124,7 +124,7 @@ def trained_scales(path):
     if not (p.is_file() and shipped.is_file() and p.stat().st_size == shipped.stat().st_size):
         return set()
     return {int(sc) for sc, cfg in _config()["scales"].items()
-            if p.name in (cfg.get("weights"), cfg.get("sr_weights"), cfg.get("blind_weights"))}
+            if p.name in (cfg.get("weights"), cfg.get("sr_weights"))}
 
 
 def load_weights(path: str | os.PathLike) -> list[np.ndarray]:
@@ -223,16 +223,6 @@ def shipped_config(scale=4):
     return {**cfg, **per_scale[str(scale)], "scale": scale}
 
 
-def shipped_file(scale, adapting=True):
-    """The shipped weights file's name for a use: ``adapting`` True, the meta-learned point
-    (``weights``); "blind", the point meta-learned on blind mode's sons (``blind_weights``, the
-    meta-learned point where a scale has none); False, direct SR (``sr_weights``)."""
-    cfg = shipped_config(scale)
-    if adapting == "blind":
-        return cfg.get("blind_weights", cfg["weights"])
-    return cfg["weights" if adapting else "sr_weights"]
-
-
 def shipped_scales():
     return sorted(int(k) for k in _config()["scales"])
 
@@ -299,17 +289,17 @@ def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
 
 def load_model(weights: str | os.PathLike | list | None = None, prune: float | None = None,
                masks_path: str | os.PathLike | None = None, layerwise: int | None = None,
-               adapting: bool | str = True, scale: int = 4) -> tuple[list, list | None, float]:
+               adapting: bool = True, scale: int = 4) -> tuple[list, list | None, float]:
     """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
-    list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use
-    (shipped_file: the meta-learned starting point when ``adapting``, else the weights meant for
-    direct SR: the meta-learned point is a poor SR until adapted), the latter with their own
-    rate ``sr_lr`` if the scale's configuration has one. Masks as resolve_masks."""
+    list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use, the
+    meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
+    meta-learned point is a poor SR until adapted) with their own rate ``sr_lr`` if the scale's
+    configuration has one. Masks as resolve_masks."""
     masks = resolve_masks(prune, masks_path, layerwise, scale)
     lr = float(_config()["lr"])
     if weights is None:
         cfg = shipped_config(scale)
-        weights = WEIGHTS_DIR / shipped_file(scale, adapting)
+        weights = WEIGHTS_DIR / cfg["weights" if adapting else "sr_weights"]
         if not adapting:  # steps from the direct-SR weights (a resizer's input) take their rate
             lr = float(cfg.get("sr_lr", lr))
     if isinstance(weights, (str, os.PathLike)):

@@ -397,11 +397,10 @@ def _clean_and_noisy(photo):
     return lr, noisy.astype(np.uint8)
 
 
-def test_blind_mode_adapts_from_the_real_input_point_only_for_degraded_images(photo):
+def test_blind_mode_adapts_from_the_real_input_weights_only_for_degraded_images(photo):
     """adapts_from_meta: an estimated Gaussian on a clean image starts from the paper's point
-    (meta.npz), on a noisy image or a JPEG from the point meta-learned over real inputs
-    (``blind_weights``); a told kernel always from the paper's point, a resizer from the
-    direct-SR weights."""
+    (meta.npz), on a noisy image or a JPEG from the direct-SR weights trained over real inputs;
+    a told kernel always from the paper's point, a resizer from the direct-SR weights."""
     from intsr.online import adapt_result
     from intsr.weights import shipped_config
 
@@ -409,14 +408,14 @@ def test_blind_mode_adapts_from_the_real_input_point_only_for_degraded_images(ph
     lr, noisy = _clean_and_noisy(photo)
     assert estimate_noise(lr) == 0 and estimate_noise(noisy) > 0
     assert adapt_result(lr, steps=1).weights == cfg["weights"]
-    assert adapt_result(noisy, steps=1).weights == cfg["blind_weights"]
-    assert adapt_result(lr, steps=1, jpeg=85).weights == cfg["blind_weights"]
-    assert adapt_result(lr, steps=1, noise=3.0).weights == cfg["blind_weights"]
+    assert adapt_result(noisy, steps=1).weights == cfg["sr_weights"]
+    assert adapt_result(lr, steps=1, jpeg=85).weights == cfg["sr_weights"]
+    assert adapt_result(lr, steps=1, noise=3.0).weights == cfg["sr_weights"]
     assert adapt_result(noisy, steps=1, noise=0.0).weights == cfg["weights"]
     k = np.ones((4, 4)) / 16
     assert adapt_result(noisy, k, steps=1, noise="auto").weights == cfg["weights"]
     assert adapt_result(noisy, "bicubic", steps=1).weights == cfg["sr_weights"]
-    assert cfg["blind_weights"] not in (cfg["weights"], cfg["sr_weights"])
+    assert cfg["sr_weights"] != cfg["weights"]
 
 
 def test_cli_blind_route_is_the_librarys(photo, tmp_path):
@@ -432,13 +431,22 @@ def test_cli_blind_route_is_the_librarys(photo, tmp_path):
         res = _run(["adapt", tmp_path / f"{name}.png", out, "--steps", "1", "--json", rep,
                     "--quiet"])
         assert res.exit_code == 0, res.output
-        want = cfg["weights"] if name == "clean" else cfg["blind_weights"]
+        want = cfg["weights"] if name == "clean" else cfg["sr_weights"]
         assert json.loads(rep.read_text())["weights"] == want
         assert np.array_equal(np.asarray(Image.open(out)), adapt(img, steps=1))
+    # the noisy run told what it did (kernel, noise, weights, their rate, the check): the same
+    res = _run(["adapt", tmp_path / "noisy.png", tmp_path / "k_out.png", "--steps", "1",
+                "--save-kernel", tmp_path / "k.npy", "--json", tmp_path / "k.json", "--quiet"])
+    level = json.loads((tmp_path / "k.json").read_text())["degradation"]["noise"]
+    res = _run(["adapt", tmp_path / "noisy.png", tmp_path / "told.png", "--steps", "1",
+                "--kernel", tmp_path / "k.npy", "--noise", level, "--check", "--weights",
+                "weights/" + cfg["sr_weights"], "--lr", cfg["sr_lr"], "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "told.png").read_bytes() == (tmp_path / "k_out.png").read_bytes()
     batch = tmp_path / "batch"
     batch.mkdir()
     Image.fromarray(noisy).save(batch / "a.png")
     res = _run(["adapt", batch, tmp_path / "bout", "--steps", "1", "--json",
                 tmp_path / "b.json", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "b.json").read_text())["weights"] == cfg["blind_weights"]
+    assert json.loads((tmp_path / "b.json").read_text())["weights"] == cfg["sr_weights"]
