@@ -183,8 +183,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
                        adapting=adapts_from_meta(kernel, steps, degraded), grid=grid,
-                       method=method,
-                       seed=seed, options=options, precision=precision)
+                       method=method, seed=seed, options=options, precision=precision)
 
     # Built before the estimate, so that a bad weights file or option fails before anything
     # is reported; built again if the estimate names a resizer (other shipped weights).
