@@ -115,9 +115,11 @@ def default_methods(sr_weights=None, adapt_weights=None):
         return intsr.super_resolve(lr, scale=scale, weights=sr_weights), {}
 
     def adapt(lr, scale, jpeg):
-        # `intsr adapt` reads a JPEG file's quality from its tables (exactly): the same here
+        # `intsr adapt` reads a JPEG file's quality from its tables (exactly), and another
+        # file's from its pixels if it was once a JPEG ("auto"): the same here
         rep = {}
-        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep, jpeg=jpeg), rep
+        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep,
+                           jpeg="auto" if jpeg is None else jpeg), rep
 
     return {"bicubic": bicubic, "sr": sr, "adapt": adapt}
 
@@ -216,6 +218,9 @@ def main():
                 rec[m + "_seconds"] = round(sec, 3)
                 if rep.get("kernel_estimate"):
                     rec[m + "_estimate"] = rep["kernel_estimate"]
+                for key in ("weights", "degradation"):
+                    if key in rep:
+                        rec[m + "_" + key] = rep[key]
             records.append(rec)
             print(kind, name, " ".join(f"{m} {rec[m]:.2f}" for m in methods if m in rec),
                   flush=True)

@@ -172,7 +172,8 @@ def _wrote(out, report, quiet):
                    "estimate it. The son gets as much. Default: auto in blind mode, else 0.")
 @click.option("--jpeg", default="auto", show_default=True,
               help="JPEG quality the input was saved with (1-100), none, or auto: a JPEG "
-                   "input's own, from its quantization tables. The son gets the same round trip.")
+                   "input's own, from its quantization tables; for another file, read from "
+                   "its pixels if it was once a JPEG. The son gets the same round trip.")
 @click.option("--check/--no-check", default=None,
               help="Safety net: score the adapted network against the direct-SR weights and "
                    "bicubic on held-out rows of the son pair and keep the best. Default: on in "

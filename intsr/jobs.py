@@ -192,6 +192,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if not batch:
         pixels, alpha = read_image(inputs[0])
         check_inputs(pixels.shape, np.ones((1, 1)), scale, steps)
+        jpeg = _jpeg_of(jpeg, inputs[0], pixels)  # read once: the estimate and the son need it
     if assumed:
         report["kernel_estimate"] = {"assumed": kernel}
     elif blind_mode:
@@ -199,7 +200,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         paths = (inputs if not batch or adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]
         images = [pixels] if not batch else [read_image(p)[0] for p in paths]
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
-        degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p) is not None
+        degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p, im) is not None
                        for im, p in zip(images, paths, strict=True))
         if weights is None and not adapts_from_meta(kernel, steps, degraded):
             t0 = time.perf_counter()
@@ -208,7 +209,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     report["weights"], report["precision"] = ad.base, ad.precision
     if not batch:
         res = adapt_result(pixels, kernel, scale=scale, steps=steps, adapter=ad, grid=grid,
-                           progress=progress, noise=noise, jpeg=_jpeg_of(jpeg, inputs[0]),
+                           progress=progress, noise=noise, jpeg=jpeg,
                            check=blind_mode if check is None else check,
                            trace_memory=report_path is not None)
         result, rep = res.image, res.report()
@@ -226,7 +227,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         if not continual:
             if adapt_on is not None:
                 pixels = read_image(adapt_on)[0]
-                pairs = [ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, adapt_on),
+                pairs = [ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, adapt_on, pixels),
                                  noise=_son_noise(report, adapt_on, pixels, noise))]
                 report["adapt_on"] = str(adapt_on)
             else:
@@ -234,14 +235,15 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                 pairs = []
                 for p in inputs:
                     pixels = read_image(p)[0]
-                    pairs.append(ad.pair(pixels, kernel, max_side=side, jpeg=_jpeg_of(jpeg, p),
+                    pairs.append(ad.pair(pixels, kernel, max_side=side,
+                                         jpeg=_jpeg_of(jpeg, p, pixels),
                                          noise=_son_noise(report, p, pixels, noise)))
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
         for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
             pixels, alpha = read_image(inp)
             if continual:
-                ad.learn([ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, inp),
+                ad.learn([ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, inp, pixels),
                                   noise=_son_noise(report, inp, pixels, noise))], steps,
                          progress)
             result = ad.super_resolve(pixels)
@@ -272,10 +274,15 @@ def _son_noise(report, path, pixels, noise):
     return level
 
 
-def _jpeg_of(jpeg, path):
-    """The son's JPEG setting for an input: "auto" reads the file's own quality (None for a
-    file that is not a JPEG), anything else is the setting itself."""
-    return jpeg_quality(path) if isinstance(jpeg, str) and jpeg == "auto" else jpeg
+def _jpeg_of(jpeg, path, pixels):
+    """The son's JPEG setting for an input: "auto" reads a JPEG file's own quality from its
+    tables (exact), and for any other file estimates from its pixels whether it was once a
+    JPEG, and at which quality (blind.estimate_jpeg); anything else is the setting itself."""
+    if not (isinstance(jpeg, str) and jpeg == "auto"):
+        return jpeg
+    from intsr.online import _as_rgb
+
+    return jpeg_quality(path) or blind.estimate_jpeg(_as_rgb(pixels)[0])
 
 
 def _estimate(images, scale, report, save_kernel, on_estimate):

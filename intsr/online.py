@@ -49,7 +49,7 @@ from intsr.weights import (
 # kernel (float taps, a resizer's name, or a blind estimate), a JPEG setting.
 WeightsArg = Union[str, os.PathLike, list, State, None]
 KernelArg = Union[np.ndarray, str, blind.Estimate]
-JpegArg = Union[int, tuple, None]
+JpegArg = Union[int, tuple, str, None]
 
 MIN_SON = 4  # the son must be at least this many pixels on each side
 SR_TILE = 256  # output pixels per tile side in the final SR pass: bounded memory at any size
@@ -166,11 +166,12 @@ class Adapter:
         array, a resizer's name (RESIZERS), or a blind.Estimate (its fixed-point taps). The son
         is degraded like the image: ``noise`` levels of seeded noise ("auto": the image's own,
         noise_level), then a JPEG round trip at ``jpeg`` = quality or (quality, subsampling) if
-        not None (make_training_pair)."""
+        not None ("auto": read from the image's pixels, jpeg_setting) (make_training_pair)."""
         rgb, _ = _as_rgb(image)
         k_fixed = fixed_kernel(kernel, self.scale)
         check_inputs(rgb.shape, k_fixed, self.scale, 0)
-        return self._pair(rgb, k_fixed, max_side, noise_level(rgb, noise), jpeg_setting(jpeg))
+        return self._pair(rgb, k_fixed, max_side, noise_level(rgb, noise),
+                          jpeg_setting(jpeg, rgb))
 
     def _pair(self, rgb, k_fixed, max_side=TRAIN_MAX, noise_q8=0, jpeg=None):
         digest = kernel_digest(k_fixed)
@@ -272,8 +273,11 @@ def fixed_kernel(kernel, scale):
     return kernel_to_fixed(validate_kernel(kernel))
 
 
-def jpeg_setting(jpeg):
-    """None, a quality 1-100, or (quality, Pillow subsampling code 0/1/2) -> None or a pair."""
+def jpeg_setting(jpeg, rgb=None):
+    """None, a quality 1-100, (quality, Pillow subsampling code 0/1/2), or "auto" (read from the
+    pixels of ``rgb``: blind.estimate_jpeg) -> None or a pair."""
+    if isinstance(jpeg, str) and jpeg == "auto":
+        return blind.estimate_jpeg(rgb)
     if jpeg is None:
         return None
     q, sub = (jpeg, 2) if isinstance(jpeg, (int, np.integer)) else tuple(jpeg)
@@ -404,7 +408,8 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
 
     The son is degraded like the image (issue 28): ``noise`` levels of seeded noise ("auto":
     estimated on the device, blind.estimate_noise; None: "auto" in blind mode, else 0) and a
-    JPEG round trip at ``jpeg`` (a quality, or (quality, subsampling); None: none).
+    JPEG round trip at ``jpeg`` (a quality, or (quality, subsampling); None: none; "auto": the
+    quality read from the image's pixels if it reads as once saved as a JPEG, blind.estimate_jpeg).
     ``check``: the safety net (None: on in blind mode). The steps then train on the window
     without its last rows, and the adapted network, the shipped direct-SR weights and bicubic
     are scored on those held-out rows of the son pair; the best of the three makes the output
@@ -495,10 +500,11 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         if noise is None:
             noise = "auto" if blind_mode else 0.0
         noise_q8 = noise_level(rgb, noise)
-        if blind_mode or noise == "auto":
+        jpeg_auto = isinstance(jpeg, str) and jpeg == "auto"
+        jpeg = jpeg_setting(jpeg, rgb)
+        if blind_mode or noise == "auto" or jpeg_auto:
             timings["estimate"] = time.perf_counter() - t0
         k_fixed = fixed_kernel(kernel, scale)
-        jpeg = jpeg_setting(jpeg)
         check = blind_mode if check is None else bool(check)
         check_inputs(rgb.shape, k_fixed, scale, steps)
         t0 = time.perf_counter()

@@ -450,3 +450,60 @@ def test_cli_blind_route_is_the_librarys(photo, tmp_path):
                 tmp_path / "b.json", "--quiet"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "b.json").read_text())["weights"] == cfg["sr_weights"]
+
+
+# --- JPEG quality from pixels ------------------------------------------------------------------
+
+def _small(photo):
+    return np.asarray(Image.fromarray(photo).resize((photo.shape[1] // 3, photo.shape[0] // 3),
+                                                    Image.BICUBIC))
+
+
+@settings(max_examples=25, deadline=None)
+@given(q=st.integers(35, 98), sub=st.sampled_from([0, 2]), noisy=st.booleans())
+def test_jpeg_quality_of_a_png_that_was_a_jpeg_is_read_from_its_pixels(photo, q, sub, noisy):
+    """blind.estimate_jpeg ("JPEG ghosts"): an image saved once as a JPEG and then kept as
+    pixels reads as that quality and subsampling exactly, noisy or not before the save."""
+    from intsr.blind import estimate_jpeg
+
+    img = _small(photo)
+    if noisy:
+        img = np.clip(img + np.random.default_rng(q).normal(0, 3, img.shape), 0, 255)
+        img = img.astype(np.uint8)
+    assert estimate_jpeg(jpeg_roundtrip(img, q, sub)) == (q, sub)
+
+
+def test_an_image_never_saved_as_a_jpeg_reads_as_none(photo):
+    from intsr.blind import estimate_jpeg
+
+    img = _small(photo)
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 5, img.shape), 0, 255)
+    assert estimate_jpeg(img) is None
+    assert estimate_jpeg(noisy.astype(np.uint8)) is None
+    assert estimate_jpeg(img[:15, :40]) is None  # smaller than one 16-pixel block row
+    # off the block grid (a crop of the JPEG by 3 pixels): the dip is gone, it reads as none
+    assert estimate_jpeg(jpeg_roundtrip(img, 75, 2)[3:, 3:]) is None
+
+
+def test_a_png_of_a_jpeg_gets_its_son_round_trip_and_route(photo, tmp_path):
+    """--jpeg auto (the default) on a PNG that was a JPEG: the quality is read from its pixels,
+    reported, given to the son, and the image adapts from the direct-SR weights in blind mode;
+    --jpeg none turns it off; the library's jpeg="auto" does the same."""
+    from intsr.online import adapt_result
+    from intsr.weights import shipped_config
+
+    cfg = shipped_config(4)
+    lr = jpeg_roundtrip(_clean_and_noisy(photo)[0], 70, 2)
+    Image.fromarray(lr).save(tmp_path / "in.png")
+    for opt, want in (([], 70), (["--jpeg", "none"], None)):
+        rep = tmp_path / "r.json"
+        res = _run(["adapt", tmp_path / "in.png", tmp_path / "o.png", "--steps", "1", "--json",
+                    rep, "--quiet", *opt])
+        assert res.exit_code == 0, res.output
+        r = json.loads(rep.read_text())
+        assert r["degradation"]["jpeg"] == want
+        assert r["weights"] == (cfg["sr_weights"] if want else cfg["weights"])
+    res = adapt_result(lr, steps=1, jpeg="auto")
+    assert res.degradation["jpeg"] == 70 and res.degradation["subsampling"] == 2
+    assert res.weights == cfg["sr_weights"]
+    assert adapt_result(lr, steps=1).degradation["jpeg"] is None  # the library: None unless told
