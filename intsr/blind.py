@@ -268,8 +268,7 @@ def estimate_noise(rgb):
 # quality and subsampling read exactly (dip ratios 0.01-0.80), no clean or noisy image read as a
 # JPEG (0.96 and above); again on 114 others resized x2-x4 at qualities 35-98 (session 15). A
 # small 4:2:0 image at 97 or above (quantizer steps of 1-2) may read as never compressed (the
-# tests' 85 px butterfly does). 4:2:2 is not
-# tried; neither is a file saved twice.
+# tests' 85 px butterfly does). 4:2:2 is not tried; neither is a file saved twice.
 JPEG_WINDOW = 128
 JPEG_QUALITIES = (30, 100)  # both ends are only neighbours: a dip is read at 31-99
 JPEG_DIP = (7, 8)
