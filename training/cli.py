@@ -63,6 +63,9 @@ def build_parser():
                         "(a Gaussian, the son made with the true kernel)")
     p.add_argument("--corner", type=float, default=0.0,
                    help="with --degradation blind: the share of Gaussian blurs on the corner grid")
+    p.add_argument("--clean", action="store_true",
+                   help="with --degradation blind: blur only, no noise or JPEG (blind mode "
+                        "adapts only an image that reads clean from the meta-learned point)")
 
     p = sub.add_parser("masks", help="Eq. 6-9: gradient masks for several pruning ratios")
     p.add_argument("--weights", required=True)

@@ -104,15 +104,16 @@ def real_pair(hr_u8, scale, rng, p_corner=0.0):
     return bicubic_upsample(lr, scale), hr_u8.astype(np.float64) / 255.0
 
 
-def task_blind(hr_u8, scale, rng, estimator, p_corner=0.0):
+def task_blind(hr_u8, scale, rng, estimator, p_corner=0.0, clean=False):
     """One meta task as blind mode meets it on the device (``--degradation blind``): LR from a
     draw of the real-input model; the son made the way the device makes it without being told,
     with the kernel ``estimator`` (an intsr.blind.KernelEstimator, on integers) picks and the
     noise level intsr.blind.estimate_noise reads, then the image's own JPEG round trip (a JPEG
-    file's quality is read exactly). D_tr = (up(son) -> LR), D_te = (up(LR) -> HR)."""
+    file's quality is read exactly); ``clean``: blur only, as the images blind mode adapts from
+    the meta-learned point read. D_tr = (up(son) -> LR), D_te = (up(LR) -> HR)."""
     from intsr.blind import estimate_noise
 
-    deg = random_degradation(rng, scale, p_corner=p_corner)
+    deg = random_degradation(rng, scale, clean=clean, p_corner=p_corner)
     lr_u8 = make_lr(hr_u8, deg, scale, rng)
     est = estimator.estimate([lr_u8], max_size=min(lr_u8.shape[:2]))
     son_deg = replace(deg, kernel=est.kernel(), name="estimate", grid="centre",

@@ -54,7 +54,7 @@ def make_tasks(sampler, args, rng, estimator=None):
     for _ in range(args.tasks):
         if args.degradation == "blind" and not (args.told > 0 and rng.uniform() < args.told):
             parts = data.task_blind(sampler.crop(args.crop), args.scale, rng, estimator,
-                                    args.corner)
+                                    args.corner, args.clean)
         else:
             k = data.random_kernel(rng, (args.sigma_min, args.sigma_max))
             parts = data.task(sampler.crop(args.crop), k, args.scale, args.grid)

@@ -261,8 +261,36 @@ def test_blind_meta_mixes_the_papers_tasks_in_the_told_share(monkeypatch, told):
     monkeypatch.setattr(data, "task_blind", fake("blind"))
     monkeypatch.setattr(data, "task", fake("told"))
     sampler = data.CropSampler([np.zeros((32, 32, 3), np.uint8)], None)
-    args = argparse.Namespace(tasks=200, degradation="blind", told=told, corner=0.0, crop=16,
-                              scale=4, sigma_min=0.8, sigma_max=3.0, grid="centre")
+    args = argparse.Namespace(tasks=200, degradation="blind", told=told, corner=0.0, clean=False,
+                              crop=16, scale=4, sigma_min=0.8, sigma_max=3.0, grid="centre")
     meta.make_tasks(sampler, args, np.random.default_rng(0), estimator=None)
     assert calls["blind"] + calls["told"] == 200
     assert abs(calls["told"] / 200 - told) < 0.1
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_blind_meta_clean_tasks_are_blur_only(monkeypatch, clean):
+    """``--degradation blind --clean``: blind mode's tasks are drawn blur only (Gaussians and
+    resizers, no noise, no JPEG), as the images blind mode adapts from the meta point are."""
+    from PIL import Image
+
+    from intsr.blind import estimator
+    from training import data
+
+    hr = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "..", "data",
+                                            "butterfly.png")).convert("RGB"))[:128, :128]
+    drawn, make_lr = [], data.make_lr
+
+    def spy(img, deg, scale, rng):
+        drawn.append(deg)
+        return make_lr(img, deg, scale, rng)
+
+    monkeypatch.setattr(data, "make_lr", spy)
+    rng = np.random.default_rng(3)
+    for _ in range(16):
+        data.task_blind(np.ascontiguousarray(hr), 4, rng, estimator(4), clean=clean)
+    lrs = drawn[0::2]  # each task makes its LR, then its son
+    degraded = sum(d.noise > 0 or d.jpeg is not None for d in lrs)
+    assert (degraded == 0) if clean else degraded > 0
+    assert {d.name == "gauss" for d in lrs} == {True, False}
+
