@@ -182,11 +182,13 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
 
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
-                       adapting=adapts_from_meta(kernel, steps, degraded), grid=grid,
+                       adapting=adapts_from_meta(kernel, steps, degraded),
+                       estimated=isinstance(kernel, blind.Estimate), grid=grid,
                        method=method, seed=seed, options=options, precision=precision)
 
     # Built before the estimate, so that a bad weights file or option fails before anything
-    # is reported; built again if the estimate names a resizer (other shipped weights).
+    # is reported; built again if the estimate asks for other shipped weights (a resizer's
+    # input, a degraded image, or blind mode's meta-learned point: shipped_start).
     ad = make_adapter()
     t_load = time.perf_counter() - t_start
     if not batch:
@@ -202,7 +204,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
         degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p, im) is not None
                        for im, p in zip(images, paths, strict=True))
-        if weights is None and not adapts_from_meta(kernel, steps, degraded):
+        if weights is None and ad.base != wfiles.shipped_start(
+                scale, adapts_from_meta(kernel, steps, degraded), True):
             t0 = time.perf_counter()
             ad = make_adapter()
             t_load += time.perf_counter() - t0

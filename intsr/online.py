@@ -40,8 +40,8 @@ from intsr.weights import (
     default_precision,
     load_model,
     resolve_path,
-    shipped_config,
     shipped_precision,
+    shipped_start,
     trained_scales,
 )
 
@@ -110,8 +110,9 @@ class Adapter:
     """A network adapting on the device: IntNet (int32 masters, masks), its learning rate, its
     SR factor and the provenance a saved state carries (intsr.state).
 
-    ``weights``: None (the shipped weights: meta-learned when ``adapting``, else the ones for
-    direct SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
+    ``weights``: None (the shipped weights, weights.shipped_start: meta-learned when
+    ``adapting``, blind mode's point if the kernel was ``estimated``, else the ones for direct
+    SR), a file (float weights, or a saved state to continue from), float HWIO arrays, or
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
     ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
     how the steps learn (make_learner); back-propagation unless told. ``precision``: a
@@ -121,7 +122,7 @@ class Adapter:
 
     def __init__(self, weights: WeightsArg = None, *, scale: int = 4,
                  prune: float | None = None, lr: float | None = None, adapting: bool = True,
-                 grid: str = "centre", method: str = "backprop", seed: int = 0,
+                 estimated: bool = False, grid: str = "centre", method: str = "backprop", seed: int = 0,
                  options: dict | None = None, precision: str | Precision | None = None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
@@ -150,10 +151,11 @@ class Adapter:
                 weights.steps
         else:
             if weights is None:
-                self.base = shipped_config(scale)["weights" if adapting else "sr_weights"]
+                self.base = shipped_start(scale, adapting, estimated)
             else:
                 self.base = "arrays" if isinstance(weights, list) else os.path.basename(weights)
-            wf, masks, default_lr = load_model(weights, prune, adapting=adapting, scale=scale)
+            wf, masks, default_lr = load_model(weights, prune, adapting=adapting, scale=scale,
+                                               estimated=estimated)
             self.net = IntNet(weights_to_int(wf), masks, precision=prec)
             self.lr = default_lr if lr is None else lr
             self.kernels, self.steps = [], 0
@@ -510,7 +512,8 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         t0 = time.perf_counter()
         degraded = noise_q8 > 0 or jpeg is not None
         ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr,
-                                adapting=adapts_from_meta(kernel, steps, degraded), grid=grid,
+                                adapting=adapts_from_meta(kernel, steps, degraded),
+                                estimated=isinstance(kernel, blind.Estimate), grid=grid,
                                 method=method, seed=seed, options=options, precision=precision)
         timings["load"] = time.perf_counter() - t0
 

@@ -124,7 +124,7 @@ def trained_scales(path):
     if not (p.is_file() and shipped.is_file() and p.stat().st_size == shipped.stat().st_size):
         return set()
     return {int(sc) for sc, cfg in _config()["scales"].items()
-            if p.name in (cfg.get("weights"), cfg.get("sr_weights"))}
+            if p.name in (cfg.get("weights"), cfg.get("blind_weights"), cfg.get("sr_weights"))}
 
 
 def load_weights(path: str | os.PathLike) -> list[np.ndarray]:
@@ -209,8 +209,9 @@ def save_masks_npz(path, masks, taus):
 
 
 def shipped_config(scale=4):
-    """The shipped configuration for ``scale``: the weights to adapt from (``weights``), the
-    weights for SR without adaptation (``sr_weights``), the masks file, the kernel estimator
+    """The shipped configuration for ``scale``: the weights to adapt from (``weights``; in
+    blind mode ``blind_weights`` if given), the weights for SR without adaptation
+    (``sr_weights``), the masks file, the kernel estimator
     of blind mode if any (``estimator``), the default precision profile if not int8
     (``precision``), the learning rate and the default pruning ratio.
     InputError for a scale nothing is shipped for (the weights are trained per scale)."""
@@ -287,19 +288,31 @@ def resolve_masks(prune=None, masks_path=None, layerwise=None, scale=4):
     return table[match[0]]
 
 
+def shipped_start(scale=4, adapting=True, estimated=False):
+    """The shipped weights file (a name in weights/) for ``scale`` and the use: the
+    meta-learned starting point when ``adapting`` (``blind_weights``, the point meta-learned
+    over blind mode's inputs too, if the kernel was ``estimated`` and the scale has one;
+    otherwise ``weights``, the paper's), else ``sr_weights``, the weights meant for direct SR
+    (the meta-learned points are poor SR until adapted)."""
+    cfg = shipped_config(scale)
+    if not adapting:
+        return cfg["sr_weights"]
+    return cfg.get("blind_weights", cfg["weights"]) if estimated else cfg["weights"]
+
+
 def load_model(weights: str | os.PathLike | list | None = None, prune: float | None = None,
                masks_path: str | os.PathLike | None = None, layerwise: int | None = None,
-               adapting: bool = True, scale: int = 4) -> tuple[list, list | None, float]:
+               adapting: bool = True, scale: int = 4,
+               estimated: bool = False) -> tuple[list, list | None, float]:
     """(float HWIO weights, masks or None, default learning rate) for a weights file path, or a
-    list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use, the
-    meta-learned starting point when ``adapting``, else the weights meant for direct SR (the
-    meta-learned point is a poor SR until adapted) with their own rate ``sr_lr`` if the scale's
+    list of float HWIO arrays, or None: the shipped weights for ``scale`` and the use
+    (shipped_start), the direct-SR ones with their own rate ``sr_lr`` if the scale's
     configuration has one. Masks as resolve_masks."""
     masks = resolve_masks(prune, masks_path, layerwise, scale)
     lr = float(_config()["lr"])
     if weights is None:
         cfg = shipped_config(scale)
-        weights = WEIGHTS_DIR / cfg["weights" if adapting else "sr_weights"]
+        weights = WEIGHTS_DIR / shipped_start(scale, adapting, estimated)
         if not adapting:  # steps from the direct-SR weights (a resizer's input) take their rate
             lr = float(cfg.get("sr_lr", lr))
     if isinstance(weights, (str, os.PathLike)):

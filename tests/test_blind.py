@@ -200,9 +200,12 @@ def test_cli_blind_adapt_reports_and_saves_the_estimate(tmp_path, hr):
     assert rep["seconds"]["estimate"] == est["seconds"]
     k = np.load(tmp_path / "k.npy")
     assert k.shape == (est["size"], est["size"]) and abs(k.sum() - 1) < 1e-12
-    # the noise estimate and the safety net are blind mode's too: told them, the same run
+    # the noise estimate, the safety net and the starting weights are blind mode's too: told
+    # them, the same run
+    assert rep["weights"] == "meta_blind.npz"
     res = _run(["adapt", tmp_path / "in.png", tmp_path / "told.png", "--steps", "2",
-                "--kernel", tmp_path / "k.npy", "--noise", rep["degradation"]["noise"], "--check"])
+                "--kernel", tmp_path / "k.npy", "--noise", rep["degradation"]["noise"], "--check",
+                "--weights", "weights/" + rep["weights"]])
     assert res.exit_code == 0, res.output
     assert (np.asarray(Image.open(tmp_path / "told.png")) ==
             np.asarray(Image.open(tmp_path / "out.png"))).all()

@@ -398,24 +398,26 @@ def _clean_and_noisy(photo):
 
 
 def test_blind_mode_adapts_from_the_real_input_weights_only_for_degraded_images(photo):
-    """adapts_from_meta: an estimated Gaussian on a clean image starts from the paper's point
-    (meta.npz), on a noisy image or a JPEG from the direct-SR weights trained over real inputs;
-    a told kernel always from the paper's point, a resizer from the direct-SR weights."""
+    """adapts_from_meta and shipped_start: an estimated Gaussian on a clean image starts from
+    blind mode's meta-learned point (meta_blind.npz), on a noisy image or a JPEG from the
+    direct-SR weights trained over real inputs; a told kernel always from the paper's point
+    (meta.npz), a resizer from the direct-SR weights."""
     from intsr.online import adapt_result
     from intsr.weights import shipped_config
 
     cfg = shipped_config(4)
     lr, noisy = _clean_and_noisy(photo)
     assert estimate_noise(lr) == 0 and estimate_noise(noisy) > 0
-    assert adapt_result(lr, steps=1).weights == cfg["weights"]
+    assert adapt_result(lr, steps=1).weights == cfg["blind_weights"]
     assert adapt_result(noisy, steps=1).weights == cfg["sr_weights"]
     assert adapt_result(lr, steps=1, jpeg=85).weights == cfg["sr_weights"]
     assert adapt_result(lr, steps=1, noise=3.0).weights == cfg["sr_weights"]
-    assert adapt_result(noisy, steps=1, noise=0.0).weights == cfg["weights"]
+    assert adapt_result(noisy, steps=1, noise=0.0).weights == cfg["blind_weights"]
     k = np.ones((4, 4)) / 16
+    assert adapt_result(lr, k, steps=1).weights == cfg["weights"]
     assert adapt_result(noisy, k, steps=1, noise="auto").weights == cfg["weights"]
     assert adapt_result(noisy, "bicubic", steps=1).weights == cfg["sr_weights"]
-    assert cfg["sr_weights"] != cfg["weights"]
+    assert len({cfg["sr_weights"], cfg["weights"], cfg["blind_weights"]}) == 3
 
 
 def test_cli_blind_route_is_the_librarys(photo, tmp_path):
@@ -431,7 +433,7 @@ def test_cli_blind_route_is_the_librarys(photo, tmp_path):
         res = _run(["adapt", tmp_path / f"{name}.png", out, "--steps", "1", "--json", rep,
                     "--quiet"])
         assert res.exit_code == 0, res.output
-        want = cfg["weights"] if name == "clean" else cfg["sr_weights"]
+        want = cfg["blind_weights"] if name == "clean" else cfg["sr_weights"]
         assert json.loads(rep.read_text())["weights"] == want
         assert np.array_equal(np.asarray(Image.open(out)), adapt(img, steps=1))
     # the noisy run told what it did (kernel, noise, weights, their rate, the check): the same
@@ -504,7 +506,7 @@ def test_a_png_of_a_jpeg_gets_its_son_round_trip_and_route(photo, tmp_path):
         assert res.exit_code == 0, res.output
         r = json.loads(rep.read_text())
         assert r["degradation"]["jpeg"] == want
-        assert r["weights"] == (cfg["sr_weights"] if want else cfg["weights"])
+        assert r["weights"] == (cfg["sr_weights"] if want else cfg["blind_weights"])
     res = adapt_result(lr, steps=1, jpeg="auto")
     assert res.degradation["jpeg"] == 70 and res.degradation["subsampling"] == 2
     assert res.weights == cfg["sr_weights"]

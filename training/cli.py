@@ -94,6 +94,10 @@ def build_parser():
     p.add_argument("--ckpt", required=True)
     p.add_argument("--pt", default=None)
     p.add_argument("--npz", default=None)
+    p.add_argument("--blend", default=None,
+                   help="weights (.npz/.pt) to blend the checkpoint with (see --share)")
+    p.add_argument("--share", type=float, default=1.0,
+                   help="with --blend: the checkpoint's share T of T * ckpt + (1 - T) * blend")
 
     p = sub.add_parser("eval", help="float PSNR on a test set with n SGD steps (device protocol, "
                        "through the intsr.evaluate harness)")

@@ -161,13 +161,24 @@ def test_masks_and_export_stages(tiny_images, kernel_file, tmp_path):
     import json
 
     from intsr.pruning import RATIOS
-    from intsr.weights import load_masks, load_weights
+    from intsr.weights import load_masks, load_weights, save_weights_npz
     ck = str(tmp_path / "p.pt")
     _pretrain(tiny_images, ck, "--steps", "1")
     pt, npz, m = str(tmp_path / "w.pt"), str(tmp_path / "w.npz"), str(tmp_path / "masks.npz")
     main(["export", "--ckpt", ck, "--pt", pt, "--npz", npz])
     for a, b in zip(load_weights(pt), load_weights(npz), strict=True):
         np.testing.assert_array_equal(a, b)
+    # --blend: T * checkpoint + (1 - T) * other, in the .pt and the .npz alike
+    other = str(tmp_path / "other.npz")
+    save_weights_npz(other, [w * 0 + 1 for w in load_weights(npz)])
+    bpt, bnpz = str(tmp_path / "b.pt"), str(tmp_path / "b.npz")
+    main(["export", "--ckpt", ck, "--pt", bpt, "--npz", bnpz, "--blend", other,
+          "--share", "0.25"])
+    for a, b, c in zip(load_weights(npz), load_weights(bpt), load_weights(bnpz), strict=True):
+        np.testing.assert_allclose(b, 0.25 * a + 0.75, rtol=1e-6)
+        np.testing.assert_array_equal(b, c)
+    with pytest.raises(SystemExit, match="--share"):
+        main(["export", "--ckpt", ck, "--npz", bnpz, "--blend", other, "--share", "1.5"])
     main(["masks", "--weights", pt, "--data", tiny_images, "--out", m, "--tasks", "2",
           "--crop", "48", "--steps", "2"])
     masks = load_masks(m)
