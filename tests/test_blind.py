@@ -134,9 +134,11 @@ def test_saved_estimate_reproduces_blind_run_bit_for_bit(hr, tmp_path):
     est = estimate_kernel(lr)
     assert report["kernel_estimate"]["bank_index"] == est.index
     assert (kernel_to_fixed(est.kernel()) == est.k_fixed).all()
-    # blind mode also estimates the noise and runs the safety net: told the same, it is the
-    # same run
-    told = adapt(lr, est.kernel(), steps=3, noise=report["degradation"]["noise"], check=True)
+    # blind mode also estimates the noise, runs the safety net and starts from its own
+    # meta-learned point: told the same, it is the same run
+    assert report["weights"] == "meta_blind.npz"
+    told = adapt(lr, est.kernel(), steps=3, noise=report["degradation"]["noise"], check=True,
+                 weights="weights/" + report["weights"])
     assert (told == blind_out).all()
     assert (adapt(lr, "auto", steps=3) == blind_out).all()
 
