@@ -530,7 +530,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         t0 = time.perf_counter()
         chosen, scores = "adapted", None
         if held is not None:
-            chosen, scores, fallback = _safety_net(ad, held, scale, grid)
+            chosen, scores, fallback = _safety_net(ad, held, scale, grid, jpeg is None)
         if chosen == "bicubic":
             out = bicubic_upsample_u8(rgb, scale, grid)
             out = _grey(out) if gray else out
@@ -553,13 +553,17 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
             tracemalloc.stop()
 
 
-def _safety_net(ad, held, scale, grid):
+def _safety_net(ad, held, scale, grid, with_bicubic=True):
     """("adapted" | "sr-weights" | "bicubic", their held-out L1 sums, the direct-SR Adapter):
-    the adapted network is kept unless the shipped direct-SR weights or plain bicubic (the
-    network input itself) do better on the held-out rows of the son pair; ties keep it."""
+    the adapted network is kept unless the shipped direct-SR weights or, ``with_bicubic``,
+    plain bicubic (the network input itself) do better on the held-out rows of the son pair;
+    ties keep it. A JPEG's check runs without bicubic: its held-out target rows carry the
+    blocks, which bicubic's blur matches better than a network that removes them, and on the
+    held-out images every such win was wrong (docs/real-inputs.md, "The safety net")."""
     fallback = Adapter(None, scale=scale, adapting=False, grid=grid)
-    scores = {"adapted": ad.held_out_l1(held), "sr-weights": fallback.held_out_l1(held),
-              "bicubic": _l1(held[0], held[1])}
+    scores = {"adapted": ad.held_out_l1(held), "sr-weights": fallback.held_out_l1(held)}
+    if with_bicubic:
+        scores["bicubic"] = _l1(held[0], held[1])
     best = min(scores.values())
-    chosen = next(k for k in ("adapted", "sr-weights", "bicubic") if scores[k] == best)
+    chosen = next(k for k in scores if scores[k] == best)
     return chosen, scores, fallback

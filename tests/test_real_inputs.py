@@ -218,6 +218,21 @@ def test_safety_net_keeps_bicubic_when_it_is_exact():
     chosen, scores, _ = _safety_net(ad, (up, up.copy()), 4, "centre")
     assert chosen == "bicubic" and scores["bicubic"] == 0
     assert scores["adapted"] > 0 and scores["sr-weights"] > 0
+    # without bicubic (a JPEG's check): the better network, the adapted one on a tie
+    chosen, scores, _ = _safety_net(ad, (up, up.copy()), 4, "centre", with_bicubic=False)
+    assert set(scores) == {"adapted", "sr-weights"}
+    assert chosen == ("adapted" if scores["adapted"] <= scores["sr-weights"] else "sr-weights")
+
+
+def test_a_jpegs_check_has_no_bicubic_candidate(photo):
+    """The safety net of a JPEG input scores the adapted network and the direct-SR weights
+    only; a lossless input's also bicubic."""
+    lr = jpeg_roundtrip(np.ascontiguousarray(photo[:64, :64]), 80, 2)
+    for jpeg, want in ((80, {"adapted", "sr-weights"}),
+                       (None, {"adapted", "sr-weights", "bicubic"})):
+        rep = {}
+        adapt(lr, steps=1, report=rep, jpeg=jpeg)
+        assert set(rep["check"]["l1"]) == want and rep["check"]["chosen"] in want
 
 
 def test_blind_adapt_reports_its_check_and_degradation(photo):
