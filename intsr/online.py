@@ -123,8 +123,8 @@ class Adapter:
     def __init__(self, weights: WeightsArg = None, *, scale: int = 4,
                  prune: float | None = None, lr: float | None = None, adapting: bool = True,
                  estimated: bool = False, grid: str = "centre", method: str = "backprop",
-                 seed: int = 0,
-                 options: dict | None = None, precision: str | Precision | None = None):
+                 seed: int = 0, options: dict | None = None,
+                 precision: str | Precision | None = None):
         check_scale(scale)
         grid_offset(grid, scale)  # refuses an unknown grid before any work
         if precision is None:

@@ -211,9 +211,9 @@ def save_masks_npz(path, masks, taus):
 def shipped_config(scale=4):
     """The shipped configuration for ``scale``: the weights to adapt from (``weights``; in
     blind mode ``blind_weights`` if given), the weights for SR without adaptation
-    (``sr_weights``), the masks file, the kernel estimator
-    of blind mode if any (``estimator``), the default precision profile if not int8
-    (``precision``), the learning rate and the default pruning ratio.
+    (``sr_weights``), the masks file, the kernel estimator of blind mode if any
+    (``estimator``), the default precision profile if not int8 (``precision``), the learning
+    rate and the default pruning ratio.
     InputError for a scale nothing is shipped for (the weights are trained per scale)."""
     cfg = _config()
     per_scale = cfg.pop("scales")
