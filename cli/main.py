@@ -176,8 +176,8 @@ def _wrote(out, report, quiet):
                    "its pixels if it was once a JPEG. The son gets the same round trip.")
 @click.option("--check/--no-check", default=None,
               help="Safety net: score the adapted network against the direct-SR weights and "
-                   "bicubic on held-out rows of the son pair and keep the best. Default: on in "
-                   "blind mode.")
+                   "(not for a JPEG) bicubic on held-out rows of the son pair and keep the "
+                   "best. Default: on in blind mode.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
