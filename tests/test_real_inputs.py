@@ -433,6 +433,12 @@ def test_blind_mode_adapts_from_the_real_input_weights_only_for_degraded_images(
     assert adapt_result(noisy, k, steps=1, noise="auto").weights == cfg["weights"]
     assert adapt_result(noisy, "bicubic", steps=1).weights == cfg["sr_weights"]
     assert len({cfg["sr_weights"], cfg["weights"], cfg["blind_weights"]}) == 3
+    # a scale without blind_weights (x2) adapts from its meta-learned point either way
+    from intsr.weights import shipped_start
+    assert "blind_weights" not in shipped_config(2)
+    assert shipped_start(2, True, True) == shipped_start(2, True, False) == \
+        shipped_config(2)["weights"]
+    assert shipped_start(2, False, True) == shipped_config(2)["sr_weights"]
 
 
 def test_cli_blind_route_is_the_librarys(photo, tmp_path):
