@@ -13,9 +13,24 @@ register tile or the portable path.
 import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
-from intsr.kernels.dispatch import agrad3x3, conv3x3, wgrad3x3
+from intsr.kernels.dispatch import (
+    agrad3x3,
+    conv3x3,
+    conv3x3_padded,
+    padded_shape,
+    takes_padded,
+    wgrad3x3,
+)
 from intsr.kernels.elementwise import l1_grad_s64, pixels_s64, residual_add_u8s32
-from intsr.kernels.requant import GATE_MASK, GATE_NONE, GATE_RELU, max_abs_s32, no_gate, requant_s32
+from intsr.kernels.requant import (
+    GATE_MASK,
+    GATE_NONE,
+    GATE_RELU,
+    max_abs_s32,
+    no_gate,
+    requant_relu_pad_u8,
+    requant_s32,
+)
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
@@ -34,6 +49,15 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
     saturate."""
     if gate is None:
         gate = no_gate(acc.shape)
+    scale, shift, lo, hi, dt = _requant_params(acc, exp, gate, mode, static_scale, unsigned,
+                                               bits, max_abs)
+    out = np.empty(acc.shape, dt)
+    requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
+    return QTensor(out, scale)
+
+
+def _requant_params(acc, exp, gate, mode, static_scale, unsigned, bits, max_abs):
+    """requantize's scale, shift, range and dtype."""
     if unsigned:
         frac, lo, hi, dt = bits, 0, (1 << bits) - 1, np.uint8 if bits == 8 else np.uint16
     else:
@@ -44,9 +68,20 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
         scale, shift = c + exp, frac - c
     else:
         scale, shift = static_scale, exp - (static_scale - frac)
-    out = np.empty(acc.shape, dt)
-    requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
-    return QTensor(out, scale)
+    return scale, shift, lo, hi, dt
+
+
+def requantize_padded(acc, width, exp, nearest, static_scale=None, unsigned=False,
+                      max_abs=None):
+    """requantize of a ReLU forward output to 8 bits (GATE_RELU), written as the next
+    convolution's zero-padded input (dispatch.conv3x3_padded): (scale, exp, xp), the same
+    bytes as requantize's at xp[1:-1, 1:-1, :C] and the exp its QTensor would have."""
+    gate = no_gate(acc.shape)
+    scale, shift, _, hi, dt = _requant_params(acc, exp, gate, GATE_RELU, static_scale,
+                                              unsigned, 8, max_abs)
+    xp = np.empty(padded_shape(acc.shape[0] // width, width, acc.shape[1]), np.uint8)
+    requant_relu_pad_u8(acc, width, shift, nearest, hi, xp)
+    return scale, scale - (8 if unsigned else 7), xp
 
 
 def _macs_per_pixel(w8):
@@ -208,22 +243,34 @@ class IntNet:
             order[:-1] = [_kept_first(k, wq.shape[3])
                           for k, wq in zip(self.kept[:-1], w8[:-1], strict=True)]
             w8 = _reordered(w8, order)
+        # A pass that keeps no activation requantizes an 8-bit layer output straight into the
+        # next convolution's zero-padded input (xp), skipping the padding copy (the same bytes)
+        xp, x_exp = None, x.exp
         for layer in range(NUM_LAYERS - 1):
             wq = w8[layer]
-            acc, m = conv3x3(_as_unsigned(x.value), wq.value, GATE_RELU)
+            if xp is None:
+                acc, m = conv3x3(_as_unsigned(x.value), wq.value, GATE_RELU)
+            else:
+                acc, m = conv3x3_padded(xp, wq.value, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][layer]
-            x = requantize(flat, x.exp + wq.exp, None, GATE_RELU, self.nearest, st,
-                           self.unsigned, act_bits[layer], m)
+            if not keep and act_bits[layer] == 8 and takes_padded(w8[layer + 1].value):
+                scale, x_exp, xp = requantize_padded(flat, w, x_exp + wq.exp, self.nearest, st,
+                                                     self.unsigned, m)
+            else:
+                x = requantize(flat, x_exp + wq.exp, None, GATE_RELU, self.nearest, st,
+                               self.unsigned, act_bits[layer], m)
+                x, xp, x_exp, scale = QTensor(x.value.reshape(h, w, -1), x.scale), None, \
+                    x.exp, x.scale
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
-                record["act"][layer].append(x.scale)
-            x = QTensor(x.value.reshape(h, w, -1), x.scale)
+                record["act"][layer].append(scale)
             if keep:
                 acts.append(x)
         wq = w8[-1]
-        acc = conv3x3(_as_unsigned(x.value), wq.value)
-        exp = x.exp + wq.exp
+        acc = conv3x3(_as_unsigned(x.value), wq.value) if xp is None else \
+            conv3x3_padded(xp, wq.value)
+        exp = x_exp + wq.exp
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
         # |acc| < 2**31 (int32); an int64 accumulator of 16-bit operands has its own bound

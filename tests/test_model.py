@@ -237,3 +237,31 @@ def test_fused_update_equals_backward_then_apply(shipped_weights, butterfly_pair
     for x, y in zip(a.weights, b.weights, strict=True):
         assert x.scale == y.scale
         np.testing.assert_array_equal(x.value, y.value)
+
+
+@pytest.mark.parametrize("profile,unsigned,static", [
+    ("int8", False, False), ("int8", True, False), ("int8", False, True),
+    ("mixed", False, False), ("mixed-x2", False, False)])
+def test_sr_pass_into_padded_inputs_is_bit_exact(shipped_weights, butterfly_pair, monkeypatch,
+                                                 profile, unsigned, static):
+    """The SR pass requantizes an 8-bit layer output straight into the next conv's padded
+    input (model.requantize_padded); the bytes are those of requantize + the padding copy, for
+    int8 and uint8 storage, static scales, and profiles that mix 16-bit layers in."""
+    import intsr.model as model
+    from intsr.weights import shipped_precision
+
+    inp = butterfly_pair[0][:40, :36]
+    prec = None if static else shipped_precision(profile)
+    scales = calibrate(IntNet(weights_to_int(shipped_weights)), [butterfly_pair]) \
+        if static else None
+    net = IntNet(weights_to_int(shipped_weights), unsigned=unsigned, static=scales,
+                 precision=prec)
+    calls = []
+    fused = model.requantize_padded
+    monkeypatch.setattr(model, "requantize_padded",
+                        lambda *a, **k: calls.append(1) or fused(*a, **k))
+    got = net.predict(inp)
+    eight = sum(b == 8 for b in net.prec.sr_widths)
+    assert len(calls) == eight > 0
+    monkeypatch.setattr(model, "takes_padded", lambda w: False)
+    np.testing.assert_array_equal(got, net.predict(inp))

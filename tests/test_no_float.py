@@ -92,7 +92,8 @@ _SCRIPT = textwrap.dedent("""
 
 PORTABLE = ["gemm_x8s8.gemm_x8s8", "im2col.im2col_3x3", "gemm_x8s8._wgrad_chunks"]
 TILE = ["igemm_u8s8._conv_rows", "igemm_u8s8._wgrad_tasks", "igemm_u8s8._pad_x8",
-        "igemm_u8s8._flat_max", "igemm_u8s8._pack_w", "igemm_u8s8._pack_grad"]
+        "igemm_u8s8._flat_max", "igemm_u8s8._pack_w", "igemm_u8s8._pack_grad",
+        "requant.requant_relu_pad_u8"]
 
 
 @pytest.mark.slow

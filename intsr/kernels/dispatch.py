@@ -84,6 +84,25 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     return out if mode == GATE_NO_MAX else (out, None)
 
 
+def takes_padded(w):
+    """Whether conv3x3 of the weights ``w`` can read its input from a buffer already
+    zero-padded (conv3x3_padded): 8-bit weights on the register tile."""
+    return w.dtype == np.int8 and tile_fits(w.shape[3])
+
+
+def padded_shape(h, w, c):
+    """The shape of conv3x3_padded's input for an (H, W, C) image: (H+2, W+2, C rounded up
+    to 4), uint8."""
+    return igemm_u8s8.padded_shape(h, w, c)
+
+
+def conv3x3_padded(xp, w, mode=GATE_NO_MAX, gate=None):
+    """conv3x3 of an input already zero-padded (``padded_shape``, uint8, never negative; the
+    SR pass's requant.requant_relu_pad_u8 writes it), where takes_padded(w): the same integers,
+    without the copy into the padded layout."""
+    return igemm_u8s8.conv3x3_padded(xp, w, mode, gate)
+
+
 def conv3x3_u8s8(x, w):
     """conv3x3 of 8-bit operands: x (H, W, C_in) uint8 or int8, w (3, 3, C_in, C_out) int8 ->
     (H, W, C_out) int32, exact."""

@@ -250,20 +250,36 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     ``gate``, an (H*W, C_out) array) returns (out, max |gated(out)|) instead: Eq. 11's maximum,
     taken row by row as the tile finishes it, so no separate pass reads the int32 output
     again."""
-    h, wd, c = x.shape
+    xp, shifted = _pad_u8(x, _ceil(x.shape[2], 4))
+    return _conv_padded(xp, w, mode, gate, shifted, _split(x, shifted))
+
+
+def padded_shape(h, wd, c):
+    """The (H+2, W+2, C4) shape of conv3x3's zero-padded input (C4: C rounded up to 4)."""
+    return h + 2, wd + 2, _ceil(c, 4)
+
+
+def conv3x3_padded(xp, w, mode=GATE_NO_MAX, gate=None):
+    """conv3x3 of an input already in its zero-padded layout: xp (H+2, W+2, C4) uint8 of
+    ``padded_shape`` with a zero border and zero channels C_in..C4, w (3, 3, C_in, C_out)
+    int8. The same integers as conv3x3 of the interior."""
+    if xp.shape[2] != _ceil(w.shape[2], 4):
+        raise ValueError("the padded input's channels do not match the weights")
+    return _conv_padded(xp, w, mode, gate, False, _split(xp, False))
+
+
+def _conv_padded(xp, w, mode, gate, shifted, split):
+    h, wd, c4 = xp.shape[0] - 2, xp.shape[1] - 2, xp.shape[2]
     n = w.shape[3]
     if n > 64:
         raise ValueError("at most 64 output channels (one register tile wide)")
-    c4 = _ceil(c, 4)
-    xp, shifted = _pad_u8(x, c4)
     b, wsum = _packed(w, c4)
     segs = _tap_segments(wd, c4)
     corr = wsum if shifted else np.zeros(n, np.int64)
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
-               _split(x, shifted), out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
-               rowmax)
+               split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate, rowmax)
     return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 

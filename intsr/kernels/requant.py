@@ -3,7 +3,9 @@ ReLU forward / backward gates fused in.
 
 ``requant_s32`` multiplies an accumulator by ``2**shift`` and rounds as
 ``fixedpoint.shift_round`` states (floor, or round half up), then ``fixedpoint.saturate`` clips
-to [-128, 127] (int8) or [0, 255] (uint8 post-ReLU store). ``max_abs_s32`` gives the maximum
+to [-128, 127] (int8) or [0, 255] (uint8 post-ReLU store). ``requant_relu_pad_u8`` is its
+ReLU-forward form for a pass that keeps no activation (the SR pass): the same bytes, written
+into the next convolution's zero-padded input. ``max_abs_s32`` gives the maximum
 that Eq. 11's scale ``ceil(log2 max|x|)`` is computed from. Gating modes:
   GATE_NONE  plain requantization;
   GATE_RELU  ReLU forward: negative accumulators become 0 (before the scale is chosen);
@@ -75,6 +77,47 @@ def requant_s32(acc, gate, mode, shift, nearest, lo, hi, out):
         for j in range(c):
             v = shift_round(np.int64(_gated(acc[r, j], gate[r, j], mode)), shift, nearest)
             out[r, j] = saturate(v, lo, hi)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def requant_relu_pad_u8(acc, width, shift, nearest, hi, xp):
+    """The ReLU forward requantization of requant_s32 (GATE_RELU, lo 0) written straight into
+    the next convolution's input buffer: acc (H * W, C) int32 with W = ``width``, xp
+    (H + 2, W + 2, C4) uint8, C4 >= C; xp[1 + y, 1 + x, c] = saturate(shift_round(max(acc, 0),
+    shift, nearest), 0, hi) and every other byte (the one-pixel border, channels C..C4) zero:
+    the zero-padded layout igemm_u8s8 reads, so no padding pass copies the activations again.
+    Values are never negative, so the bytes are those requant_s32 stores as int8 or uint8.
+    Rows of xp are independent (threads own them); every byte is written, so the caller
+    allocates xp uninitialised."""
+    c = acc.shape[1]
+    hp, wp, c4 = xp.shape
+    for i in prange(hp):
+        py = np.int64(i)  # prange's index may be unsigned: a signed compare keeps to integers
+        if py == 0 or py == hp - 1:
+            for px in range(wp):
+                for ch in range(c4):
+                    xp[py, px, ch] = 0
+            continue
+        for ch in range(c4):
+            xp[py, 0, ch] = 0
+            xp[py, wp - 1, ch] = 0
+        base = (py - 1) * width
+        for px in range(width):
+            r = base + px
+            for j in range(c):
+                a = np.int64(acc[r, j])
+                v = shift_round(a if a > 0 else np.int64(0), shift, nearest)
+                xp[py, 1 + px, j] = saturate(v, 0, hi)
+            for ch in range(c, c4):
+                xp[py, 1 + px, ch] = 0
+
+
+def requant_relu_pad_u8_ref(acc, width, shift, nearest, hi, c4):
+    out = requant_s32_ref(acc, None, GATE_RELU, shift, nearest, 0, hi).astype(np.uint8)
+    h = acc.shape[0] // width
+    xp = np.zeros((h + 2, width + 2, c4), np.uint8)
+    xp[1:h + 1, 1:width + 1, :acc.shape[1]] = out.reshape(h, width, -1)
+    return xp
 
 
 def requant_s32_ref(acc, gate, mode, shift, nearest, lo=-128, hi=127):

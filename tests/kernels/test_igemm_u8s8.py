@@ -47,6 +47,28 @@ def test_conv3x3_bit_exact(fill, kind, xdtype, shape):
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint8, "u7"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mode", [-1, 1])
+def test_conv3x3_padded_is_conv3x3(fill, kind, xdtype, shape, mode):
+    """conv3x3_padded of an input already in the padded layout (what requant_relu_pad_u8
+    writes) gives conv3x3's integers and Eq. 11 maximum."""
+    h, w, c, n = shape
+    x = _input(fill, (h, w, c), xdtype, kind)
+    wt = fill((3, 3, c, n), np.int8, kind)
+    xp = np.zeros(igemm_u8s8.padded_shape(h, w, c), np.uint8)
+    xp[1:-1, 1:-1, :c] = x
+    got, want = igemm_u8s8.conv3x3_padded(xp, wt, mode), igemm_u8s8.conv3x3(x, wt, mode)
+    if mode == -1:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+    with pytest.raises(ValueError, match="channels"):
+        igemm_u8s8.conv3x3_padded(np.zeros((h + 2, w + 2, xp.shape[2] + 4), np.uint8), wt)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", XDTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wgrad3x3_bit_exact(fill, kind, xdtype, shape):

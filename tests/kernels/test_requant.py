@@ -1,4 +1,5 @@
-"""requant_s32 and max_abs_s32 against their NumPy references, at the extremes of int32."""
+"""requant_s32, requant_relu_pad_u8 and max_abs_s32 against their NumPy references, at the
+extremes of int32."""
 import numpy as np
 import pytest
 
@@ -8,6 +9,8 @@ from intsr.kernels.requant import (
     GATE_RELU,
     max_abs_s32,
     max_abs_s32_ref,
+    requant_relu_pad_u8,
+    requant_relu_pad_u8_ref,
     requant_s32,
     requant_s32_ref,
 )
@@ -27,6 +30,25 @@ def test_requant_s32_bit_exact(fill, kind, mode, shift, nearest, lo, hi, dt):
     requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
     np.testing.assert_array_equal(out, requant_s32_ref(acc, gate, mode, shift, nearest, lo, hi))
     assert max_abs_s32(acc, gate, mode) == max_abs_s32_ref(acc, gate, mode)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("shift", [-30, -8, -1, 0, 3])
+@pytest.mark.parametrize("nearest", [False, True])
+@pytest.mark.parametrize("hi", [127, 255])
+@pytest.mark.parametrize("c,c4", [(3, 4), (5, 8), (64, 64)])
+def test_requant_relu_pad_u8_bit_exact(fill, kind, shift, nearest, hi, c, c4):
+    """The fused ReLU requantization writes requant_s32's bytes into the padded interior and
+    zero everywhere else (xp starts as garbage: every byte must be written)."""
+    h, width = 7, 5
+    acc = fill((h * width, c), np.int32, kind) >> 4
+    xp = np.full((h + 2, width + 2, c4), 0xAB, np.uint8)
+    requant_relu_pad_u8(acc, width, shift, nearest, hi, xp)
+    np.testing.assert_array_equal(xp, requant_relu_pad_u8_ref(acc, width, shift, nearest, hi,
+                                                              c4))
+    lo = -128 if hi == 127 else 0
+    want = requant_s32_ref(acc, None, GATE_RELU, shift, nearest, lo, hi)
+    np.testing.assert_array_equal(xp[1:-1, 1:-1, :c].reshape(-1, c), want.view(np.uint8))
 
 
 def test_requant_rounding_ties_and_saturation():
