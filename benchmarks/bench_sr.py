@@ -8,9 +8,11 @@ weights of each scale; timing does not depend on them). GOPS = 2 x 224,640 MACs 
 pixel / seconds (the halos that tiles recompute are not counted), next to the VNNI register
 tile's own peak measured in the same run (bench_core.int8_peak_gops, all threads).
 ``--load idle busy``: rounds alternate an idle machine and another process busy on one core.
+``--unfused``: also the engine with each layer's output copied into the next conv's padded
+input (the path before model.requantize_padded), alternated with the others.
 
     python benchmarks/bench_sr.py [--scales 4 2] [--repeats 5] [--load idle busy]
-        [--threads auto|N] [--json docs/data/bench_sr.json]
+        [--threads auto|N] [--unfused] [--json docs/data/bench_sr.json]
 """
 import argparse
 import os
@@ -20,7 +22,7 @@ import numpy as np
 from bench_core import int8_peak_gops
 from PIL import Image
 
-from intsr import threads
+from intsr import model, threads
 from intsr.arch import num_weights
 from intsr.kernels.dispatch import PATH
 from intsr.kernels.resample import bicubic_upsample_u8
@@ -50,6 +52,15 @@ def torch_sr(weights, up, n_threads):
     return run
 
 
+def _unfused(ad, lr):
+    saved = model.takes_padded
+    model.takes_padded = lambda w: False  # every layer output through requantize + padding
+    try:
+        return ad.super_resolve(lr)
+    finally:
+        model.takes_padded = saved
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 2])
@@ -58,6 +69,8 @@ def main():
     ap.add_argument("--threads", default="auto",
                     help="a count (PyTorch gets as many), or auto: the engine's policy "
                          "(intsr.threads), PyTorch its default")
+    ap.add_argument("--unfused", action="store_true",
+                    help="also time the SR pass without requantizing into padded inputs")
     ap.add_argument("--json")
     args = ap.parse_args()
     policy = threads.configure(args.threads)
@@ -74,6 +87,8 @@ def main():
         ad = Adapter(scale=scale, adapting=False)
         up = ad.super_resolve(lr)  # warm: compiles, and the output's shape
         fns = {"intsr": lambda ad=ad, lr=lr: ad.super_resolve(lr)}
+        if args.unfused:
+            fns["unfused"] = lambda ad=ad, lr=lr: _unfused(ad, lr)
         run = torch_sr([w.dequantize() for w in ad.net.weights],
                        bicubic_upsample_u8(lr, scale, "centre"), n_threads)
         if run is not None:
@@ -89,6 +104,9 @@ def main():
             if peak:
                 row["fraction_of_peak"] = row["intsr_gops"] / peak
                 line += f" ({100 * row['fraction_of_peak']:.0f} % of the tile peak)"
+            if "unfused" in med:
+                row["unfused_s"] = med["unfused"]
+                line += f" | unfused {med['unfused']:.3f} s ({med['unfused'] / med['intsr']:.3f}x)"
             if "torch" in med:
                 row["torch_s"] = med["torch"]
                 line += f" | torch fp32 {med['torch']:.3f} s ({med['torch'] / med['intsr']:.2f}x)"

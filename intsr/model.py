@@ -228,7 +228,8 @@ class IntNet:
         """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache.
 
         ``w8``: forward weights to use instead of the network's own (a perturbed copy);
-        ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive);
+        ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive; an
+        8-bit layer output goes straight into the next conv's padded input, the same bytes);
         ``act_bits``: activation widths instead of the training ones (the SR pass's);
         ``count=False``: leave ``macs`` alone (tiles on several threads: their caller counts)."""
         x = QTensor(np.ascontiguousarray(image), 0)
