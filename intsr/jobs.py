@@ -128,9 +128,9 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         TRAIN_MAX,
         Adapter,
         adapt_result,
-        adapts_from_meta,
         check_inputs,
         noise_level,
+        start_flags,
     )
 
     inputs, batch = expand_inputs(paths)
@@ -182,8 +182,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
 
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
-                       adapting=adapts_from_meta(kernel, steps, degraded),
-                       estimated=isinstance(kernel, blind.Estimate), grid=grid,
+                       **start_flags(kernel, steps, degraded), grid=grid,
                        method=method, seed=seed, options=options, precision=precision)
 
     # Built before the estimate, so that a bad weights file or option fails before anything
@@ -205,7 +204,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p, im) is not None
                        for im, p in zip(images, paths, strict=True))
         if weights is None and ad.base != wfiles.shipped_start(
-                scale, adapts_from_meta(kernel, steps, degraded), True):
+                scale, **start_flags(kernel, steps, degraded)):
             t0 = time.perf_counter()
             ad = make_adapter()
             t_load += time.perf_counter() - t0

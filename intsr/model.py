@@ -49,15 +49,15 @@ def requantize(acc, exp, gate, mode, nearest, static_scale=None, unsigned=False,
     saturate."""
     if gate is None:
         gate = no_gate(acc.shape)
-    scale, shift, lo, hi, dt = _requant_params(acc, exp, gate, mode, static_scale, unsigned,
-                                               bits, max_abs)
+    scale, shift, lo, hi, dt, _ = _requant_params(acc, exp, gate, mode, static_scale, unsigned,
+                                                  bits, max_abs)
     out = np.empty(acc.shape, dt)
     requant_s32(acc, gate, mode, shift, nearest, lo, hi, out)
     return QTensor(out, scale)
 
 
 def _requant_params(acc, exp, gate, mode, static_scale, unsigned, bits, max_abs):
-    """requantize's scale, shift, range and dtype."""
+    """requantize's scale, shift, range, dtype and fraction bits (exp = scale - frac)."""
     if unsigned:
         frac, lo, hi, dt = bits, 0, (1 << bits) - 1, np.uint8 if bits == 8 else np.uint16
     else:
@@ -68,7 +68,7 @@ def _requant_params(acc, exp, gate, mode, static_scale, unsigned, bits, max_abs)
         scale, shift = c + exp, frac - c
     else:
         scale, shift = static_scale, exp - (static_scale - frac)
-    return scale, shift, lo, hi, dt
+    return scale, shift, lo, hi, dt, frac
 
 
 def requantize_padded(acc, width, exp, nearest, static_scale=None, unsigned=False,
@@ -77,11 +77,11 @@ def requantize_padded(acc, width, exp, nearest, static_scale=None, unsigned=Fals
     convolution's zero-padded input (dispatch.conv3x3_padded): (scale, exp, xp), the same
     bytes as requantize's at xp[1:-1, 1:-1, :C] and the exp its QTensor would have."""
     gate = no_gate(acc.shape)
-    scale, shift, _, hi, dt = _requant_params(acc, exp, gate, GATE_RELU, static_scale,
-                                              unsigned, 8, max_abs)
+    scale, shift, _, hi, _, frac = _requant_params(acc, exp, gate, GATE_RELU, static_scale,
+                                                   unsigned, 8, max_abs)
     xp = np.empty(padded_shape(acc.shape[0] // width, width, acc.shape[1]), np.uint8)
     requant_relu_pad_u8(acc, width, shift, nearest, hi, xp)
-    return scale, scale - (8 if unsigned else 7), xp
+    return scale, scale - frac, xp
 
 
 def _macs_per_pixel(w8):
@@ -259,10 +259,10 @@ class IntNet:
                 scale, x_exp, xp = requantize_padded(flat, w, x_exp + wq.exp, self.nearest, st,
                                                      self.unsigned, m)
             else:
-                x = requantize(flat, x_exp + wq.exp, None, GATE_RELU, self.nearest, st,
+                q = requantize(flat, x_exp + wq.exp, None, GATE_RELU, self.nearest, st,
                                self.unsigned, act_bits[layer], m)
-                x, xp, x_exp, scale = QTensor(x.value.reshape(h, w, -1), x.scale), None, \
-                    x.exp, x.scale
+                x, xp = QTensor(q.value.reshape(h, w, -1), q.scale), None
+                scale, x_exp = q.scale, q.exp
             del acc, flat  # one int32 accumulator alive at a time (peak memory)
             if record is not None:
                 record["act"][layer].append(scale)

@@ -251,6 +251,13 @@ def _l1(a, b):
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).sum(dtype=np.int64))
 
 
+def start_flags(kernel, steps, degraded=False):
+    """Adapter's ``adapting`` and ``estimated`` for the kernel an adaptation runs with (which
+    shipped weights it starts from: weights.shipped_start)."""
+    return {"adapting": adapts_from_meta(kernel, steps, degraded),
+            "estimated": isinstance(kernel, blind.Estimate)}
+
+
 def adapts_from_meta(kernel, steps, degraded=False):
     """Whether the steps start from the meta-learned weights (MAML over Gaussian blurs, the
     paper's: for a kernel given, and for an estimated Gaussian on a clean image) or from the
@@ -513,8 +520,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         t0 = time.perf_counter()
         degraded = noise_q8 > 0 or jpeg is not None
         ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr,
-                                adapting=adapts_from_meta(kernel, steps, degraded),
-                                estimated=isinstance(kernel, blind.Estimate), grid=grid,
+                                **start_flags(kernel, steps, degraded), grid=grid,
                                 method=method, seed=seed, options=options, precision=precision)
         timings["load"] = time.perf_counter() - t0
 

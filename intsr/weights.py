@@ -294,7 +294,10 @@ def shipped_start(scale=4, adapting=True, estimated=False):
     over blind mode's inputs too, if the kernel was ``estimated`` and the scale has one;
     otherwise ``weights``, the paper's), else ``sr_weights``, the weights meant for direct SR
     (the meta-learned points are poor SR until adapted)."""
-    cfg = shipped_config(scale)
+    return _start_name(shipped_config(scale), adapting, estimated)
+
+
+def _start_name(cfg, adapting, estimated):
     if not adapting:
         return cfg["sr_weights"]
     return cfg.get("blind_weights", cfg["weights"]) if estimated else cfg["weights"]
@@ -312,7 +315,7 @@ def load_model(weights: str | os.PathLike | list | None = None, prune: float | N
     lr = float(_config()["lr"])
     if weights is None:
         cfg = shipped_config(scale)
-        weights = WEIGHTS_DIR / shipped_start(scale, adapting, estimated)
+        weights = WEIGHTS_DIR / _start_name(cfg, adapting, estimated)
         if not adapting:  # steps from the direct-SR weights (a resizer's input) take their rate
             lr = float(cfg.get("sr_lr", lr))
     if isinstance(weights, (str, os.PathLike)):
