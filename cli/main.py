@@ -57,6 +57,13 @@ _grid_option = click.option(
          "LR = blur(HR)[::s, ::s]).")
 
 
+_ensemble_option = click.option(
+    "--ensemble", default="auto", show_default=True,
+    help="Self-ensemble of the final pass: average the outputs over the turns of the image "
+         "(transposed, flipped) that leave its degradation unchanged, at most 1, 2, 4 or 8 "
+         "passes; auto: as many as one 1080p frame's pixels allow (a full frame: one).")
+
+
 def _set_threads(ctx, param, value):
     if value is not None:
         from intsr import threads
@@ -178,6 +185,7 @@ def _wrote(out, report, quiet):
               help="Safety net: score the adapted network against the direct-SR weights and "
                    "(not for a JPEG) bicubic on held-out rows of the son pair and keep the "
                    "best. Default: on in blind mode.")
+@_ensemble_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write a report: per-step L1 loss, seconds, MACs, memory, throughput.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -185,7 +193,7 @@ def _wrote(out, report, quiet):
 @_fail_cleanly
 def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights, lr, save_state,
           continual, adapt_on, window, grid, method, directions, perturb, mutate_every, seed,
-          precision, noise, jpeg, check, json_path, quiet):
+          precision, noise, jpeg, check, ensemble, json_path, quiet):
     """Adapt to IN with its blur kernel in integer arithmetic, then write the SR image OUT.
     Without --kernel (or with --kernel auto) the kernel is estimated on the device first.
     With several inputs (or folders), OUT is a folder and every image is super-resolved: by
@@ -251,7 +259,8 @@ def adapt(paths, kernel_path, save_kernel, example, scale, steps, prune, weights
                              progress=progress, on_image=_on_image(quiet), grid=grid,
                              save_kernel=save_kernel, on_estimate=on_estimate, method=method,
                              seed=seed, options=options, precision=precision,
-                             noise=_noise_option(noise), jpeg=_jpeg_option(jpeg), check=check)
+                             noise=_noise_option(noise), jpeg=_jpeg_option(jpeg), check=check,
+                             ensemble=ensemble)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -285,10 +294,11 @@ def _jpeg_option(text):
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights or a saved state (default: the shipped weights for SR).")
 @_grid_option
+@_ensemble_option
 @click.option("--quiet", is_flag=True)
 @_threads_option
 @_fail_cleanly
-def sr(paths, scale, weights, grid, quiet):
+def sr(paths, scale, weights, grid, ensemble, quiet):
     """Super-resolve IN without adaptation (0 steps; no kernel needed) and write OUT. With
     several inputs (or folders), OUT is a folder.
 
@@ -301,7 +311,7 @@ def sr(paths, scale, weights, grid, quiet):
         raise InputError("usage: intsr sr IN... OUT")
     _say_if_compiling(quiet)
     report = sr_paths(list(paths[:-1]), paths[-1], scale=scale, weights=weights,
-                      on_image=_on_image(quiet), grid=grid)
+                      on_image=_on_image(quiet), grid=grid, ensemble=ensemble)
     _wrote(paths[-1], report, quiet)
 
 

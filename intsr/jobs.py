@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from intsr import blind, cost, threads, weights as wfiles
+from intsr import blind, cost, ensemble as self_ensemble, threads, weights as wfiles
 from intsr.arch import CHANNELS, num_weights
 from intsr.floatpath.convert import noise_to_fixed
 from intsr.floatpath.realdeg import RESIZERS, resizer_named
@@ -101,7 +101,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
                 window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
                 on_estimate=None, method="backprop", seed=0, options=None, precision=None,
-                noise=None, jpeg="auto", check=None):
+                noise=None, jpeg="auto", check=None, ensemble="auto"):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
 
     ``kernel_path`` None or "auto": blind mode, the kernel is estimated on the device
@@ -120,7 +120,9 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     (intsr.online.adapt). The son is degraded like the input: ``noise`` levels or "auto" (None:
     "auto" in blind mode, else 0), ``jpeg`` a quality, None, or "auto" (an input JPEG's own
     quality, read from its quantization tables: intsr.io.jpeg_quality); ``check``: the safety
-    net of intsr.online.adapt, single images only (None: on in blind mode). Returns a report
+    net of intsr.online.adapt, single images only (None: on in blind mode); ``ensemble``: the
+    final pass's self-ensemble, "auto" or 1, 2, 4, 8 passes at most (intsr.ensemble, chosen per
+    image from the kernel, the grid and the image's size). Returns a report
     dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
     written."""
     from intsr.online import (
@@ -129,10 +131,13 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         Adapter,
         adapt_result,
         check_inputs,
+        fixed_kernel,
         noise_level,
+        sr_turns,
         start_flags,
     )
 
+    self_ensemble.check_setting(ensemble)
     inputs, batch = expand_inputs(paths)
     if window is not None and window < MIN_SON * scale:
         raise InputError(f"--window must be at least {MIN_SON * scale} LR pixels at x{scale}")
@@ -212,7 +217,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     if not batch:
         res = adapt_result(pixels, kernel, scale=scale, steps=steps, adapter=ad, grid=grid,
                            progress=progress, noise=noise, jpeg=jpeg,
-                           check=blind_mode if check is None else check,
+                           check=blind_mode if check is None else check, ensemble=ensemble,
                            trace_memory=report_path is not None)
         result, rep = res.image, res.report()
         rep["seconds"]["load"] = t_load
@@ -248,9 +253,10 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                 ad.learn([ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, inp, pixels),
                                   noise=_son_noise(report, inp, pixels, noise))], steps,
                          progress)
-            result = ad.super_resolve(pixels)
+            turns = sr_turns(fixed_kernel(kernel, scale), scale, grid, ensemble, pixels.shape)
+            result = ad.super_resolve(pixels, turns)
             _write_sr(o, result, alpha, scale, grid)
-            report["images"].append(_image_entry(inp, o, pixels, result))
+            report["images"].append(_image_entry(inp, o, pixels, result, turns))
             if on_image:
                 on_image(i + 1, len(inputs), o)
     _throughput(report, time.perf_counter() - t_start)
@@ -307,11 +313,13 @@ def _estimate(images, scale, report, save_kernel, on_estimate):
     return est
 
 
-def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre"):
-    """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation. Returns a
-    report dict like adapt_paths."""
-    from intsr.online import Adapter
+def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre",
+             ensemble="auto"):
+    """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation
+    (``ensemble`` as adapt_paths', without a kernel). Returns a report dict like adapt_paths."""
+    from intsr.online import Adapter, sr_turns
 
+    self_ensemble.check_setting(ensemble)
     inputs, batch = expand_inputs(paths)
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
@@ -321,19 +329,23 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre")
     t_start = time.perf_counter()
     for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
         pixels, alpha = read_image(inp)
-        result = ad.super_resolve(pixels)
+        turns = sr_turns(None, scale, grid, ensemble, pixels.shape)
+        result = ad.super_resolve(pixels, turns)
         _write_sr(o, result, alpha, scale, grid)
-        report["images"].append(_image_entry(inp, o, pixels, result))
+        report["images"].append(_image_entry(inp, o, pixels, result, turns))
         if on_image and batch:
             on_image(i + 1, len(inputs), o)
     _throughput(report, time.perf_counter() - t_start)
     return report
 
 
-def _image_entry(inp, out, pixels, result):
-    return {"input": str(inp), "output": str(out), "size": [int(pixels.shape[1]),
-                                                            int(pixels.shape[0])],
-            "out_size": [int(result.shape[1]), int(result.shape[0])]}
+def _image_entry(inp, out, pixels, result, turns=None):
+    entry = {"input": str(inp), "output": str(out), "size": [int(pixels.shape[1]),
+                                                             int(pixels.shape[0])],
+             "out_size": [int(result.shape[1]), int(result.shape[0])]}
+    if turns is not None:
+        entry["ensemble"] = self_ensemble.describe(turns)
+    return entry
 
 
 def _throughput(report, seconds):

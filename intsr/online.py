@@ -20,7 +20,7 @@ from typing import Union
 
 import numpy as np
 
-from intsr import blind, forwardgrad, mest, threads
+from intsr import blind, ensemble as self_ensemble, forwardgrad, mest, threads
 from intsr.floatpath.convert import (
     KERNEL_BITS,
     kernel_to_fixed,
@@ -191,11 +191,17 @@ class Adapter:
         self.steps += steps
         return losses
 
-    def super_resolve(self, image: np.ndarray) -> np.ndarray:
-        """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights."""
+    def super_resolve(self, image: np.ndarray, turns: tuple = (0,)) -> np.ndarray:
+        """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights;
+        ``turns``: the self-ensemble's transform codes (intsr.ensemble.choose; one pass by
+        default), the outputs averaged in integers."""
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
-        out = self.net.predict(bicubic_upsample_u8(rgb, self.scale, self.grid), tile=SR_TILE)
+        outs = []
+        for c in turns:
+            up = bicubic_upsample_u8(self_ensemble.turn(rgb, c), self.scale, self.grid)
+            outs.append(self_ensemble.unturn(self.net.predict(up, tile=SR_TILE), c))
+        out = self_ensemble.average(outs)
         return _grey(out) if gray else out
 
     def held_out_l1(self, pair):
@@ -234,12 +240,20 @@ def learn_steps(learner, pairs, steps, lr, progress=None):
 
 
 def super_resolve(image: np.ndarray, *, scale: int = 4, weights: WeightsArg = None,
-                  grid: str = "centre") -> np.ndarray:
-    """Plain SR without adaptation (the same as ``adapt(..., steps=0)``, no kernel needed), with
-    the shipped weights meant for direct SR unless ``weights`` is given (a saved state too)."""
+                  grid: str = "centre", ensemble: int | str = "auto") -> np.ndarray:
+    """Plain SR without adaptation (no kernel needed), with the shipped weights meant for direct
+    SR unless ``weights`` is given (a saved state too). ``ensemble``: "auto" or 1, 2, 4, 8
+    passes of the self-ensemble (intsr.ensemble; without a kernel: all eight turns)."""
     rgb, _ = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
-    return Adapter(weights, scale=scale, adapting=False, grid=grid).super_resolve(image)
+    turns = sr_turns(None, scale, grid, ensemble, rgb.shape)
+    return Adapter(weights, scale=scale, adapting=False, grid=grid).super_resolve(image, turns)
+
+
+def sr_turns(k_fixed, scale, grid, setting, shape):
+    """The self-ensemble's turns for an LR image of ``shape`` (intsr.ensemble.choose)."""
+    pixels = shape[0] * shape[1] * scale * scale
+    return self_ensemble.choose(k_fixed, scale, grid, setting, pixels)
 
 
 def _grey(out):
@@ -391,7 +405,7 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
           estimator: str | os.PathLike | None = None, method: str = "backprop",
           options: dict | None = None, precision: str | Precision | None = None,
           noise: float | str | None = None, jpeg: JpegArg = None,
-          check: bool | None = None) -> np.ndarray:
+          check: bool | None = None, ensemble: int | str = "auto") -> np.ndarray:
     """Adapt the network to ``image`` with its blur ``kernel`` and super-resolve it.
 
     image: (H, W, 3) or (H, W) uint8; kernel: 2-D float array (normalised to sum 1), a
@@ -423,7 +437,9 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
     ``check``: the safety net (None: on in blind mode). The steps then train on the window
     without its last rows, and the adapted network, the shipped direct-SR weights and bicubic
     are scored on those held-out rows of the son pair; the best of the three makes the output
-    (the result's ``check``).
+    (the result's ``check``). ``ensemble``: the final pass averages the network's outputs over
+    the turns of the image that map its degradation (kernel, grid) onto itself, "auto" (as many
+    as one 1080p frame's pixels allow) or at most 1, 2, 4 or 8 passes (intsr.ensemble).
 
     ``progress(step, n_steps, loss)`` is called after each step. ``report`` (a dict, kept for
     existing callers; adapt_result returns the same as an object) receives AdaptResult.report():
@@ -433,6 +449,7 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
                           lr=lr, seed=seed, progress=progress, adapter=adapter, grid=grid,
                           estimator=estimator, method=method, options=options,
                           precision=precision, noise=noise, jpeg=jpeg, check=check,
+                          ensemble=ensemble,
                           trace_memory=bool(report and report.get("trace_memory")))
     if report is not None:
         report.update(result.report())
@@ -450,6 +467,7 @@ class AdaptResult:
     degradation: dict  # what the son was made with: grid, noise, JPEG, a resizer's name
     estimate: dict | None = None  # blind mode's estimate described, or {"assumed": resizer}
     check: dict | None = None  # the safety net: chosen, held-out rows, L1 of each candidate
+    ensemble: list | None = None  # the turns the final pass averaged (intsr.ensemble)
     peak_bytes: int | None = None  # peak traced memory, with trace_memory
 
     def report(self) -> dict:
@@ -459,6 +477,8 @@ class AdaptResult:
                    weights=self.weights, degradation=self.degradation)
         if self.check is not None:
             out["check"] = self.check
+        if self.ensemble is not None:
+            out["ensemble"] = self.ensemble
         if self.peak_bytes is not None:
             out["peak_bytes"] = self.peak_bytes
         return out
@@ -485,7 +505,8 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
                  estimator: str | os.PathLike | None = None, method: str = "backprop",
                  options: dict | None = None, precision: str | Precision | None = None,
                  noise: float | str | None = None, jpeg: JpegArg = None,
-                 check: bool | None = None, trace_memory: bool = False) -> AdaptResult:
+                 check: bool | None = None, ensemble: int | str = "auto",
+                 trace_memory: bool = False) -> AdaptResult:
     """adapt() returning an AdaptResult: the image, per-step losses, per-phase seconds, MACs,
     the estimate, the degradation, the safety net's scores and, with ``trace_memory``, the
     peak traced memory. Arguments as adapt()'s."""
@@ -517,6 +538,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         k_fixed = fixed_kernel(kernel, scale)
         check = blind_mode if check is None else bool(check)
         check_inputs(rgb.shape, k_fixed, scale, steps)
+        turns = sr_turns(k_fixed, scale, grid, ensemble, rgb.shape)
         t0 = time.perf_counter()
         degraded = noise_q8 > 0 or jpeg is not None
         ad = adapter or Adapter(weights, scale=scale, prune=prune, lr=lr,
@@ -538,10 +560,10 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         if held is not None:
             chosen, scores, fallback = _safety_net(ad, held, scale, grid, jpeg is None)
         if chosen == "bicubic":
-            out = bicubic_upsample_u8(rgb, scale, grid)
+            out, turns = bicubic_upsample_u8(rgb, scale, grid), (0,)
             out = _grey(out) if gray else out
         else:
-            out = (fallback if chosen == "sr-weights" else ad).super_resolve(image)
+            out = (fallback if chosen == "sr-weights" else ad).super_resolve(image, turns)
         timings["sr"] = time.perf_counter() - t0
         degradation = {"grid": grid, "noise": noise_q8 / 256, "noise_estimated": noise == "auto",
                        "jpeg": None if jpeg is None else jpeg[0],
@@ -553,6 +575,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
             out, losses, timings, int(ad.net.macs), ad.base, degradation, described,
             None if held is None else {"chosen": chosen, "held_out_rows": int(held[0].shape[0]),
                                        "l1": scores},
+            self_ensemble.describe(turns),
             tracemalloc.get_traced_memory()[1] if trace else None)
     finally:
         if trace:

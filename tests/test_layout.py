@@ -31,11 +31,12 @@ ALLOWED = {
     "blind": {"floatpath", "io", "kernels", "model", "quant", "torchfile", "weights"},
     "forwardgrad": {"arch", "model", "quant"},
     "mest": {"arch"},
-    "online": {"blind", "floatpath", "forwardgrad", "io", "kernels", "mest", "model",
+    "ensemble": {"io", "kernels"},
+    "online": {"blind", "ensemble", "floatpath", "forwardgrad", "io", "kernels", "mest", "model",
                "precision", "quant", "state", "threads", "weights"},
     "evaluate": {"floatpath", "io", "kernels", "model", "online", "quant", "state", "weights"},
-    "jobs": {"arch", "blind", "cost", "evaluate", "floatpath", "io", "kernels", "online", "quant",
-             "state", "threads", "weights"},
+    "jobs": {"arch", "blind", "cost", "ensemble", "evaluate", "floatpath", "io", "kernels",
+             "online", "quant", "state", "threads", "weights"},
     "__init__": {"online"},
 }
 

@@ -8,10 +8,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from intsr.online import Adapter
+from intsr.floatpath.convert import kernel_to_fixed
+from intsr.online import Adapter, sr_turns
 from intsr.state import FORMAT, load_state, save_state
 
 from helpers import gaussian
+
+
+def _turns(img):
+    """The self-ensemble `intsr adapt --kernel k.npy` runs for ``img`` (the folder's kernel)."""
+    return sr_turns(kernel_to_fixed(gaussian(1.6, 13)), 4, "centre", "auto", img.shape)
 
 
 def _run(*args):
@@ -33,7 +39,8 @@ def folder(tmp_path_factory, butterfly_lr):
 @pytest.mark.slow
 def test_save_then_resume_equals_one_run_and_sr_reproduces(folder, tmp_path):
     """adapt 5 steps + save + adapt 5 more from the state == adapt 10 in one go, bit for bit;
-    `intsr sr --weights STATE` reproduces the adapted output bit for bit."""
+    `intsr sr --weights STATE` reproduces the adapted output bit for bit (with the same
+    self-ensemble: the transpose, which the Gaussian allows; sr alone would take all eight)."""
     img, k = folder / "im0.png", folder.parent / "k.npy"
     _run("adapt", img, tmp_path / "ten.png", "--kernel", k, "--steps", 10, "--quiet",
          "--save-state", tmp_path / "ten.npz")
@@ -48,7 +55,8 @@ def test_save_then_resume_equals_one_run_and_sr_reproduces(folder, tmp_path):
     assert (ten.steps, resumed.steps) == (10, 10) and ten.kernel_sha256 == resumed.kernel_sha256
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ten.png")),
                           np.asarray(Image.open(tmp_path / "five5.png")))
-    _run("sr", img, tmp_path / "again.png", "--weights", tmp_path / "ten.npz", "--quiet")
+    _run("sr", img, tmp_path / "again.png", "--weights", tmp_path / "ten.npz", "--quiet",
+         "--ensemble", 2)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ten.png")),
                           np.asarray(Image.open(tmp_path / "again.png")))
 
@@ -88,7 +96,7 @@ def test_continual_batch_is_image_by_image_adaptation(folder, tmp_path):
         img = np.asarray(Image.open(folder / f"im{i}.png"))
         ad.learn([ad.pair(img, gaussian(1.6, 13))], 2)
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"im{i}.png")),
-                                      ad.super_resolve(img))
+                                      ad.super_resolve(img, _turns(img)))
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["mode"] == "continual" and len(report["images"]) == 3
     assert report["images_per_s"] > 0 and report["output_mp_per_s"] > 0
@@ -105,7 +113,7 @@ def test_batch_once_over_windows_and_adapt_on(folder, tmp_path):
     ad.learn([ad.pair(im, gaussian(1.6, 13), max_side=32) for im in imgs], 3)
     for i, im in enumerate(imgs):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / f"im{i}.png")),
-                                      ad.super_resolve(im))
+                                      ad.super_resolve(im, _turns(im)))
     _run("adapt", folder, tmp_path / "b", "--kernel", k, "--steps", 3, "--adapt-on",
          folder / "im2.png", "--quiet")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["im0.png", "im1.png", "im2.png"]
@@ -145,7 +153,7 @@ def test_eval_and_info_accept_a_state(folder, tmp_path):
     name, hr = load_hr(DATA, 4)[0]
     Image.fromarray(lr_image(hr, np.load(k), 4)).save(tmp_path / "lr.png")
     _run("sr", tmp_path / "lr.png", tmp_path / "sr.png", "--weights", tmp_path / "s.npz",
-         "--quiet")
+         "--quiet", "--ensemble", 1)  # the harness scores one pass
     sr = np.asarray(Image.open(tmp_path / "sr.png"))
     assert recs[name]["psnr_init"] == psnr_y(sr / 255.0, hr / 255.0, 4)
     assert "adapted state: x4, 3 steps from meta.npz" in _run("info", tmp_path / "s.npz").output
