@@ -106,7 +106,7 @@ def run_methods(lr, scale, methods, jpeg=None):
     return out
 
 
-def default_methods(sr_weights=None, adapt_weights=None):
+def default_methods(sr_weights=None, adapt_weights=None, estimator=None):
     def bicubic(lr, scale, jpeg):
         h, w = lr.shape[:2]
         return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC)), {}
@@ -118,7 +118,8 @@ def default_methods(sr_weights=None, adapt_weights=None):
         # `intsr adapt` reads a JPEG file's quality from its tables (exactly), and another
         # file's from its pixels if it was once a JPEG ("auto"): the same here
         rep = {}
-        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep,
+        est = estimator if scale == 4 else None  # an estimator is trained for one scale
+        return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep, estimator=est,
                            jpeg="auto" if jpeg is None else jpeg), rep
 
     return {"bicubic": bicubic, "sr": sr, "adapt": adapt}
@@ -183,6 +184,8 @@ def main():
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     ap.add_argument("--sr-weights", default=None, help="weights for `sr` (default: shipped)")
     ap.add_argument("--adapt-weights", default=None, help="weights for `adapt` (default: shipped)")
+    ap.add_argument("--estimator", default=None,
+                    help="kernel estimator .npz for `adapt` at x4 (default: shipped)")
     ap.add_argument("--methods", nargs="+", default=["bicubic", "sr", "adapt"])
     ap.add_argument("--seed", type=int, default=28)
     ap.add_argument("--json", default=None)
@@ -195,7 +198,7 @@ def main():
     args = ap.parse_args()
 
     images = load_hr(args.data, args.holdout, args.max_side)
-    all_methods = default_methods(args.sr_weights, args.adapt_weights)
+    all_methods = default_methods(args.sr_weights, args.adapt_weights, args.estimator)
     methods = {m: all_methods[m] for m in args.methods}
     records = []
     for kind in args.kinds:

@@ -91,6 +91,8 @@ def family_draw(rng, args):
     with the real-input model's noise and JPEG. Target: (u, v, w) of a Gaussian (NaN for a
     resizer), family (1 resizer, 0 Gaussian), the resizer's index (-1 for a Gaussian)."""
     deg = random_degradation(rng, args.scale)  # noise and JPEG as the weights see them
+    if args.clean:  # blur only: the images blind mode adapts from a meta-learned point
+        deg = replace(deg, noise=0.0, jpeg=None)
     if rng.uniform() < 0.5:
         s1, s2, th = random_gaussian(rng, (args.sigma_min, args.sigma_max), args.aniso)
         grid = "corner" if rng.integers(2) else "centre"
@@ -217,6 +219,8 @@ def add_arguments(p):
     p.add_argument("--over", type=float, default=1.5,
                    help="weight of an overestimated size u in the loss")
     p.add_argument("--export", default=None, help="write the estimator .npz and stop")
+    p.add_argument("--clean", action="store_true",
+                   help="with --family: blur only, no noise or JPEG")
     p.add_argument("--family", action="store_true",
                    help="also tell a resizer from a Gaussian and name the resizer (outputs 4..: "
                         "family logit, one logit per RESIZERS entry), on the real-input model's "

@@ -253,6 +253,24 @@ def test_real_input_stages_run_and_resume(tiny_images, tmp_path):
     assert KernelEstimator(out, scale=4).resizer_taps is not None
 
 
+def test_family_estimator_clean_draws_blur_only():
+    """``estimator --family --clean``: every draw is a blur alone (no noise, no JPEG), half
+    Gaussians half resizers as without it; without it some draws are noisy or JPEGs."""
+    import argparse
+
+    from training.estimator import family_draw
+
+    def draws(clean):
+        args = argparse.Namespace(scale=4, sigma_min=0.6, sigma_max=3.2, aniso=0.5, clean=clean)
+        rng = np.random.default_rng(5)
+        return [family_draw(rng, args) for _ in range(200)]
+
+    clean = draws(True)
+    assert all(d.noise == 0 and d.jpeg is None for d, _ in clean)
+    assert 60 < sum(t[3] == 1 for _, t in clean) < 140
+    assert any(d.noise > 0 or d.jpeg is not None for d, _ in draws(False))
+
+
 @pytest.mark.parametrize("told", [0.0, 0.5, 1.0])
 def test_blind_meta_mixes_the_papers_tasks_in_the_told_share(monkeypatch, told):
     """``--degradation blind --told P``: a share P of the tasks are the paper's (a Gaussian,
