@@ -1,7 +1,7 @@
 #!/bin/sh
-# Regenerate docs/data/real_inputs_*.json, docs/data/blind_vs_told_set5.json and the pictures
+# Regenerate docs/data/real_inputs_*.json, docs/data/blind_vs_told_set5*.json and the pictures
 # docs/img/real_*.png of docs/real-inputs.md. Needs ../shared/data beside the repository.
-# About 5 minutes on 2 cores.
+# About 8 minutes on 2 cores.
 set -e
 cd "$(dirname "$0")/.."
 D=../shared/data
@@ -17,3 +17,9 @@ python benchmarks/real_inputs.py --data $D/set14 --per-kind 14 --max-side 256 --
   --crop-image monarch.png
 python benchmarks/blind_vs_told.py --images $D/set5 --kernels $D/kernels/*.npy \
   --json $O/blind_vs_told_set5.json
+# x2: MZSR's kernels and the canonical ones, Eq. 1 at x2
+K=$(mktemp -d)
+python benchmarks/mzsr_kernels.py "$K"
+python benchmarks/blind_vs_told.py --scale 2 --images $D/set5 --kernels "$K"/*.npy \
+  $D/kernels/*.npy --json $O/blind_vs_told_set5_x2.json
+rm -rf "$K"

@@ -103,6 +103,10 @@ FAMILY_OUTPUTS = 4 + len(RESIZERS)
 
 # Blind mode at a scale without an estimator assumes the input was made by this resizer (the
 # commonest way images are made smaller) and adapts from the direct-SR weights (issue 28).
+# At a scale whose configuration sets "resize_sigma", an estimate narrower than that (the
+# geometric mean of its two sigmas, HR pixels) reads as this resizer too: a resizer's own
+# antialiasing is the least blur an image has, and a Gaussian estimator cannot tell it from a
+# narrow Gaussian, while the two want sons on grids half a pixel apart (docs/real-inputs.md).
 ASSUMED_RESIZER = "bicubic"
 
 
@@ -146,6 +150,11 @@ class KernelEstimator:
         # the resizers' taps at this scale (boundary: made once, like the bank)
         self.resizer_taps = ({name: kernel_to_fixed(resizer_kernel(name, scale))
                               for name in RESIZERS} if outputs > 3 else None)
+        sigma = shipped_config(scale).get("resize_sigma")
+        # u = ln(sigma1) + ln(sigma2) = 2 ln(geometric-mean sigma), FRAC fractional bits
+        self.resize_u = None if sigma is None else math.floor(
+            2 * math.log(float(sigma)) * (1 << FRAC) + 0.5)
+        self.assumed_taps = kernel_to_fixed(resizer_kernel(ASSUMED_RESIZER, scale))
         bank()
 
     def features(self, image):
@@ -207,6 +216,9 @@ class KernelEstimator:
             taps = self.resizer_taps[name]
             if max_size is None or taps.shape[0] <= max_size:
                 return Estimate(-1, taps, uvw, name)
+        if self.resize_u is not None and uvw[0] < self.resize_u and (
+                max_size is None or self.assumed_taps.shape[0] <= max_size):
+            return Estimate(-1, self.assumed_taps, uvw[:3], ASSUMED_RESIZER)
         b = bank()
         d = ((b.uvw - np.array(uvw[:3], np.int64)) ** 2).sum(axis=1)
         if max_size is not None:

@@ -89,6 +89,8 @@ def test_nearest_entry_is_exact(uvw, max_size):
     b = blind.bank()
 
     class Fixed(blind.KernelEstimator):
+        resize_u = None  # no "resize_sigma" rule: the bank only
+
         def __init__(self):
             pass
 
@@ -232,3 +234,32 @@ def test_cli_blind_bad_options_fail_in_one_line(tmp_path, args, msg):
     assert res.exit_code != 0
     assert msg in res.output and "Traceback" not in res.output
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize("sigma,reads_resize", [(0.2, False), (8.0, True)])
+def test_an_estimate_narrower_than_resize_sigma_reads_as_the_assumed_resize(
+        monkeypatch, hr, sigma, reads_resize):
+    """A scale whose configuration sets "resize_sigma": an estimate whose geometric-mean sigma
+    is below it is the assumed resizer (its taps, reported as a resizer, the direct-SR
+    weights, every turn of the self-ensemble); above it, the bank's Gaussian as before. The
+    comparison is on the integer prediction u against 2 ln(sigma) in FRAC bits."""
+    cfg = dict(blind.shipped_config(4), resize_sigma=sigma)
+    monkeypatch.setattr(blind, "shipped_config", lambda scale=4: cfg)
+    e = blind.KernelEstimator(ESTIMATOR, scale=4)
+    lr = lr_image(hr, gaussian(1.6), 4)
+    est = e.estimate(lr)
+    u = e.predict(lr)[0]
+    assert (u < math.floor(2 * math.log(sigma) * (1 << blind.FRAC) + 0.5)) == reads_resize
+    if reads_resize:
+        assert est.resizer == blind.ASSUMED_RESIZER and est.index == -1
+        assert (est.k_fixed == kernel_to_fixed(
+            blind.resizer_kernel(blind.ASSUMED_RESIZER, 4))).all()
+        assert est.describe()["family"] == "resizer"
+    else:
+        assert est.resizer is None and est.index >= 0
+    monkeypatch.setattr(blind, "estimator", lambda scale, path=None: e)
+    rep = {}
+    adapt(lr, steps=1, report=rep)
+    assert rep["kernel_estimate"]["family"] == ("resizer" if reads_resize else "gauss")
+    assert (rep["weights"] == blind.shipped_config(4)["sr_weights"]) == reads_resize
+    assert (len(rep["ensemble"]) == 8) == reads_resize
