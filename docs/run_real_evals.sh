@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerate docs/data/real_inputs_*.json, docs/data/blind_vs_told_set5*.json and the pictures
 # docs/img/real_*.png of docs/real-inputs.md. Needs ../shared/data beside the repository.
-# About 8 minutes on 2 cores.
+# About 10 minutes on 2 cores.
 set -e
 cd "$(dirname "$0")/.."
 D=../shared/data

@@ -151,10 +151,11 @@ class KernelEstimator:
         self.resizer_taps = ({name: kernel_to_fixed(resizer_kernel(name, scale))
                               for name in RESIZERS} if outputs > 3 else None)
         sigma = shipped_config(scale).get("resize_sigma")
-        # u = ln(sigma1) + ln(sigma2) = 2 ln(geometric-mean sigma), FRAC fractional bits
-        self.resize_u = None if sigma is None else math.floor(
-            2 * math.log(float(sigma)) * (1 << FRAC) + 0.5)
-        self.assumed_taps = kernel_to_fixed(resizer_kernel(ASSUMED_RESIZER, scale))
+        self.resize_u = self.assumed_taps = None
+        if sigma is not None:
+            # u = ln(sigma1) + ln(sigma2) = 2 ln(geometric-mean sigma), FRAC fractional bits
+            self.resize_u = math.floor(2 * math.log(float(sigma)) * (1 << FRAC) + 0.5)
+            self.assumed_taps = kernel_to_fixed(resizer_kernel(ASSUMED_RESIZER, scale))
         bank()
 
     def features(self, image):

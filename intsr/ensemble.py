@@ -71,8 +71,7 @@ def _mirror(k, d, axis):
     out = np.zeros_like(k)
     idx = [slice(None)] * 2
     idx[axis] = inside
-    take = np.take(k, src[inside], axis=axis)
-    out[tuple(idx)] = take
+    out[tuple(idx)] = np.take(k, src[inside], axis=axis)
     return out
 
 
@@ -127,13 +126,22 @@ def choose(k_fixed, scale, grid, setting, out_pixels):
 
 
 def average(outputs):
-    """Integer mean of 1, 2, 4 or 8 uint8 arrays, rounded half up."""
-    n = len(outputs)
-    if n == 1:
-        return outputs[0]
-    total = np.zeros(outputs[0].shape, np.uint16)
+    """Integer mean of 1, 2, 4 or 8 uint8 arrays, rounded half up. ``outputs`` may be any
+    iterable: they are summed as they come, so that a pass holds one uint16 sum and one
+    output, however many turns it averages."""
+    first = total = None
+    n = 0
     for o in outputs:
-        total += o
+        if n == 0:
+            first = o
+        elif n == 1:
+            total = first.astype(np.uint16)
+            total += o
+        else:
+            total += o
+        n += 1
+    if n == 1:
+        return first
     return ((total + n // 2) >> (n.bit_length() - 1)).astype(np.uint8)
 
 

@@ -197,12 +197,12 @@ class Adapter:
         default), the outputs averaged in integers."""
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
-        outs = []
-        for c in turns:
-            up = bicubic_upsample_u8(self_ensemble.turn(rgb, c), self.scale, self.grid)
-            outs.append(self_ensemble.unturn(self.net.predict(up, tile=SR_TILE), c))
-        out = self_ensemble.average(outs)
+        out = self_ensemble.average(self._turned_pass(rgb, c) for c in turns)
         return _grey(out) if gray else out
+
+    def _turned_pass(self, rgb, code):
+        up = bicubic_upsample_u8(self_ensemble.turn(rgb, code), self.scale, self.grid)
+        return self_ensemble.unturn(self.net.predict(up, tile=SR_TILE), code)
 
     def held_out_l1(self, pair):
         """Sum of |network output - target| in 8-bit levels over a pair (an int): the safety

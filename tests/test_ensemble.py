@@ -44,6 +44,7 @@ def test_average_is_the_mean_rounded_half_up(n, seed):
     assert got.dtype == np.uint8
     assert np.array_equal(got, (2 * total + n) // (2 * n))  # floor(mean + 1/2)
     assert got[0, 1] == 255
+    assert np.array_equal(ensemble.average(iter(outs)), got)  # summed as they come
 
 
 def _turned_son_gap(k_fixed, code, scale, grid, seed=3):
