@@ -12,7 +12,8 @@ holds for a turn only when it maps the degradation onto itself (docs/real-inputs
   with ``k == k.T``;
 * reversing the rows (or the columns) of an LR image of ``s * n`` pixels maps Eq. 1's son of
   it onto the reversed son only if the taps mirror onto themselves about the grid's sampling
-  point: ``k[t] == k[2m + d - t]`` with ``d = s - 1 - 2 * offset`` (zero outside the taps).
+  point: ``k[t] == k[2 (n // 2) + d - t]`` for n taps centred on tap n // 2, with
+  ``d = s - 1 - 2 * offset`` (zero outside the taps).
   Eq. 1's centre grid keeps ``s // 2``, so at even s a Gaussian's odd taps fail by half a
   pixel, while a resizer's taps (centred at ``(s - 1) / 2``, intsr.floatpath.realdeg) pass.
   An adapted network learns that half pixel from the son; averaging its output with the
@@ -64,9 +65,10 @@ def unturn(x, code):
 
 
 def _mirror(k, d, axis):
-    """Taps t -> k[2m + d - t] along ``axis`` (2m + 1 taps), zero where that is outside."""
+    """Taps t -> k[2 (n // 2) + d - t] along ``axis`` (n taps, centred on tap n // 2 as Eq. 1
+    applies them), zero where that is outside."""
     n = k.shape[axis]
-    src = (n - 1) + d - np.arange(n)
+    src = 2 * (n // 2) + d - np.arange(n)
     inside = (src >= 0) & (src < n)
     out = np.zeros_like(k)
     idx = [slice(None)] * 2
@@ -82,8 +84,8 @@ def is_symmetry(k_fixed, code, scale, grid):
     fixed-point taps put their rounding residue on one tap, which breaks exact symmetry: a
     Lanczos kernel's centre row differs by 12 of 65,536)."""
     k = np.asarray(k_fixed)
-    if k.shape[0] != k.shape[1]:
-        return code == 0
+    if code & 4 and k.shape[0] != k.shape[1]:
+        return False
     d = scale - 1 - 2 * grid_offset(grid, scale)
     kk = k.T if code & 4 else k
     if code & 1:
