@@ -107,6 +107,9 @@ def run_methods(lr, scale, methods, jpeg=None):
 
 
 def default_methods(sr_weights=None, adapt_weights=None, estimator=None):
+    # an estimator reads one scale (its file says which): the others keep the shipped ones
+    est_scale = None if estimator is None else int(np.load(estimator)["scale"])
+
     def bicubic(lr, scale, jpeg):
         h, w = lr.shape[:2]
         return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC)), {}
@@ -118,7 +121,7 @@ def default_methods(sr_weights=None, adapt_weights=None, estimator=None):
         # `intsr adapt` reads a JPEG file's quality from its tables (exactly), and another
         # file's from its pixels if it was once a JPEG ("auto"): the same here
         rep = {}
-        est = estimator if scale == 4 else None  # an estimator is trained for one scale
+        est = estimator if scale == est_scale else None
         return intsr.adapt(lr, scale=scale, weights=adapt_weights, report=rep, estimator=est,
                            jpeg="auto" if jpeg is None else jpeg), rep
 
@@ -185,7 +188,7 @@ def main():
     ap.add_argument("--sr-weights", default=None, help="weights for `sr` (default: shipped)")
     ap.add_argument("--adapt-weights", default=None, help="weights for `adapt` (default: shipped)")
     ap.add_argument("--estimator", default=None,
-                    help="kernel estimator .npz for `adapt` at x4 (default: shipped)")
+                    help="kernel estimator .npz for `adapt` at its scale (default: shipped)")
     ap.add_argument("--methods", nargs="+", default=["bicubic", "sr", "adapt"])
     ap.add_argument("--seed", type=int, default=28)
     ap.add_argument("--json", default=None)

@@ -247,13 +247,14 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                                          noise=_son_noise(report, p, pixels, noise)))
                 report["window"] = side
             report["losses"] = ad.learn(pairs, steps, progress)
+        k_fixed = fixed_kernel(kernel, scale)  # the batch's one kernel: its turns' taps
         for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
             pixels, alpha = read_image(inp)
             if continual:
                 ad.learn([ad.pair(pixels, kernel, jpeg=_jpeg_of(jpeg, inp, pixels),
                                   noise=_son_noise(report, inp, pixels, noise))], steps,
                          progress)
-            turns = sr_turns(fixed_kernel(kernel, scale), scale, grid, ensemble, pixels.shape)
+            turns = sr_turns(k_fixed, scale, grid, ensemble, pixels.shape)
             result = ad.super_resolve(pixels, turns)
             _write_sr(o, result, alpha, scale, grid)
             report["images"].append(_image_entry(inp, o, pixels, result, turns))
