@@ -514,6 +514,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         "weights": weights is not None, "prune": prune is not None, "lr": lr is not None,
         "method": method != "backprop", "options": options is not None,
         "precision": precision is not None, "seed": seed != 0})
+    ensemble = self_ensemble.check_setting(ensemble)  # a bad setting fails before any estimate
     rgb, gray = _as_rgb(image)
     timings, described = {}, None
     trace = bool(trace_memory)

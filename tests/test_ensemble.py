@@ -169,3 +169,15 @@ def test_adapt_reports_its_turns_and_keeps_one_pass_when_told(tmp_path):
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "ensemble" in lines[0] and "Traceback" not in res.output
         assert out.read_bytes() == before
+
+
+def test_a_bad_setting_fails_before_any_estimate(monkeypatch):
+    """adapt refuses a bad --ensemble before blind mode's estimate runs (no work to throw away)."""
+    import intsr.online as online
+
+    calls = []
+    monkeypatch.setattr(online, "estimate_kernel", lambda *a, **k: calls.append(a))
+    img = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(InputError, match="ensemble"):
+        online.adapt(img, ensemble=3)
+    assert calls == []
