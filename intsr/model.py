@@ -10,6 +10,8 @@ precision profile (intsr.precision) any of the 8-bit tensors above may be 16-bit
 convolution goes through kernels/dispatch.py (conv3x3, agrad3x3, wgrad3x3), which picks the
 register tile or the portable path.
 """
+import collections
+
 import numpy as np
 
 from intsr.arch import HALO, NUM_LAYERS, layer_shapes
@@ -34,7 +36,7 @@ from intsr.kernels.requant import (
 from intsr.kernels.update import sgd_update_s32
 from intsr.precision import INT8
 from intsr.quant import QTensor, ceil_log2, saturate, shift_round
-from intsr.threads import map_tiles
+from intsr.threads import map_tiles, side_thread
 
 MODES = ("ours", "standard")  # 32-bit master weights (Eq. 14-15) or 8-bit weights (Eq. 12-13)
 
@@ -371,59 +373,85 @@ class IntNet:
         ((9*C_in, n_kept), int32 for 'ours', int8 for 'standard'; None if nothing is kept).
 
         ``update=(lr_mult, lr_shift)``: apply each layer's SGD update to its master weights as
-        soon as its gradient exists (and return nothing), so no more than one weight gradient
-        is alive. The result equals ``apply(backward(...))``: the activation gradients use the
-        int8 forward weights, which are only re-derived by the caller afterwards.
-        ``observe(layer, gq)`` sees each layer's weight gradient before it is applied
-        (intsr.mest)."""
+        soon as its gradient exists (and return nothing), so few weight gradients are alive.
+        The result equals ``apply(backward(...))``: the activation gradients use the int8
+        forward weights, which are only re-derived by the caller afterwards. Updating, each
+        layer's weight gradient and update may run on threads.side_thread() while the next
+        activation gradient is computed (under load; the same integers: nothing in the chain
+        reads them). ``observe(layer, gq)`` sees each layer's weight gradient before it is
+        applied (intsr.mest), in order, on the caller's thread."""
         h, w, _ = grad.shape
         grads = [None] * NUM_LAYERS
-        g = grad
-        for layer in range(NUM_LAYERS - 1, -1, -1):
-            kept = self.kept[layer]
-            if kept.size == 0:
-                break  # nothing trained here, and no gradient reaches the layers below
-            x = cache.acts[layer]
+        side = side_thread() if update is not None and observe is None else None
+        pending, todo = [], collections.deque()  # side futures; weight gradients not begun
+
+        def weight_grad(layer, x, g, order):
             dw = wgrad3x3(_as_unsigned(x.value), g.value)
-            self.macs += h * w * dw.shape[0] * dw.shape[1]
-            if layer > 0 and cache.order[layer - 1] is not None:  # rows back to the masters' order
+            if order is not None:  # rows back to the masters' order
                 c = x.shape[2]
-                back = np.argsort(cache.order[layer - 1])
-                dw = dw.reshape(9, c, -1)[:, back].reshape(9 * c, -1)
+                dw = dw.reshape(9, c, -1)[:, np.argsort(order)].reshape(9 * c, -1)
             st = None if self.static is None else self.static["wgrad"][layer]
-            grads[layer] = _weight_grad(dw, x.exp + g.exp, self._master_bits(layer), self.nearest,
-                                        st)
+            gq = _weight_grad(dw, x.exp + g.exp, self._master_bits(layer), self.nearest, st)
             del dw
             if record is not None:
-                record["wgrad"][layer].append(grads[layer].scale)
+                record["wgrad"][layer].append(gq.scale)
             if observe is not None:
-                observe(layer, grads[layer])
-            if update is not None:
-                self._update_layer(layer, grads[layer], *update)
-                grads[layer] = None
-            if layer == 0:
-                break
-            kin = self.kept[layer - 1]
-            if kin.size == 0:
-                break
-            # Stored in kept-first order, the kept channels are the first columns on both
-            # sides of the product, and the ReLU gate is a view.
-            act = cache.acts[layer].value.reshape(h * w, -1)
-            gate = act[:, :kin.size]
-            wq = cache.w8[layer]
-            acc, m = agrad3x3(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
-                              GATE_MASK, gate)
-            self.macs += h * w * 9 * kept.size * kin.size
-            st = None if self.static is None else self.static["grad"][layer - 1]
-            gq = requantize(acc.reshape(h * w, -1), g.exp + wq.exp, gate, GATE_MASK,
-                            self.nearest, st, bits=self.prec.grad[layer - 1], max_abs=m)
-            if record is not None:
-                record["grad"][layer - 1].append(gq.scale)
-            g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
-            # Peak memory: the int32 accumulator (4x the int8 gradient) and this layer's stored
-            # input (last used as the gate above) must not outlive the layer.
-            del acc, act, gate, gq
-            cache.acts[layer] = None
+                observe(layer, gq)
+            if update is None:
+                grads[layer] = gq
+            else:
+                self._update_layer(layer, gq, *update)
+
+        def take_one():
+            try:
+                args = todo.popleft()  # atomic: each layer is taken by one thread
+            except IndexError:
+                return
+            weight_grad(*args)
+
+        g = grad
+        try:
+            for layer in range(NUM_LAYERS - 1, -1, -1):
+                kept = self.kept[layer]
+                if kept.size == 0:
+                    break  # nothing trained here, and no gradient reaches the layers below
+                x = cache.acts[layer]
+                self.macs += h * w * 9 * x.shape[2] * kept.size
+                args = (layer, x, g, cache.order[layer - 1] if layer > 0 else None)
+                if side is None:
+                    weight_grad(*args)
+                else:
+                    todo.append(args)
+                    pending.append(side.submit(take_one))
+                if layer == 0:
+                    break
+                kin = self.kept[layer - 1]
+                if kin.size == 0:
+                    break
+                # Stored in kept-first order, the kept channels are the first columns on both
+                # sides of the product, and the ReLU gate is a view.
+                act = cache.acts[layer].value.reshape(h * w, -1)
+                gate = act[:, :kin.size]
+                wq = cache.w8[layer]
+                acc, m = agrad3x3(g.value, wq.value, np.arange(kin.size), np.arange(kept.size),
+                                  GATE_MASK, gate)
+                self.macs += h * w * 9 * kept.size * kin.size
+                st = None if self.static is None else self.static["grad"][layer - 1]
+                gq = requantize(acc.reshape(h * w, -1), g.exp + wq.exp, gate, GATE_MASK,
+                                self.nearest, st, bits=self.prec.grad[layer - 1], max_abs=m)
+                if record is not None:
+                    record["grad"][layer - 1].append(gq.scale)
+                g = QTensor(gq.value.reshape(h, w, -1), gq.scale)
+                # Peak memory: the int32 accumulator (4x the int8 gradient) and this layer's
+                # stored input (last used as the gate above) must not outlive the layer.
+                del acc, act, gate, gq
+                cache.acts[layer] = None
+            while todo:  # the chain is done: this thread takes what the side has not
+                take_one()
+        finally:
+            todo.clear()
+            for f in pending:  # every update is in before the step returns, or raises
+                f.result()
         return grads
 
     # -- update -------------------------------------------------------------------------------

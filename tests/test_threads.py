@@ -75,6 +75,81 @@ def test_six_tenths_of_an_idle_core_adds_a_thread_back(idle_per_window, after):
     assert p._window == [0, 0]  # judged: a new window starts
 
 
+@pytest.mark.parametrize("wait, after", [(WALL // 10 - 1, 2), (WALL // 10, 1)])
+def test_a_side_thread_step_that_waited_under_a_tenth_of_a_core_adds_a_thread_back(wait, after):
+    p = _auto(1)
+    p.observe(WALL, wait, 0, 0, side=True)  # no idle tick seen: the waiting alone decides
+    assert p.current == after
+
+
+def test_the_side_thread_runs_only_for_auto_below_its_maximum(monkeypatch):
+    monkeypatch.setattr(threads, "_concurrent_launches_safe", lambda: True)
+    seen = []
+    for p, current in ((_auto(1), 1), (_auto(2), 2), (threads.Policy(1), 1)):
+        p._started, p.current = True, current
+        p.step(lambda: seen.append(threads.side_thread() is not None))
+        assert p.report()["steps_with_side_thread"] == int(seen[-1])
+    assert seen == [True, False, False]
+    assert threads.side_thread() is None  # only while a step runs
+
+
+def _steps(net, inp, tgt, n=3, record=None):
+    from intsr.floatpath.convert import lr_to_fixed
+    mult, shift = lr_to_fixed(0.01, tgt.size)
+    return [net.step(inp, tgt, mult, shift, record) for _ in range(n)]
+
+
+@pytest.mark.parametrize("precision, prune", [("int8", None), ("mixed-x2", 0.5)])
+def test_weight_gradients_on_the_side_thread_are_the_same_integers(precision, prune,
+                                                                   monkeypatch):
+    """A step whose weight gradients and updates run on the side thread (and on the caller's
+    once its chain is done) against the same steps all on the caller's thread: the losses,
+    every master weight and scale, and the recorded scales, bit for bit; and the side thread
+    did take some of them."""
+    import threading
+
+    from intsr import model
+    from intsr.weights import shipped_precision
+    weights, masks, _ = load_model(prune=prune)
+    rng = np.random.default_rng(5)
+    inp = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    tgt = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    nets = [IntNet(weights_to_int(weights), masks, precision=shipped_precision(precision))
+            for _ in range(2)]
+    records = [model.new_record() for _ in range(2)]
+    numba.set_num_threads(1)
+    serial = _steps(nets[0], inp, tgt, record=records[0])
+    where = []
+    wgrad = model.wgrad3x3
+    monkeypatch.setattr(model, "wgrad3x3", lambda x, g: where.append(
+        threading.current_thread().name) or wgrad(x, g))
+    monkeypatch.setattr(threads, "_SIDE_ON", True)
+    side = _steps(nets[1], inp, tgt, record=records[1])
+    assert side == serial
+    for a, b in zip(nets[0].weights, nets[1].weights, strict=True):
+        assert a.scale == b.scale and np.array_equal(a.value, b.value)
+    assert records[0] == records[1] and nets[0].macs == nets[1].macs
+    assert any(name.startswith("intsr-side") for name in where), where
+    assert len(where) == 3 * sum(k.size > 0 for k in nets[0].kept)
+
+
+def test_a_failure_on_the_side_thread_fails_the_step(monkeypatch):
+    from intsr import model
+    net = IntNet(weights_to_int(load_model()[0]))
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    real = model._weight_grad
+
+    def bad(dw, exp, bits, nearest, st=None):
+        if dw.shape[0] == 27:  # layer 1's weight gradient (9 taps x 3 channels)
+            raise ArithmeticError("layer 1")
+        return real(dw, exp, bits, nearest, st)
+    monkeypatch.setattr(model, "_weight_grad", bad)
+    monkeypatch.setattr(threads, "_SIDE_ON", True)
+    with pytest.raises(ArithmeticError, match="layer 1"):
+        _steps(net, img, img, n=1)
+
+
 def test_never_above_the_maximum():
     p = _auto(2)
     p.observe(WALL, 0, 40, 40)
@@ -182,7 +257,7 @@ def test_json_reports_the_threads(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(rep.read_text())["threads"] == {
         "policy": "fixed", "max": 1, "sensing": False, "sr_tile_workers": 1,
-        "steps_by_threads": {"1": 2}}
+        "steps_by_threads": {"1": 2}, "steps_with_side_thread": 0}
 
 
 def test_a_bad_intsr_threads_is_a_warning_then_auto():
