@@ -123,7 +123,8 @@ def test_llvm_ir_of_online_kernels_has_no_float(tmp_path, path):
             "requant.requant_s32", "requant.max_abs_s32", "elementwise.l1_grad_s64",
             "dispatch._agrad_weights",
             "elementwise.pixels_s64", "update.sgd_update_s32",
-            "resample._degrade_u8", "resample._resample_rows_u8", "noise_u8.add_noise_u8"]:
+            "resample._degrade_u8", "resample._resample_rows_u8", "noise_u8.add_noise_u8",
+            "planes_x16.combine_w16_s32"]:
         assert "intsr.kernels." + k in data["found"], k
     assert data["bad"] == []
     assert {"double", "fmul", "sitofp"} <= set(data["control"])

@@ -61,7 +61,8 @@ def tile_fits(n):
 
 def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     """x (H, W, C_in) uint8/int8/uint16/int16, w (3, 3, C_in, C_out) int8/int16 -> (H, W, C_out),
-    exact: int32 when both are 8-bit, else int64.
+    exact: int32 when both are 8-bit or 8-bit data meets int16 weights over at most
+    planes_x16.W16_NARROW_MAX input channels, else int64.
 
     With a requant gate ``mode`` (kernels/requant.py: GATE_NONE, GATE_RELU, or GATE_MASK by
     ``gate``, an (H*W, C_out) array) returns (out, max |gated(out)|): Eq. 11's maximum, which
@@ -80,6 +81,9 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     if w.dtype == np.int8 and tile_fits(n):
         # 16-bit data, 8-bit weights: both planes in one tile pass
         return igemm_u8s8.conv3x3_x16(x, w, mode, gate)
+    if x.itemsize == 1 and w.dtype == np.int16 and x.shape[2] <= planes_x16.W16_NARROW_MAX:
+        out = planes_x16.conv3x3_w16_narrow(x, w, conv3x3_u8s8)  # exact in int32
+        return out if mode == GATE_NO_MAX else (out, None)
     out = planes_x16.conv3x3_x16(x, w, conv3x3_u8s8)
     return out if mode == GATE_NO_MAX else (out, None)
 

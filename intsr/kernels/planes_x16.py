@@ -15,6 +15,11 @@ the low plane shifted into int8, and the constant 128 added back as 128 * (x (*)
 box_sum_x8, the 3x3 box sum of the channel sum of x (for the weight gradient tap_sums_x8, the
 per-tap sums of x), broadcast over the output channels: C adds a pixel instead of a conv.
 
+8-bit data against 16-bit weights over at most W16_NARROW_MAX input channels (the first
+layer's 3, where the x2 profile keeps 16-bit weights) stays in int32: both weight planes' int32
+outputs are combined in place with the box sum taken on the fly (combine_w16_s32), instead of
+three passes over an int64 output (at 272 px on one thread: 38 ms -> a few, in an SR pass).
+
 Headroom: every partial is exact in the 8-bit kernel's own accumulator (int32 conv: at most
 576 products of < 2**15 each, below 2**25; int64 weight gradient). Conv partials are shifted by
 at most 8 + 8 (< 2**41) and at most six are added: below 2**44. Weight-gradient partials: at
@@ -69,6 +74,44 @@ def tap_sums_x8(x, out):
             for xx in range(max(0, -dx), min(w, w - dx)):
                 s += np.int64(x[y + dy, xx + dx, k])
         out[t, 0] = s
+
+
+W16_NARROW_MAX = 28  # input channels: 9 * 28 * 255 * (2**15 + 2**8) < 2**31 (below)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def combine_w16_s32(hi, lo, x):
+    """hi (H, W, N) int32 = hi * 2**8 + lo + 2**7 * box(x), in place: the conv of 8-bit x
+    (H, W, C <= W16_NARROW_MAX) with int16 w = 2**8 (w >> 8) + ((w & 255) - 128) + 128, from
+    hi = x (*) (w >> 8) and lo = x (*) ((w & 255) - 128) (int8 planes), and box(x) the 3x3
+    box sum over all channels (zero padding), the 128 term. Headroom: |x| <= 255 and 9 C taps,
+    so |hi| 2**8 <= 9 C 255 2**15, |lo| and |box| 2**7 <= 9 C 255 2**7: every partial sum is
+    below 9 * 28 * 255 * (2**15 + 2**8) < 2**31 (int64 in registers regardless)."""
+    h, w, c = x.shape
+    n = hi.shape[2]
+    for y in prange(h):
+        for xx in range(w):
+            box = np.int64(0)
+            for dy in range(-1, 2):
+                if 0 <= y + dy < h:
+                    for dx in range(-1, 2):
+                        if 0 <= xx + dx < w:
+                            for k in range(c):
+                                box += np.int64(x[y + dy, xx + dx, k])
+            box <<= 7
+            for j in range(n):
+                hi[y, xx, j] = (np.int64(hi[y, xx, j]) << 8) + lo[y, xx, j] + box
+
+
+def conv3x3_w16_narrow(x, w, conv8):
+    """x (H, W, C_in <= W16_NARROW_MAX) uint8/int8, w (3, 3, C_in, C_out) int16 -> (H, W, C_out)
+    int32, exact, from ``conv8`` on the two weight planes and one combining pass."""
+    if x.itemsize != 1 or w.dtype != np.int16 or x.shape[2] > W16_NARROW_MAX:
+        raise ValueError("8-bit data, int16 weights, at most W16_NARROW_MAX input channels")
+    (hi_w, _), (lo_w, _) = _int8_planes(w)[0]
+    hi = np.ascontiguousarray(conv8(x, hi_w))
+    combine_w16_s32(hi, np.ascontiguousarray(conv8(x, lo_w)), np.ascontiguousarray(x))
+    return hi
 
 
 def add_shifted_s64_ref(out, part, shift, first):

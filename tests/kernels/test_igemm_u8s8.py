@@ -200,6 +200,22 @@ def test_conv3x3_row_maxima_are_eq11s_maximum(fill, kind, mode, shape):
     assert m == max_abs_s32_ref(out.reshape(h * w, n), gate, mode)
 
 
+def test_conv3x3_x16_int32_output_at_its_bound():
+    """fits_s32_x16 at the edge: a column whose |w| sum times 65535 is just below 2**31 gets
+    an int32 output, exact where every input is 65535 (the centre pixel reaches 65535 * 32768);
+    one more unit of weight and the output is int64, exact too (an int32 would wrap)."""
+    x = np.full((3, 3, 64), 65535, np.uint16)
+    for extra, dtype in ((0, np.int32), (1, np.int64)):
+        w = np.zeros((3, 3, 64, 2), np.int8)
+        flat = w.reshape(-1, 2)
+        flat[:258, 0] = 127
+        flat[258, 0] = 2 + extra  # 258 * 127 + 2 = 32768
+        got = igemm_u8s8.conv3x3_x16(x, w)
+        assert got.dtype == dtype and igemm_u8s8.fits_s32_x16(x, w) == (dtype == np.int32)
+        assert int(got[1, 1, 0]) == 65535 * (32768 + extra)
+        np.testing.assert_array_equal(got, conv3x3_ref(x, w))
+
+
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.uint16, np.int16])
 @pytest.mark.parametrize("shape", [(9, 11, 64, 64), (5, 8, 3, 64), (6, 13, 64, 3), (5, 6, 24, 40)])
@@ -211,7 +227,7 @@ def test_conv3x3_x16_both_planes_in_one_pass(fill, kind, xdtype, shape):
     x = fill((h, w, c), xdtype, kind)
     wt = fill((3, 3, c, n), np.int8, kind)
     got = igemm_u8s8.conv3x3_x16(x, wt)
-    assert got.dtype == np.int64
+    assert got.dtype == (np.int32 if igemm_u8s8.fits_s32_x16(x, wt) else np.int64)
     np.testing.assert_array_equal(got, conv3x3_ref(x, wt))
     out, m = igemm_u8s8.conv3x3_x16(x, wt, 0)
     assert m == max_abs_s32_ref(got.reshape(h * w, n), None, 0)

@@ -14,7 +14,13 @@ from intsr.kernels.dispatch import (
     wgrad3x3,
     wgrad3x3_ref,
 )
-from intsr.kernels.planes_x16 import add_shifted_s64, add_shifted_s64_ref, box_sum_x8, tap_sums_x8
+from intsr.kernels.planes_x16 import (
+    W16_NARROW_MAX,
+    add_shifted_s64,
+    add_shifted_s64_ref,
+    box_sum_x8,
+    tap_sums_x8,
+)
 from intsr.kernels.requant import GATE_RELU, max_abs_s32_ref
 
 from kernel_data import EXTREMES
@@ -34,7 +40,11 @@ def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype, path):
     x = fill((7, 9, 64), xdtype, kind)
     w = fill((3, 3, 64, 24), wdtype, kind)
     got = conv3x3(x, w)
-    assert got.dtype == (np.int32 if x.itemsize == 1 and wdtype == np.int8 else np.int64)
+    # int32 where the result is bounded below 2**31: both 8-bit, or 16-bit data on the tile
+    # with int8 weights small enough (igemm_u8s8.fits_s32_x16)
+    s32 = wdtype == np.int8 and (x.itemsize == 1 or dispatch.PATH != "portable"
+                                 and dispatch.igemm_u8s8.fits_s32_x16(x, w))
+    assert got.dtype == (np.int32 if s32 else np.int64)
     np.testing.assert_array_equal(got.astype(np.int64), conv3x3_ref(x, w))
     # with Eq. 11's maximum: the same output, and the maximum where a kernel took it (None
     # where separate plane calls leave it to the requantization)
@@ -42,6 +52,28 @@ def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype, path):
     np.testing.assert_array_equal(out, got)
     assert m is None or m == max_abs_s32_ref(out.reshape(63, 24), None, GATE_RELU)
     assert (m is None) == (wdtype == np.int16 or x.itemsize == 2 and dispatch.PATH == "portable")
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("c", [3, W16_NARROW_MAX, W16_NARROW_MAX + 1])
+def test_conv3x3_of_8_bit_data_and_16_bit_weights_over_few_channels(fill, kind, xdtype, c,
+                                                                    path):
+    """The first layer's case (8-bit image, int16 weights, 3 channels): int32 up to
+    W16_NARROW_MAX input channels, exact at the extremes (all 255 against all -32768 reaches
+    -9 * 28 * 255 * 32768, just above -2**31), and int64 above it."""
+    x = fill((6, 7, c), xdtype, kind)
+    w = fill((3, 3, c, 16), np.int16, kind)
+    got = conv3x3(x, w)
+    assert got.dtype == (np.int32 if c <= W16_NARROW_MAX else np.int64)
+    np.testing.assert_array_equal(got, conv3x3_ref(x, w))
+    out, m = conv3x3(x, w, GATE_RELU)
+    np.testing.assert_array_equal(out, got)
+    assert m is None
+    if c == W16_NARROW_MAX and kind == "max":  # the corner: every pixel 255, every weight
+        corner = conv3x3(np.full((3, 3, c), 255, np.uint8), np.full((3, 3, c, 1), -32768,
+                                                                    np.int16))
+        assert corner.dtype == np.int32 and int(corner[1, 1, 0]) == -9 * c * 255 * 32768
 
 
 def test_conv3x3_x16_headroom_at_the_corners():
