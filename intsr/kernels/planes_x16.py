@@ -43,21 +43,28 @@ def add_shifted_s64(out, part, shift, first):
             out[r, j] = v if first else out[r, j] + v
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _box3(x, y, xx):
+    # the sum of x over the 3x3 window at (y, xx) and all channels, zero padding, int64
+    h, w, c = x.shape
+    s = np.int64(0)
+    for dy in range(-1, 2):
+        if 0 <= y + dy < h:
+            for dx in range(-1, 2):
+                if 0 <= xx + dx < w:
+                    for k in range(c):
+                        s += np.int64(x[y + dy, xx + dx, k])
+    return s
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def box_sum_x8(x, out):
     """out (H*W, 1) int64 = x (*) an all-ones 3x3 filter with one output channel (zero
     padding): the sum of x over each 3x3 window and all channels. |sum| < 9 * 64 * 2**8."""
-    h, w, c = x.shape
+    h, w, _ = x.shape
     for y in prange(h):
         for xx in range(w):
-            s = np.int64(0)
-            for dy in range(-1, 2):
-                if 0 <= y + dy < h:
-                    for dx in range(-1, 2):
-                        if 0 <= xx + dx < w:
-                            for k in range(c):
-                                s += np.int64(x[y + dy, xx + dx, k])
-            out[y * w + xx, 0] = s
+            out[y * w + xx, 0] = _box3(x, y, xx)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -87,18 +94,11 @@ def combine_w16_s32(hi, lo, x):
     box sum over all channels (zero padding), the 128 term. Headroom: |x| <= 255 and 9 C taps,
     so |hi| 2**8 <= 9 C 255 2**15, |lo| and |box| 2**7 <= 9 C 255 2**7: every partial sum is
     below 9 * 28 * 255 * (2**15 + 2**8) < 2**31 (int64 in registers regardless)."""
-    h, w, c = x.shape
+    h, w, _ = x.shape
     n = hi.shape[2]
     for y in prange(h):
         for xx in range(w):
-            box = np.int64(0)
-            for dy in range(-1, 2):
-                if 0 <= y + dy < h:
-                    for dx in range(-1, 2):
-                        if 0 <= xx + dx < w:
-                            for k in range(c):
-                                box += np.int64(x[y + dy, xx + dx, k])
-            box <<= 7
+            box = _box3(x, y, xx) << 7
             for j in range(n):
                 hi[y, xx, j] = (np.int64(hi[y, xx, j]) << 8) + lo[y, xx, j] + box
 
