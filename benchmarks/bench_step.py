@@ -16,10 +16,15 @@ sees NumPy arrays: every transient buffer counts), next to Eq. 16 for the same s
 in both readings (intsr.cost); PyTorch's is the bytes autograd saves for backward plus the
 gradients (saved-tensor hooks: its transient buffers are not counted, which favours it).
 
+``--threading`` adds the integer engine (first profile) at fixed settings beside the policy's
+own: two threads, one thread, and one thread with the side thread (intsr.threads.side_on), so
+the threading choices are compared under each --load in the same run.
+
     python benchmarks/bench_step.py [--sizes 64 128 256] [--prune 0 0.5 0.85] [--threads 2]
-        [--precision int8 mixed] [--target avx2]
+        [--precision int8 mixed] [--target avx2] [--load idle busy] [--threading]
 """
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,6 +32,7 @@ import tempfile
 import tracemalloc
 from functools import partial
 
+import numba
 import numpy as np
 
 from intsr import cost, threads
@@ -112,6 +118,17 @@ def torch_step(weights, masks, x, y, threads):
     return step, memory
 
 
+FIXED = [("2 threads", 2, False), ("1 thread", 1, False), ("1 + side", 1, True)]
+
+
+def fixed_step(net, n_threads, side, *args):
+    """One step at a fixed thread count (the policy sets its own again before its next step),
+    with or without the side thread."""
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    with threads.side_on() if side else contextlib.nullcontext():
+        return net.step(*args)
+
+
 def _line(row, precision):
     line = (f"{row['size']:4d} px  prune {row['prune']:4.2f} {row['load']:4s} | int "
             f"{row['int_ms']:8.1f} ms")
@@ -123,6 +140,8 @@ def _line(row, precision):
         line += f" | torch fp32 {row['torch_ms']:7.1f} ms ({row['torch_ms'] / row['int_ms']:.2f}x)"
     if "int_vs_own_idle" in row:
         line += f" | int {row['int_vs_own_idle']:.2f}x its idle time"
+    for name, ms in row.get("threading_ms", {}).items():
+        line += f" | {name} {ms:.1f} ms"
     line += (f" | memory: int {row['int_peak_kb']:7.0f} KB = "
              f"{row['int_peak_kb'] / row['eq16_printed_kb']:.2f}x Eq.16 printed "
              f"({row['eq16_printed_kb']:.0f} KB), "
@@ -151,6 +170,8 @@ def main():
     ap.add_argument("--precision", nargs="+", default=["int8"],
                     help="shipped precision profiles of the integer engine (the first is int_ms)")
     ap.add_argument("--target", choices=sorted(TARGETS), default="native")
+    ap.add_argument("--threading", action="store_true",
+                    help="also time fixed settings: 2 threads, 1 thread, 1 thread + side thread")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.target != "native" and os.environ.get("INTSR_BENCH_TARGET") != args.target:
@@ -172,6 +193,11 @@ def main():
             for name in args.precision:
                 net = IntNet(weights_to_int(weights), masks, precision=shipped_precision(name))
                 fns[name] = partial(policy.step, net.step, inp, tgt, mult, shift)
+            if args.threading:
+                for name, n_threads, side in FIXED:
+                    fns[name] = partial(fixed_step, IntNet(weights_to_int(weights), masks,
+                                        precision=shipped_precision(args.precision[0])),
+                                        n_threads, side, inp, tgt, mult, shift)
             xf, yf = inp / np.float32(255), tgt / np.float32(255)
             if not args.no_numpy:
                 fns["numpy"] = partial(FloatNet(weights, masks).step, xf, yf, 0.01)
@@ -191,6 +217,8 @@ def main():
                            eq16_fp32_kb=cost.memory_kb(n, 32, 32, masks),
                            cpu=cpu_name(), target=args.target, path=PATH,
                            threads=policy.report(), torch_threads=torch_threads)
+                if args.threading:
+                    row["threading_ms"] = {name: 1e3 * med[name] for name, _, _ in FIXED}
                 if "idle" in by_load and ld != "idle":
                     row["int_vs_own_idle"] = med[first] / by_load["idle"][first]
                 if torch_fns is not None:

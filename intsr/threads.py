@@ -37,6 +37,7 @@ across image tiles instead (``map_tiles``): one Python thread per CPU, each runn
 on one thread, so no region waits for another thread and a busy core just finishes fewer
 tiles.
 """
+import contextlib
 import glob
 import os
 import time
@@ -156,12 +157,8 @@ class Policy:
         side = below and _concurrent_launches_safe()
         self.side_steps += side
         w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
-        global _SIDE_ON
-        _SIDE_ON = side
-        try:
+        with side_on() if side else contextlib.nullcontext():
             result = fn(*args, **kwargs)
-        finally:
-            _SIDE_ON = False
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
         # a reading that failed this once (a file gone) counts as nothing seen
         waited = w0 is not None and w1 is not None
@@ -242,7 +239,7 @@ def _concurrent_launches_safe():
         return False
 
 
-_SIDE_ON = False  # a step under the auto policy below its maximum is running
+_SIDE_ON = False  # steps now run their weight gradients on the side thread (side_on)
 _SIDE = None
 
 
@@ -253,6 +250,18 @@ def _forget_side():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_side)
+
+
+@contextlib.contextmanager
+def side_on():
+    """Steps inside run their weight gradients on the side thread, whatever the count (what
+    Policy.step does below its maximum; benchmarks and tests set it to compare)."""
+    global _SIDE_ON
+    _SIDE_ON = True
+    try:
+        yield
+    finally:
+        _SIDE_ON = False
 
 
 def side_thread():

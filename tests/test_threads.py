@@ -123,8 +123,8 @@ def test_weight_gradients_on_the_side_thread_are_the_same_integers(precision, pr
     wgrad = model.wgrad3x3
     monkeypatch.setattr(model, "wgrad3x3", lambda x, g: where.append(
         threading.current_thread().name) or wgrad(x, g))
-    monkeypatch.setattr(threads, "_SIDE_ON", True)
-    side = _steps(nets[1], inp, tgt, record=records[1])
+    with threads.side_on():
+        side = _steps(nets[1], inp, tgt, record=records[1])
     assert side == serial
     for a, b in zip(nets[0].weights, nets[1].weights, strict=True):
         assert a.scale == b.scale and np.array_equal(a.value, b.value)
@@ -145,9 +145,9 @@ def test_a_failure_on_the_side_thread_fails_the_step(monkeypatch):
             raise ArithmeticError("layer 1")
         return real(dw, exp, bits, nearest, st)
     monkeypatch.setattr(model, "_weight_grad", bad)
-    monkeypatch.setattr(threads, "_SIDE_ON", True)
-    with pytest.raises(ArithmeticError, match="layer 1"):
+    with threads.side_on(), pytest.raises(ArithmeticError, match="layer 1"):
         _steps(net, img, img, n=1)
+    assert threads.side_thread() is None
 
 
 def test_never_above_the_maximum():
