@@ -272,7 +272,7 @@ def side_thread():
     for but the update, run beside it; a thread that waits for work sleeps instead of
     spinning, so a shared core costs it only its share."""
     global _SIDE
-    if not _SIDE_ON:
+    if not _SIDE_ON or not _concurrent_launches_safe():  # workqueue: launches from one thread
         return None
     if _SIDE is None:
         _SIDE = ThreadPoolExecutor(1, thread_name_prefix="intsr-side",

@@ -91,6 +91,9 @@ def test_the_side_thread_runs_only_for_auto_below_its_maximum(monkeypatch):
         assert p.report()["steps_with_side_thread"] == int(seen[-1])
     assert seen == [True, False, False]
     assert threads.side_thread() is None  # only while a step runs
+    monkeypatch.setattr(threads, "_concurrent_launches_safe", lambda: False)
+    with threads.side_on():
+        assert threads.side_thread() is None  # a layer that launches from one thread only
 
 
 def _steps(net, inp, tgt, n=3, record=None):
@@ -129,7 +132,9 @@ def test_weight_gradients_on_the_side_thread_are_the_same_integers(precision, pr
     for a, b in zip(nets[0].weights, nets[1].weights, strict=True):
         assert a.scale == b.scale and np.array_equal(a.value, b.value)
     assert records[0] == records[1] and nets[0].macs == nets[1].macs
-    assert any(name.startswith("intsr-side") for name in where), where
+    # (Numba's workqueue layer cannot launch from two threads: there the step stays serial)
+    assert any(name.startswith("intsr-side") for name in where) == \
+        threads._concurrent_launches_safe(), where
     assert len(where) == 3 * sum(k.size > 0 for k in nets[0].kept)
 
 
