@@ -24,7 +24,6 @@ the threading choices are compared under each --load in the same run.
         [--precision int8 mixed] [--target avx2] [--load idle busy] [--threading]
 """
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -125,7 +124,7 @@ def fixed_step(net, n_threads, side, *args):
     """One step at a fixed thread count (the policy sets its own again before its next step),
     with or without the side thread."""
     numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
-    with threads.side_on() if side else contextlib.nullcontext():
+    with threads.side_on(side):
         return net.step(*args)
 
 

@@ -131,18 +131,14 @@ def average(outputs):
     """Integer mean of 1, 2, 4 or 8 uint8 arrays, rounded half up. ``outputs`` may be any
     iterable: they are summed as they come, so that a pass holds one uint16 sum and one
     output, however many turns it averages."""
-    first = total = None
-    n = 0
-    for o in outputs:
-        if n == 0:
-            first = o
-        elif n == 1:
+    it = iter(outputs)
+    first, total, n = next(it), None, 1
+    for o in it:
+        if total is None:
             total = first.astype(np.uint16)
-            total += o
-        else:
-            total += o
+        total += o
         n += 1
-    if n == 1:
+    if total is None:
         return first
     return ((total + n // 2) >> (n.bit_length() - 1)).astype(np.uint8)
 

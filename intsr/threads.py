@@ -157,7 +157,7 @@ class Policy:
         side = below and _concurrent_launches_safe()
         self.side_steps += side
         w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
-        with side_on() if side else contextlib.nullcontext():
+        with side_on(side):
             result = fn(*args, **kwargs)
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
         # a reading that failed this once (a file gone) counts as nothing seen
@@ -253,11 +253,11 @@ if hasattr(os, "register_at_fork"):
 
 
 @contextlib.contextmanager
-def side_on():
-    """Steps inside run their weight gradients on the side thread, whatever the count (what
-    Policy.step does below its maximum; benchmarks and tests set it to compare)."""
+def side_on(on=True):
+    """Steps inside run their weight gradients on the side thread if ``on``, whatever the
+    count (what Policy.step does below its maximum; benchmarks and tests set it to compare)."""
     global _SIDE_ON
-    _SIDE_ON = True
+    _SIDE_ON = bool(on)
     try:
         yield
     finally:
