@@ -243,27 +243,82 @@ NOISE_FLOOR_Q8 = 512  # 2 levels
 _NOISE_GAIN_Q16 = 7824
 
 
-def estimate_noise(rgb):
-    """Noise standard deviation of an (H, W, 3) uint8 image in 8-bit levels with 8 fractional
-    bits (``sigma_q8``), 0 for an image that reads as clean; central WINDOW pixels."""
+def _window(rgb):
+    """The central WINDOW x WINDOW pixels of an (H, W, 3) uint8 image, as int32."""
     h, w = rgb.shape[:2]
     y0, x0 = max(0, (h - WINDOW) // 2), max(0, (w - WINDOW) // 2)
-    x = rgb[y0:y0 + WINDOW, x0:x0 + WINDOW].astype(np.int32)
-    y = x[..., 0] + 2 * x[..., 1] + x[..., 2]  # <= 1020
-    # |N * y| <= 16 * 1020 < 2**14; a block sum of 64 of them < 2**20
+    return rgb[y0:y0 + WINDOW, x0:x0 + WINDOW].astype(np.int32)
+
+
+def _quiet_blocks(y):
+    """(sum of |N * y| over the quietest 1/NOISE_SHARE of the NOISE_BLOCK-pixel blocks, the
+    number of pixels summed), for an int32 plane ``y`` of |values| <= 1020; (0, 0) if no block
+    fits. |N * y| <= 16 * 1020 < 2**14; a block sum of 16 of them < 2**18, exact in int64."""
     r = np.abs(y[:-2, :-2] - 2 * y[:-2, 1:-1] + y[:-2, 2:]
                - 2 * y[1:-1, :-2] + 4 * y[1:-1, 1:-1] - 2 * y[1:-1, 2:]
                + y[2:, :-2] - 2 * y[2:, 1:-1] + y[2:, 2:])
     bh, bw = r.shape[0] // NOISE_BLOCK, r.shape[1] // NOISE_BLOCK
     if bh == 0 or bw == 0:
-        return 0
+        return 0, 0
     blocks = r[:bh * NOISE_BLOCK, :bw * NOISE_BLOCK].reshape(
         bh, NOISE_BLOCK, bw, NOISE_BLOCK).sum(axis=(1, 3), dtype=np.int64).ravel()
     n = max(1, blocks.size // NOISE_SHARE)
-    total = int(np.partition(blocks, n - 1)[:n].sum())
-    den = n * NOISE_BLOCK * NOISE_BLOCK << 16
-    sigma_q8 = (total * _NOISE_GAIN_Q16 * 256 + den // 2) // den
+    return int(np.partition(blocks, n - 1)[:n].sum()), n * NOISE_BLOCK * NOISE_BLOCK
+
+
+def _levels_q8(total, pixels, gain_q16):
+    """total * gain_q16 / (pixels * 2**16) in levels with 8 fractional bits, rounded half up."""
+    den = pixels << 16
+    return (total * gain_q16 * 256 + den // 2) // den
+
+
+def estimate_noise(rgb):
+    """Noise standard deviation of an (H, W, 3) uint8 image in 8-bit levels with 8 fractional
+    bits (``sigma_q8``), 0 for an image that reads as clean; central WINDOW pixels."""
+    x = _window(rgb)
+    total, pixels = _quiet_blocks(x[..., 0] + 2 * x[..., 1] + x[..., 2])  # luma <= 1020
+    if pixels == 0:
+        return 0
+    sigma_q8 = _levels_q8(total, pixels, _NOISE_GAIN_Q16)
     return 0 if sigma_q8 < NOISE_FLOOR_Q8 else sigma_q8
+
+
+# The sampling grid cannot be read from pixels (docs/real-inputs.md, "The grid"): blind mode
+# takes it from a prior on how the image was made. Images that pass through a resizer, a camera
+# or a JPEG encoder are on the resizers' (centre) grid; white noise in every colour channel
+# of a lossless image is the mark of the classical degradation pipelines (blur, subsample by
+# slicing from pixel 0, add noise: SRMD, USRNet, MZSR, KernelGAN), which are on the corner grid.
+# Colour noise is read on the differences R - G and B - G, where a natural image's texture
+# mostly cancels (its channels move together) and white noise of sigma per channel stays
+# (sqrt(2) sigma): Immerkaer's mask on each, the quietest blocks, the smaller of the two, with
+# a gain of CHROMA_GAIN for that choice's bias. JPEG's 4:2:0 chroma and its quantizer remove
+# such noise. Measured on held-out training images (x4, 50 each, docs/real-inputs.md): clean
+# images (Gaussian blurs, bicubic and box resizes, JPEGs) read at most 1.4 levels; noise of 3
+# levels 2.6-3.6; noise of 5, 4.3-6.0.
+CHROMA_GAIN = 2.05  # measured at 3 and 5 levels (2.03, 2.07): the quietest blocks' bias
+# round(2**16 * CHROMA_GAIN * sqrt(pi / 2) / (6 * sqrt(2)))
+_CHROMA_GAIN_Q16 = 19844
+GRID_CORNER_CHROMA_Q8 = 3 << 8  # colour noise of 3 levels or more: the corner grid
+
+
+def estimate_chroma_noise(rgb):
+    """White noise per colour channel of an (H, W, 3) uint8 image, in 8-bit levels with 8
+    fractional bits, read on the colour differences (above); central WINDOW pixels."""
+    x = _window(rgb)
+    reads = [_quiet_blocks(x[..., c] - x[..., 1]) for c in (0, 2)]  # |R - G| <= 255
+    if reads[0][1] == 0:
+        return 0
+    return _levels_q8(min(t for t, _ in reads), reads[0][1], _CHROMA_GAIN_Q16)
+
+
+def grid_prior(images):
+    """(grid, colour noise q8): blind mode's grid for one HxWx3 uint8 image or a list sharing
+    one degradation (their mean colour noise, rounded down): "corner" for noise of
+    GRID_CORNER_CHROMA_Q8 or more, else "centre" (the prior above)."""
+    if isinstance(images, np.ndarray):
+        images = [images]
+    chroma = sum(estimate_chroma_noise(im) for im in images) // len(images)
+    return ("corner" if chroma >= GRID_CORNER_CHROMA_Q8 else "centre"), chroma
 
 
 # JPEG quality of an image that was once a JPEG but is no longer one (a PNG of a JPEG), from its

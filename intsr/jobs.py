@@ -99,7 +99,7 @@ BLIND_IMAGES = 8  # a blind batch estimates its one kernel from its first images
 
 def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None, weights=None,
                 lr=None, report_path=None, save_state=None, continual=False, adapt_on=None,
-                window=None, progress=None, on_image=None, grid="centre", save_kernel=None,
+                window=None, progress=None, on_image=None, grid=None, save_kernel=None,
                 on_estimate=None, method="backprop", seed=0, options=None, precision=None,
                 noise=None, jpeg="auto", check=None, ensemble="auto"):
     """`intsr adapt`: one image to OUT, or a batch (several images or folders) to the folder OUT.
@@ -122,7 +122,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     quality, read from its quantization tables: intsr.io.jpeg_quality); ``check``: the safety
     net of intsr.online.adapt, single images only (None: on in blind mode); ``ensemble``: the
     final pass's self-ensemble, "auto" or 1, 2, 4, 8 passes at most (intsr.ensemble, chosen per
-    image from the kernel, the grid and the image's size). Returns a report
+    image from the kernel, the grid and the image's size); ``grid`` as intsr.online.adapt's
+    (a batch: one grid, from the images the estimate reads). Returns a report
     dict (sizes, seconds, throughput); ``on_image(i, n, path)`` is called after each image is
     written."""
     from intsr.online import (
@@ -133,6 +134,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         check_inputs,
         fixed_kernel,
         noise_level,
+        resolve_grid,
         sr_turns,
         start_flags,
     )
@@ -175,7 +177,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = resizer_named(kernel, scale) or kernel
     if noise is None:
         noise = "auto" if blind_mode else 0.0
-    report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune, "grid": grid,
+    report = {"mode": "single", "steps": steps, "scale": scale, "prune": prune,
               "method": method, "seed": seed, "method_options": dict(options or {}),
               "precision": None,  # the Adapter's (below): the scale's default unless given
               "images": [], "kernels": dispatch.PATH}
@@ -184,6 +186,8 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     t_start = time.perf_counter()
 
     degraded = False  # blind mode: the estimate's images noisy or JPEGs (adapts_from_meta)
+    given_grid = grid
+    grid = "centre" if grid in (None, "auto") else grid  # until the images are read
 
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
@@ -199,20 +203,24 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         pixels, alpha = read_image(inputs[0])
         check_inputs(pixels.shape, np.ones((1, 1)), scale, steps)
         jpeg = _jpeg_of(jpeg, inputs[0], pixels)  # read once: the estimate and the son need it
+    # the images blind mode's estimate and grid read (a single image was read above)
+    read_on = (inputs if not batch or adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]
+    images = [pixels] if not batch else None
+    if blind_mode or given_grid == "auto":
+        images = images or [read_image(p)[0] for p in read_on]
+    grid, grid_how = resolve_grid(given_grid, images, blind_mode)
+    report.update(grid=grid, **grid_how)
     if assumed:
         report["kernel_estimate"] = {"assumed": kernel}
     elif blind_mode:
-        # a single image was read above: estimate on it instead of reading it again
-        paths = (inputs if not batch or adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]
-        images = [pixels] if not batch else [read_image(p)[0] for p in paths]
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
         degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p, im) is not None
-                       for im, p in zip(images, paths, strict=True))
-        if weights is None and ad.base != wfiles.shipped_start(
-                scale, **start_flags(kernel, steps, degraded)):
-            t0 = time.perf_counter()
-            ad = make_adapter()
-            t_load += time.perf_counter() - t0
+                       for im, p in zip(images, read_on, strict=True))
+    if ad.grid != grid or blind_mode and not assumed and weights is None and ad.base != \
+            wfiles.shipped_start(scale, **start_flags(kernel, steps, degraded)):
+        t0 = time.perf_counter()
+        ad = make_adapter()
+        t_load += time.perf_counter() - t0
     report["weights"], report["precision"] = ad.base, ad.precision
     if not batch:
         res = adapt_result(pixels, kernel, scale=scale, steps=steps, adapter=ad, grid=grid,
@@ -220,6 +228,7 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
                            check=blind_mode if check is None else check, ensemble=ensemble,
                            trace_memory=report_path is not None)
         result, rep = res.image, res.report()
+        rep["degradation"].update(grid_how)  # resolved here, before the adapter was built
         rep["seconds"]["load"] = t_load
         if blind_mode and not assumed:
             rep["seconds"]["estimate"] = report["kernel_estimate"]["seconds"]
@@ -314,26 +323,31 @@ def _estimate(images, scale, report, save_kernel, on_estimate):
     return est
 
 
-def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid="centre",
+def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid=None,
              ensemble="auto"):
     """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation
-    (``ensemble`` as adapt_paths', without a kernel). Returns a report dict like adapt_paths."""
-    from intsr.online import Adapter, sr_turns
+    (``ensemble`` as adapt_paths', without a kernel; ``grid`` as intsr.online.super_resolve's,
+    each image its own). Returns a report dict like adapt_paths."""
+    from intsr.online import Adapter, resolve_grid, sr_turns
 
     self_ensemble.check_setting(ensemble)
     inputs, batch = expand_inputs(paths)
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
         check_output_path(out)
-    ad = Adapter(weights, scale=scale, adapting=False, grid=grid)
+    if grid not in (None, "auto"):
+        resolve_grid(grid, None, True)  # a bad grid fails before the weights load
+    ad = Adapter(weights, scale=scale, adapting=False)
     report = {"mode": "sr", "scale": scale, "images": [], "kernels": dispatch.PATH}
     t_start = time.perf_counter()
     for i, (inp, o) in enumerate(zip(inputs, outs, strict=True)):
         pixels, alpha = read_image(inp)
-        turns = sr_turns(None, scale, grid, ensemble, pixels.shape)
-        result = ad.super_resolve(pixels, turns)
-        _write_sr(o, result, alpha, scale, grid)
-        report["images"].append(_image_entry(inp, o, pixels, result, turns))
+        g, how = resolve_grid(grid, pixels, True)
+        turns = sr_turns(None, scale, g, ensemble, pixels.shape)
+        result = ad.super_resolve(pixels, turns, g)
+        _write_sr(o, result, alpha, scale, g)
+        report["images"].append({**_image_entry(inp, o, pixels, result, turns), "grid": g,
+                                 **how})
         if on_image and batch:
             on_image(i + 1, len(inputs), o)
     _throughput(report, time.perf_counter() - t_start)

@@ -31,7 +31,7 @@ from intsr.floatpath.convert import (
 from intsr.floatpath.realdeg import RESIZERS, resizer_kernel
 from intsr.io import InputError, jpeg_roundtrip, validate_kernel
 from intsr.kernels.noise_u8 import add_noise_u8
-from intsr.kernels.resample import bicubic_upsample_u8, degrade_u8, grid_offset
+from intsr.kernels.resample import GRIDS, bicubic_upsample_u8, degrade_u8, grid_offset
 from intsr.model import IntNet
 from intsr.precision import Precision
 from intsr.quant import QTensor
@@ -191,17 +191,20 @@ class Adapter:
         self.steps += steps
         return losses
 
-    def super_resolve(self, image: np.ndarray, turns: tuple = (0,)) -> np.ndarray:
+    def super_resolve(self, image: np.ndarray, turns: tuple = (0,),
+                      grid: str | None = None) -> np.ndarray:
         """(scale*H, scale*W[, 3]) uint8 SR of an HxW(x3) uint8 image with the current weights;
         ``turns``: the self-ensemble's transform codes (intsr.ensemble.choose; one pass by
-        default), the outputs averaged in integers."""
+        default), the outputs averaged in integers; ``grid``: the image's (None: the
+        Adapter's, the one its steps learned; plain SR takes each image's own)."""
         rgb, gray = _as_rgb(image)
         check_inputs(rgb.shape, np.ones((1, 1)), self.scale, 0)
-        out = self_ensemble.average(self._turned_pass(rgb, c) for c in turns)
+        grid = self.grid if grid is None else grid
+        out = self_ensemble.average(self._turned_pass(rgb, c, grid) for c in turns)
         return _grey(out) if gray else out
 
-    def _turned_pass(self, rgb, code):
-        up = bicubic_upsample_u8(self_ensemble.turn(rgb, code), self.scale, self.grid)
+    def _turned_pass(self, rgb, code, grid):
+        up = bicubic_upsample_u8(self_ensemble.turn(rgb, code), self.scale, grid)
         return self_ensemble.unturn(self.net.predict(up, tile=SR_TILE), code)
 
     def held_out_l1(self, pair):
@@ -240,14 +243,34 @@ def learn_steps(learner, pairs, steps, lr, progress=None):
 
 
 def super_resolve(image: np.ndarray, *, scale: int = 4, weights: WeightsArg = None,
-                  grid: str = "centre", ensemble: int | str = "auto") -> np.ndarray:
+                  grid: str | None = None, ensemble: int | str = "auto") -> np.ndarray:
     """Plain SR without adaptation (no kernel needed), with the shipped weights meant for direct
-    SR unless ``weights`` is given (a saved state too). ``ensemble``: "auto" or 1, 2, 4, 8
-    passes of the self-ensemble (intsr.ensemble; without a kernel: all eight turns)."""
+    SR unless ``weights`` is given (a saved state too). ``grid``: "centre", "corner" or "auto" /
+    None (blind.grid_prior: the image's colour noise decides, resolve_grid). ``ensemble``:
+    "auto" or 1, 2, 4, 8 passes of the self-ensemble (intsr.ensemble; without a kernel: all
+    eight turns on the centre grid, the transpose on the corner grid)."""
     rgb, _ = _as_rgb(image)
     check_inputs(rgb.shape, np.ones((1, 1)), scale, 0)
+    grid, _ = resolve_grid(grid, rgb, True)
     turns = sr_turns(None, scale, grid, ensemble, rgb.shape)
     return Adapter(weights, scale=scale, adapting=False, grid=grid).super_resolve(image, turns)
+
+
+def resolve_grid(grid, images, blind_mode):
+    """(grid, how it was chosen) for one HxWx3 uint8 image or a list sharing one degradation:
+    ``grid`` "centre" or "corner" as given; "auto" from blind.grid_prior (the grid cannot be
+    read from pixels: a prior on how such an image is made, docs/real-inputs.md); None: "auto"
+    in blind mode and plain SR, "centre" with a kernel given (Eq. 1, the paper's protocol).
+    How: {"grid_from": "given" | "default" | "prior"}, the prior's with its "colour_noise"."""
+    if grid is None and not blind_mode:
+        return "centre", {"grid_from": "default"}
+    if grid is None or grid == "auto":
+        images = [images] if isinstance(images, np.ndarray) else images
+        grid, chroma = blind.grid_prior([_as_rgb(im)[0] for im in images])
+        return grid, {"grid_from": "prior", "colour_noise": chroma / 256}
+    if grid not in GRIDS:
+        raise InputError(f"grid must be 'centre', 'corner' or 'auto', not {grid!r}")
+    return grid, {"grid_from": "given"}
 
 
 def sr_turns(k_fixed, scale, grid, setting, shape):
@@ -401,7 +424,7 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
           steps: int = 10, prune: float | None = None, weights: WeightsArg = None,
           lr: float | None = None, seed: int = 0,
           progress: Callable[[int, int, float], None] | None = None,
-          report: dict | None = None, adapter: Adapter | None = None, grid: str = "centre",
+          report: dict | None = None, adapter: Adapter | None = None, grid: str | None = None,
           estimator: str | os.PathLike | None = None, method: str = "backprop",
           options: dict | None = None, precision: str | Precision | None = None,
           noise: float | str | None = None, jpeg: JpegArg = None,
@@ -425,7 +448,9 @@ def adapt(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale: int = 
     ``precision``: per-tensor bit widths, a shipped profile name or a precision.Precision (None:
     the scale's default, as Adapter). A resizer's kernel starts from the shipped direct-SR
     weights instead of the meta-learned ones (adapts_from_meta). ``grid``: the sampling grid the
-    image was made on, "centre" (this project's Eq. 1) or "corner" (MZSR / ZSSR / KernelGAN).
+    image was made on, "centre" (this project's Eq. 1), "corner" (MZSR / ZSSR / KernelGAN) or
+    "auto" (blind.grid_prior); None: "auto" in blind mode, "centre" with a kernel given, the
+    adapter's with ``adapter`` (resolve_grid; the result's degradation says which and why).
     ``adapter``: continue an existing Adapter; after the call it holds the adapted state. Its
     weights, prune, lr, method, options, precision and seed are its own: giving any of them
     too is an InputError, as is a scale or grid other than the adapter's.
@@ -501,7 +526,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
                  steps: int = 10, prune: float | None = None, weights: WeightsArg = None,
                  lr: float | None = None, seed: int = 0,
                  progress: Callable[[int, int, float], None] | None = None,
-                 adapter: Adapter | None = None, grid: str = "centre",
+                 adapter: Adapter | None = None, grid: str | None = None,
                  estimator: str | os.PathLike | None = None, method: str = "backprop",
                  options: dict | None = None, precision: str | Precision | None = None,
                  noise: float | str | None = None, jpeg: JpegArg = None,
@@ -510,19 +535,23 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
     """adapt() returning an AdaptResult: the image, per-step losses, per-phase seconds, MACs,
     the estimate, the degradation, the safety net's scores and, with ``trace_memory``, the
     peak traced memory. Arguments as adapt()'s."""
+    ensemble = self_ensemble.check_setting(ensemble)  # a bad setting fails before any estimate
+    rgb, gray = _as_rgb(image)
+    blind_mode = kernel is None or isinstance(kernel, str) and kernel == "auto"
+    t0 = time.perf_counter()
+    if adapter is not None and grid is None:
+        grid, grid_how = adapter.grid, {"grid_from": "adapter"}
+    else:
+        grid, grid_how = resolve_grid(grid, rgb, blind_mode)
     _adapter_conflicts(adapter, scale, grid, {
         "weights": weights is not None, "prune": prune is not None, "lr": lr is not None,
         "method": method != "backprop", "options": options is not None,
         "precision": precision is not None, "seed": seed != 0})
-    ensemble = self_ensemble.check_setting(ensemble)  # a bad setting fails before any estimate
-    rgb, gray = _as_rgb(image)
     timings, described = {}, None
     trace = bool(trace_memory)
     if trace:
         tracemalloc.start()
     try:
-        blind_mode = kernel is None or isinstance(kernel, str) and kernel == "auto"
-        t0 = time.perf_counter()
         if blind_mode and estimator is None and not blind.has_estimator(scale):
             kernel = blind.ASSUMED_RESIZER
             described = {"assumed": kernel}
@@ -534,7 +563,7 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         noise_q8 = noise_level(rgb, noise)
         jpeg_auto = isinstance(jpeg, str) and jpeg == "auto"
         jpeg = jpeg_setting(jpeg, rgb)
-        if blind_mode or noise == "auto" or jpeg_auto:
+        if blind_mode or noise == "auto" or jpeg_auto or grid_how["grid_from"] == "prior":
             timings["estimate"] = time.perf_counter() - t0
         k_fixed = fixed_kernel(kernel, scale)
         check = blind_mode if check is None else bool(check)
@@ -566,7 +595,8 @@ def adapt_result(image: np.ndarray, kernel: KernelArg | None = "auto", *, scale:
         else:
             out = (fallback if chosen == "sr-weights" else ad).super_resolve(image, turns)
         timings["sr"] = time.perf_counter() - t0
-        degradation = {"grid": grid, "noise": noise_q8 / 256, "noise_estimated": noise == "auto",
+        degradation = {"grid": grid, **grid_how, "noise": noise_q8 / 256,
+                       "noise_estimated": noise == "auto",
                        "jpeg": None if jpeg is None else jpeg[0],
                        "subsampling": None if jpeg is None else jpeg[1]}
         name = kernel if isinstance(kernel, str) else getattr(kernel, "resizer", None)

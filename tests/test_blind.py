@@ -147,9 +147,13 @@ def test_saved_estimate_reproduces_blind_run_bit_for_bit(hr, tmp_path):
 
 @pytest.mark.slow
 def test_blind_adapt_is_bit_identical_across_thread_counts(tmp_path):
+    """Clean (centre grid) and with white colour noise (the prior's corner grid, a noisy son,
+    the safety net)."""
     script = ("import sys, numpy as np; from PIL import Image; from intsr.online import adapt; "
               "im = np.asarray(Image.open(sys.argv[1]).convert('RGB'))[:96, :96]; "
-              "np.save(sys.argv[2], adapt(im, steps=2))")
+              "noisy = np.clip(im + np.random.default_rng(0).normal(0, 6, im.shape), 0, 255); "
+              "np.save(sys.argv[2], np.stack([adapt(im, steps=2), "
+              "adapt(noisy.astype(np.uint8), steps=2)]))")
     outs = []
     for n in ("1", "2"):
         out = tmp_path / f"o{n}.npy"

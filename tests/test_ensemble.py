@@ -99,6 +99,16 @@ def test_which_turns_the_shipped_degradations_allow():
     assert ensemble.symmetries(None, 4, "centre") == ensemble.ORDER
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_plain_sr_on_the_corner_grid_keeps_the_turns_that_keep_its_pixels(scale):
+    """Without a kernel the corner grid allows the turns that map its kept pixels onto
+    themselves whatever the blur: those of a one-tap kernel (the transpose; a reversal keeps
+    pixel s i + s - 1)."""
+    delta = np.ones((1, 1), np.int32)
+    assert ensemble.symmetries(None, scale, "corner") == \
+        ensemble.symmetries(delta, scale, "corner") == (0, 4)
+
+
 @settings(max_examples=50)
 @given(st.sampled_from(["auto", 1, 2, 4, 8, "2"]), st.integers(1, 3000), st.integers(1, 3000),
        st.sampled_from([None, "bicubic", "gauss"]))

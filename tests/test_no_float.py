@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from intsr.arch import layer_shapes
-from intsr.blind import estimate_jpeg, estimate_noise, estimator
+from intsr.blind import estimate_jpeg, estimate_noise, estimator, grid_prior
 from intsr.floatpath.convert import kernel_to_fixed, lr_to_fixed, weights_to_int
 from intsr.io import jpeg_roundtrip
 from intsr.kernels.dispatch import PATH
@@ -180,9 +180,11 @@ def test_python_glue_handles_no_float_array():
         # noisy and JPEG-compressed like its image), one step
         est = estimate_kernel(lr, scale=4)
         noise_q8 = max(estimate_noise(lr), 256)
+        grid, _ = grid_prior(lr)
         # a PNG that was a JPEG (a 16 px noise image need not read as one: traced either way)
         jpeg = estimate_jpeg(jpeg_roundtrip(lr, 75, 2)) or (75, 2)
-        inp, target = make_training_pair(lr, est.k_fixed, 4, noise_q8=noise_q8, jpeg=jpeg)
+        inp, target = make_training_pair(lr, est.k_fixed, 4, grid=grid, noise_q8=noise_q8,
+                                         jpeg=jpeg)
         net.step(inp, target, mult, shift)
         # every tensor 16-bit (byte planes), forward gradients, masks mutating
         wide.step(inp, target, mult, shift)
@@ -197,5 +199,5 @@ def test_python_glue_handles_no_float_array():
             "estimate_kernel", "estimate", "predict", "features", "loss", "_perturbed",
             "direction", "observe", "mutate", "_draw", "conv3x3_x16", "wgrad3x3_x16",
             "_data_planes", "_int8_planes", "estimate_noise", "jpeg_roundtrip",
-            "estimate_jpeg"} <= seen
+            "estimate_jpeg", "estimate_chroma_noise", "grid_prior", "_quiet_blocks"} <= seen
     assert offenders == []

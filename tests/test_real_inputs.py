@@ -13,8 +13,9 @@ from hypothesis import example, given, settings, strategies as st
 from PIL import Image
 
 from cli.main import main
-from intsr.blind import estimate_noise
+from intsr.blind import estimate_chroma_noise, estimate_noise, grid_prior
 from intsr.floatpath.convert import kernel_to_fixed, noise_to_fixed
+from intsr.floatpath.gaussian import gaussian
 from intsr.floatpath.realdeg import (
     RESIZERS,
     Degradation,
@@ -22,10 +23,10 @@ from intsr.floatpath.realdeg import (
     random_degradation,
     resizer_kernel,
 )
-from intsr.io import ijg_table, jpeg_quality, jpeg_roundtrip
+from intsr.io import InputError, ijg_table, jpeg_quality, jpeg_roundtrip
 from intsr.kernels.noise_u8 import add_noise_u8, add_noise_u8_ref
 from intsr.kernels.resample import bicubic_upsample_u8
-from intsr.online import Adapter, _safety_net, adapt, make_training_pair
+from intsr.online import Adapter, _safety_net, adapt, make_training_pair, super_resolve
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "box": Image.BOX,
@@ -207,6 +208,92 @@ def test_noise_estimate_reads_clean_as_zero_and_noise_near_its_level():
 def test_noise_estimate_of_tiny_and_flat_images():
     assert estimate_noise(np.zeros((5, 5, 3), np.uint8)) == 0
     assert estimate_noise(np.full((40, 40, 3), 255, np.uint8)) == 0
+    assert estimate_chroma_noise(np.zeros((5, 5, 3), np.uint8)) == 0
+    assert grid_prior(np.full((40, 40, 3), 255, np.uint8)) == ("centre", 0)
+
+
+# --- blind mode's grid: a prior read from colour noise ----------------------------------------
+
+def _quiet_blocks_ref(y, block, share):
+    """blind._quiet_blocks in plain loops: Immerkaer's mask, block sums, the smallest sums."""
+    h, w = y.shape
+    r = [[abs(sum(m * int(y[i + a, j + b]) for (a, b), m in np.ndenumerate(
+            np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]])))) for j in range(w - 2)]
+         for i in range(h - 2)]
+    bh, bw = (h - 2) // block, (w - 2) // block
+    if bh == 0 or bw == 0:
+        return 0, 0
+    sums = sorted(sum(r[bi * block + a][bj * block + b] for a in range(block)
+                      for b in range(block)) for bi in range(bh) for bj in range(bw))
+    n = max(1, len(sums) // share)
+    return sum(sums[:n]), n * block * block
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(3, 30), st.integers(3, 30), st.integers(0, 2**32 - 1))
+def test_quiet_blocks_match_plain_loops_at_the_extremes(h, w, seed):
+    """The integer core of both noise estimates, bit-exact against plain loops, on planes of
+    luma (0-1020) and colour differences (-255..255) with their extremes."""
+    from intsr.blind import NOISE_BLOCK, NOISE_SHARE, _quiet_blocks
+
+    rng = np.random.default_rng(seed)
+    for lo, hi in ((0, 1020), (-255, 255)):
+        y = np.where(rng.random((h, w)) < 0.5, rng.choice([lo, hi], (h, w)),
+                     rng.integers(lo, hi + 1, (h, w))).astype(np.int32)
+        assert _quiet_blocks(y) == _quiet_blocks_ref(y, NOISE_BLOCK, NOISE_SHARE)
+
+
+def test_colour_noise_reads_white_noise_per_channel_and_not_grey_noise():
+    """estimate_chroma_noise: clean reads under a level, white noise of sigma in every channel
+    near sigma; the same noise in all three channels (grey, no colour) reads as clean."""
+    rng = np.random.default_rng(3)
+    scene = _smooth_scene()[::2, ::2].astype(np.float64)
+    assert estimate_chroma_noise(scene.astype(np.uint8)) < 256
+    for sigma in (3.0, 5.0, 10.0):
+        noisy = np.clip(np.rint(scene + rng.normal(0, sigma, scene.shape)), 0, 255)
+        est = estimate_chroma_noise(noisy.astype(np.uint8)) / 256
+        assert 0.7 * sigma < est < 1.3 * sigma, (sigma, est)
+        grey = np.clip(np.rint(scene + rng.normal(0, sigma, scene.shape[:2])[..., None]), 0, 255)
+        assert estimate_chroma_noise(grey.astype(np.uint8)) < 256
+
+
+def test_grid_prior_reads_noisy_lossless_images_as_the_corner_grid():
+    """Noise of 5 levels per channel, lossless: corner; clean, or the same saved as a JPEG
+    (4:2:0 at 85, which removes colour noise): centre; a list: the mean reading."""
+    rng = np.random.default_rng(4)
+    scene = _smooth_scene()[::2, ::2].astype(np.float64)
+    clean = scene.astype(np.uint8)
+    noisy = np.clip(np.rint(scene + rng.normal(0, 5.0, scene.shape)), 0, 255).astype(np.uint8)
+    assert grid_prior(noisy)[0] == "corner" and grid_prior(clean)[0] == "centre"
+    assert grid_prior(jpeg_roundtrip(noisy, 85, 2))[0] == "centre"
+    both = grid_prior([noisy, clean])[1]
+    assert both == (grid_prior(noisy)[1] + grid_prior(clean)[1]) // 2
+
+
+def test_adapt_and_sr_report_and_use_the_grid_they_chose():
+    """Blind adapt and sr take the prior's grid (the same pixels as that grid given); a kernel
+    given keeps Eq. 1's centre grid unless told; an adapter keeps its own; the report says how."""
+    rng = np.random.default_rng(5)
+    scene = _smooth_scene()[::4, ::4].astype(np.float64)
+    noisy = np.clip(np.rint(scene + rng.normal(0, 6.0, scene.shape)), 0, 255).astype(np.uint8)
+    rep = {}
+    out = adapt(noisy, steps=1, report=rep)
+    deg = rep["degradation"]
+    assert deg["grid"] == "corner" and deg["grid_from"] == "prior" and deg["colour_noise"] > 3
+    assert np.array_equal(out, adapt(noisy, steps=1, grid="corner"))
+    assert not np.array_equal(out, adapt(noisy, steps=1, grid="centre"))
+    assert np.array_equal(super_resolve(noisy), super_resolve(noisy, grid="corner"))
+    rep = {}
+    adapt(noisy, gaussian(1.6), steps=1, report=rep)
+    assert rep["degradation"]["grid"] == "centre" and rep["degradation"]["grid_from"] == "default"
+    rep = {}
+    adapt(noisy, gaussian(1.6), steps=1, report=rep, grid="auto")
+    assert rep["degradation"]["grid"] == "corner"
+    rep = {}
+    adapt(noisy, gaussian(1.6), steps=1, report=rep, adapter=Adapter(grid="centre"))
+    assert rep["degradation"]["grid"] == "centre" and rep["degradation"]["grid_from"] == "adapter"
+    with pytest.raises(InputError, match="grid"):
+        adapt(noisy, steps=1, grid="middle")
 
 
 # --- the safety net ----------------------------------------------------------------------------
@@ -255,8 +342,9 @@ def test_told_adapt_runs_no_check_unless_asked(photo):
     rep = {}
     adapt(lr, "lanczos", steps=1, report=rep, noise=2.0, jpeg=80)
     assert "check" not in rep
-    assert rep["degradation"] == {"grid": "centre", "noise": 2.0, "noise_estimated": False,
-                                  "jpeg": 80, "subsampling": 2, "kernel": "lanczos"}
+    assert rep["degradation"] == {"grid": "centre", "grid_from": "default", "noise": 2.0,
+                                  "noise_estimated": False, "jpeg": 80, "subsampling": 2,
+                                  "kernel": "lanczos"}
     rep = {}
     adapt(lr, "lanczos", steps=1, report=rep, check=True)
     assert "check" in rep
@@ -266,6 +354,49 @@ def test_told_adapt_runs_no_check_unless_asked(photo):
 
 def _run(args):
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_says_when_the_prior_took_the_corner_grid(tmp_path):
+    """`intsr sr` and blind `intsr adapt` on a noisy lossless image name the grid they bet on
+    (and --json records it); told the grid, they say nothing."""
+    rng = np.random.default_rng(6)
+    scene = _smooth_scene()[::4, ::4].astype(np.float64)
+    noisy = np.clip(np.rint(scene + rng.normal(0, 6.0, scene.shape)), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    for cmd in (["sr"], ["adapt", "--steps", "1", "--json", tmp_path / "r.json"]):
+        res = _run(cmd[:1] + [tmp_path / "noisy.png", tmp_path / "out.png"] + cmd[1:])
+        assert res.exit_code == 0, res.output
+        assert "grid: corner (colour noise" in res.output
+        res = _run(cmd[:1] + [tmp_path / "noisy.png", tmp_path / "o2.png", "--grid", "centre"]
+                   + cmd[1:])
+        assert res.exit_code == 0 and "grid:" not in res.output, res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["grid"] == rep["degradation"]["grid"] == "centre"
+    assert rep["degradation"]["grid_from"] == "given"
+    res = _run(["eval", tmp_path, "--kernel", "bicubic", "--grid", "auto"])
+    assert res.exit_code != 0 and "auto" in res.output
+
+
+def test_batches_take_the_grid_per_batch_for_adapt_and_per_image_for_sr(tmp_path):
+    """A blind batch reads one grid from the images its estimate reads, a told batch keeps the
+    centre grid; `sr` reads each image's own."""
+    from intsr.jobs import adapt_paths, sr_paths
+
+    rng = np.random.default_rng(7)
+    scene = _smooth_scene()[::4, ::4]
+    noisy = np.clip(np.rint(scene + rng.normal(0, 6.0, scene.shape)), 0, 255).astype(np.uint8)
+    for name, img in (("a_noisy", noisy), ("b_noisy", noisy[::-1]), ("c_clean", scene)):
+        Image.fromarray(np.ascontiguousarray(img)).save(tmp_path / f"{name}.png")
+    two = [tmp_path / "a_noisy.png", tmp_path / "b_noisy.png"]
+    rep = adapt_paths(two, tmp_path / "out", steps=1, report_path=tmp_path / "r.json",
+                      adapt_on=two[1])
+    assert (rep["grid"], rep["grid_from"]) == ("corner", "prior")
+    assert rep["input"] == [str(p) for p in two]  # every input, not the one the estimate read
+    rep = adapt_paths(two, tmp_path / "out2", "bicubic", steps=1)
+    assert (rep["grid"], rep["grid_from"]) == ("centre", "default")
+    rep = sr_paths([two[0], tmp_path / "c_clean.png"], tmp_path / "out3")
+    assert [(e["grid"], e["grid_from"]) for e in rep["images"]] == \
+        [("corner", "prior"), ("centre", "prior")]
 
 
 def test_cli_reads_a_jpeg_inputs_quality_and_takes_named_resizers(photo, tmp_path):
@@ -457,13 +588,16 @@ def test_cli_blind_route_is_the_librarys(photo, tmp_path):
         want = cfg["blind_weights"] if name == "clean" else cfg["sr_weights"]
         assert json.loads(rep.read_text())["weights"] == want
         assert np.array_equal(np.asarray(Image.open(out)), adapt(img, steps=1))
-    # the noisy run told what it did (kernel, noise, weights, their rate, the check): the same
+    # the noisy run told what it did (kernel, grid, noise, weights, their rate, the check): the
+    # same
     res = _run(["adapt", tmp_path / "noisy.png", tmp_path / "k_out.png", "--steps", "1",
                 "--save-kernel", tmp_path / "k.npy", "--json", tmp_path / "k.json", "--quiet"])
-    level = json.loads((tmp_path / "k.json").read_text())["degradation"]["noise"]
+    deg = json.loads((tmp_path / "k.json").read_text())["degradation"]
+    assert deg["grid_from"] == "prior"
     res = _run(["adapt", tmp_path / "noisy.png", tmp_path / "told.png", "--steps", "1",
-                "--kernel", tmp_path / "k.npy", "--noise", level, "--check", "--weights",
-                "weights/" + cfg["sr_weights"], "--lr", cfg["sr_lr"], "--quiet"])
+                "--kernel", tmp_path / "k.npy", "--noise", deg["noise"], "--grid", deg["grid"],
+                "--check", "--weights", "weights/" + cfg["sr_weights"], "--lr", cfg["sr_lr"],
+                "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "told.png").read_bytes() == (tmp_path / "k_out.png").read_bytes()
     batch = tmp_path / "batch"
