@@ -324,10 +324,11 @@ def _estimate(images, scale, report, save_kernel, on_estimate):
 
 
 def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid=None,
-             ensemble="auto"):
+             ensemble="auto", report_path=None):
     """`intsr sr`: one image to OUT, or a batch to the folder OUT, without adaptation
     (``ensemble`` as adapt_paths', without a kernel; ``grid`` as intsr.online.super_resolve's,
-    each image its own). Returns a report dict like adapt_paths."""
+    each image its own). Returns a report dict like adapt_paths, also written as JSON to
+    ``report_path`` if given."""
     from intsr.online import Adapter, resolve_grid, sr_turns
 
     self_ensemble.check_setting(ensemble)
@@ -335,6 +336,8 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid=None,
     outs = _batch_outputs(inputs, out) if batch else [Path(out)]
     if not batch:
         check_output_path(out)
+    if report_path is not None:
+        check_report_path(report_path)
     if grid not in (None, "auto"):
         resolve_grid(grid, None, True)  # a bad grid fails before the weights load
     ad = Adapter(weights, scale=scale, adapting=False)
@@ -351,6 +354,9 @@ def sr_paths(paths, out, *, scale=4, weights=None, on_image=None, grid=None,
         if on_image and batch:
             on_image(i + 1, len(inputs), o)
     _throughput(report, time.perf_counter() - t_start)
+    if report_path is not None:
+        report.update(weights=ad.base, output=str(out))
+        write_text(report_path, json.dumps(report, indent=2))
     return report
 
 

@@ -363,13 +363,19 @@ def test_cli_says_when_the_prior_took_the_corner_grid(tmp_path):
     scene = _smooth_scene()[::4, ::4].astype(np.float64)
     noisy = np.clip(np.rint(scene + rng.normal(0, 6.0, scene.shape)), 0, 255).astype(np.uint8)
     Image.fromarray(noisy).save(tmp_path / "noisy.png")
-    for cmd in (["sr"], ["adapt", "--steps", "1", "--json", tmp_path / "r.json"]):
+    for cmd in (["sr", "--json", tmp_path / "s.json"],
+                ["adapt", "--steps", "1", "--json", tmp_path / "r.json"]):
         res = _run(cmd[:1] + [tmp_path / "noisy.png", tmp_path / "out.png"] + cmd[1:])
         assert res.exit_code == 0, res.output
         assert "grid: corner (colour noise" in res.output
+        rep = json.loads((tmp_path / ("s.json" if cmd[0] == "sr" else "r.json")).read_text())
+        rep = rep["images"][0] if cmd[0] == "sr" else rep["degradation"]
+        assert (rep["grid"], rep["grid_from"]) == ("corner", "prior") and rep["colour_noise"] > 3
         res = _run(cmd[:1] + [tmp_path / "noisy.png", tmp_path / "o2.png", "--grid", "centre"]
                    + cmd[1:])
         assert res.exit_code == 0 and "grid:" not in res.output, res.output
+    rep = json.loads((tmp_path / "s.json").read_text())["images"][0]
+    assert (rep["grid"], rep["grid_from"]) == ("centre", "given")
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["grid"] == rep["degradation"]["grid"] == "centre"
     assert rep["degradation"]["grid_from"] == "given"
