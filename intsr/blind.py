@@ -283,18 +283,19 @@ def estimate_noise(rgb):
     return 0 if sigma_q8 < NOISE_FLOOR_Q8 else sigma_q8
 
 
-# The sampling grid cannot be read from pixels (docs/real-inputs.md, "The grid"): blind mode
-# takes it from a prior on how the image was made. Images that pass through a resizer, a camera
-# or a JPEG encoder are on the resizers' (centre) grid; white noise in every colour channel
-# of a lossless image is the mark of the classical degradation pipelines (blur, subsample by
-# slicing from pixel 0, add noise: SRMD, USRNet, MZSR, KernelGAN), which are on the corner grid.
+# The sampling grid cannot be read from pixels (docs/real-inputs.md, "The grid cannot be read
+# from pixels"): blind mode takes it from a prior on how the image was made. Images that pass
+# through a resizer, a camera or a JPEG encoder are on the resizers' (centre) grid; white noise
+# in every colour channel of a lossless image is the mark of the classical degradation
+# pipelines (blur, keep [::s, ::s] from pixel 0, add noise, as MZSR's, ZSSR's and KernelGAN's
+# code keeps them), which are on the corner grid.
 # Colour noise is read on the differences R - G and B - G, where a natural image's texture
 # mostly cancels (its channels move together) and white noise of sigma per channel stays
 # (sqrt(2) sigma): Immerkaer's mask on each, the quietest blocks, the smaller of the two, with
 # a gain of CHROMA_GAIN for that choice's bias. JPEG's 4:2:0 chroma and its quantizer remove
 # such noise. Measured on held-out training images (x4, 50 each, docs/real-inputs.md): clean
-# images (Gaussian blurs, bicubic and box resizes, JPEGs) read at most 1.4 levels; noise of 3
-# levels 2.6-3.6; noise of 5, 4.3-6.0.
+# images (Gaussian blurs, bicubic and box resizes, JPEGs) read at most 1.6 levels; noise of 3
+# levels 2.6-4.3; noise of 5, 4.1-6.0.
 CHROMA_GAIN = 2.05  # measured at 3 and 5 levels (2.03, 2.07): the quietest blocks' bias
 # round(2**16 * CHROMA_GAIN * sqrt(pi / 2) / (6 * sqrt(2)))
 _CHROMA_GAIN_Q16 = 19844

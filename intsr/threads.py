@@ -15,9 +15,10 @@ default and changes the number of threads:
   is taken, and the next step runs on one thread fewer. Below the maximum, the machine's idle
   time during the steps (/proc/stat, in clock ticks, summed over at least ``WINDOW_TICKS``
   per CPU) says when a core is free again: six tenths of a core idle, and the next step runs
-  on one thread more. The first step starts from the processes running at that instant
-  (/proc/stat's procs_running, less this process's own running threads). Where these files
-  do not exist (not Linux) the count stays at the maximum.
+  on one thread more. A step at the maximum (the first one too) starts from the processes
+  running at that instant (/proc/loadavg's runnable count, less this process's own running
+  threads), so a process that starts beside it costs no step on every thread. Where these
+  files do not exist (not Linux) the count stays at the maximum.
 - below the maximum, ``auto`` also moves each layer's weight gradient and update off the
   chain that sets the step's time (forward, then each activation gradient) onto one side
   thread (``side_thread``) that sleeps while it waits: beside a busy neighbour it gets what
@@ -107,14 +108,8 @@ def _cpu_ticks():
         return None
 
 
-def _others_running():
-    """Processes running or runnable right now besides this one's own threads, or 0."""
-    try:
-        with open("/proc/stat") as f:
-            running = next(int(line.split()[1]) for line in f
-                           if line.startswith("procs_running"))
-    except (OSError, ValueError, StopIteration):
-        return 0
+def _own_running():
+    """This process's threads running or runnable now."""
     ours = 0
     for path in glob.glob("/proc/self/task/*/stat"):
         try:
@@ -122,7 +117,21 @@ def _others_running():
                 ours += f.read().rsplit(")", 1)[1].split()[0] == "R"
         except (OSError, IndexError):
             pass
-    return max(0, running - ours)
+    return ours
+
+
+def _others_running():
+    """Processes running or runnable right now besides this one's own threads, or 0. The
+    machine's count is read between two counts of this process's threads, and the larger is
+    taken: a thread of ours that stops spinning (R -> S, an OpenMP worker after its region) or
+    starts between the readings must not read as another process."""
+    before = _own_running()
+    try:
+        with open("/proc/loadavg") as f:  # "0.00 0.01 0.05 RUNNING/TOTAL LAST_PID"
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - max(before, _own_running()))
 
 
 class Policy:
@@ -135,7 +144,6 @@ class Policy:
         self.sensing = fixed is None and _cpu_ticks() is not None \
             and _run_queue_wait_ns() is not None
         self.current = self.max
-        self._started = False  # the first step looks at the processes running then
         self.steps = {}  # thread count -> steps run on it
         self._window = [0, 0]  # (all, idle) ticks during steps below the maximum
         self._machine_cpus = os.cpu_count() or 1
@@ -146,9 +154,12 @@ class Policy:
 
     def step(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on ``current`` threads; afterwards the count for the next."""
-        if self.sensing and not self._started:
+        if self.sensing and self.current == self.max:
+            # At the maximum, a process that started running since the last step would make
+            # this step pay for it on every parallel region before the readings after it
+            # could drop a thread (measured: 150-230 ms against 63 on one thread and the
+            # side): the processes running right now decide it first.
             self.current = max(1, self.max - _others_running())
-            self._started = True
         self.apply()
         self.steps[self.current] = self.steps.get(self.current, 0) + 1
         if not self.sensing:

@@ -84,9 +84,10 @@ def test_a_side_thread_step_that_waited_under_a_tenth_of_a_core_adds_a_thread_ba
 
 def test_the_side_thread_runs_only_for_auto_below_its_maximum(monkeypatch):
     monkeypatch.setattr(threads, "_concurrent_launches_safe", lambda: True)
+    monkeypatch.setattr(threads, "_others_running", lambda: 0)
     seen = []
     for p, current in ((_auto(1), 1), (_auto(2), 2), (threads.Policy(1), 1)):
-        p._started, p.current = True, current
+        p.current = current
         p.step(lambda: seen.append(threads.side_thread() is not None))
         assert p.report()["steps_with_side_thread"] == int(seen[-1])
     assert seen == [True, False, False]
@@ -155,6 +156,22 @@ def test_a_failure_on_the_side_thread_fails_the_step(monkeypatch):
     assert threads.side_thread() is None
 
 
+@pytest.mark.parametrize("others, current", [(0, 2), (1, 1), (5, 1)])
+def test_a_step_at_the_maximum_starts_from_the_processes_running_now(others, current,
+                                                                    monkeypatch):
+    """At its maximum (the first step too) a step first drops a thread per other running
+    process, at least one left; below it the readings after each step decide, not this."""
+    monkeypatch.setattr(threads, "_others_running", lambda: others)
+    monkeypatch.setattr(threads, "_concurrent_launches_safe", lambda: False)
+    p = _auto(2)
+    p.step(lambda: None)
+    assert p.report()["steps_by_threads"] == {str(current): 1}
+    p = _auto(1)
+    monkeypatch.setattr(threads, "_others_running", lambda: 0)
+    p.step(lambda: None)
+    assert p.report()["steps_by_threads"] == {"1": 1}
+
+
 def test_never_above_the_maximum():
     p = _auto(2)
     p.observe(WALL, 0, 40, 40)
@@ -171,7 +188,7 @@ def test_a_fixed_count_does_not_move_and_says_so():
 
 def test_a_reading_that_fails_mid_run_is_nothing_seen(monkeypatch):
     p = _auto(2)
-    p._started = True
+    monkeypatch.setattr(threads, "_others_running", lambda: 0)
     monkeypatch.setattr(threads, "_run_queue_wait_ns", lambda: None)
     monkeypatch.setattr(threads, "_cpu_ticks", lambda: None)
     assert p.step(lambda: 7) == 7 and p.current == 2
