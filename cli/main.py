@@ -51,16 +51,15 @@ def _fail_cleanly(fn):
     return wrapper
 
 
-_grid_option = click.option(
-    "--grid", type=click.Choice(["centre", "corner"]), default="centre", show_default=True,
-    help="Sampling grid of Eq. 1: centre (this project) or corner (MZSR, ZSSR, KernelGAN: "
-         "LR = blur(HR)[::s, ::s]).")
+_GRIDS_HELP = ("Sampling grid of Eq. 1: centre (this project), corner (MZSR, ZSSR, KernelGAN: "
+               "LR = blur(HR)[::s, ::s])")
+_grid_option = click.option("--grid", type=click.Choice(["centre", "corner"]), default="centre",
+                            show_default=True, help=_GRIDS_HELP + ".")
 _grid_auto_option = click.option(
     "--grid", type=click.Choice(["centre", "corner", "auto"]), default=None,
-    help="Sampling grid of Eq. 1: centre (this project), corner (MZSR, ZSSR, KernelGAN: "
-         "LR = blur(HR)[::s, ::s]) or auto (a prior: corner for a lossless image with white "
-         "colour noise of 3 levels or more, docs/real-inputs.md). Default: auto without "
-         "--kernel and for sr, centre with --kernel.")
+    help=_GRIDS_HELP + " or auto (a prior: corner for a lossless image with white colour noise "
+         "of 3 levels or more, docs/real-inputs.md). Default: auto without --kernel and for "
+         "sr, centre with --kernel.")
 
 
 _ensemble_option = click.option(

@@ -186,12 +186,10 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     t_start = time.perf_counter()
 
     degraded = False  # blind mode: the estimate's images noisy or JPEGs (adapts_from_meta)
-    given_grid = grid
-    grid = "centre" if grid in (None, "auto") else grid  # until the images are read
 
     def make_adapter():
         return Adapter(weights, scale=scale, prune=prune, lr=lr,
-                       **start_flags(kernel, steps, degraded), grid=grid,
+                       **start_flags(kernel, steps, degraded),
                        method=method, seed=seed, options=options, precision=precision)
 
     # Built before the estimate, so that a bad weights file or option fails before anything
@@ -206,9 +204,9 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
     # the images blind mode's estimate and grid read (a single image was read above)
     read_on = (inputs if not batch or adapt_on is None else [Path(adapt_on)])[:BLIND_IMAGES]
     images = [pixels] if not batch else None
-    if blind_mode or given_grid == "auto":
+    if blind_mode or grid == "auto":
         images = images or [read_image(p)[0] for p in read_on]
-    grid, grid_how = resolve_grid(given_grid, images, blind_mode)
+    grid, grid_how = resolve_grid(grid, images, blind_mode)
     report.update(grid=grid, **grid_how)
     if assumed:
         report["kernel_estimate"] = {"assumed": kernel}
@@ -216,11 +214,12 @@ def adapt_paths(paths, out, kernel_path="auto", *, scale=4, steps=10, prune=None
         kernel = _estimate(images, scale, report, save_kernel, on_estimate)
         degraded = any(noise_level(im, noise) > 0 or _jpeg_of(jpeg, p, im) is not None
                        for im, p in zip(images, read_on, strict=True))
-    if ad.grid != grid or blind_mode and not assumed and weights is None and ad.base != \
-            wfiles.shipped_start(scale, **start_flags(kernel, steps, degraded)):
-        t0 = time.perf_counter()
-        ad = make_adapter()
-        t_load += time.perf_counter() - t0
+        if weights is None and ad.base != wfiles.shipped_start(
+                scale, **start_flags(kernel, steps, degraded)):
+            t0 = time.perf_counter()
+            ad = make_adapter()
+            t_load += time.perf_counter() - t0
+    ad.grid = grid  # known once the images are read; nothing the Adapter loaded depends on it
     report["weights"], report["precision"] = ad.base, ad.precision
     if not batch:
         res = adapt_result(pixels, kernel, scale=scale, steps=steps, adapter=ad, grid=grid,
