@@ -28,6 +28,16 @@ default and changes the number of threads:
   threads 34-36 ms. Spreading the chain's convolutions over both threads in row bands gained
   nothing under load (a band held by a thread that lost its core holds up the layer).
   A side-thread step that lost under a tenth of a core to waiting adds the thread back.
+  On one thread and the side, the two threads are pinned to two CPUs (``sched_setaffinity``)
+  for the step: left to the scheduler, the caller's thread often shares a CPU with the
+  neighbour or the side, and the side gained nothing (backward pass 42 ms, as on one thread;
+  the caller ran 79 % of the step, the side 31 %); pinned, the neighbour settles beside the
+  side thread, whose work can wait, and the chain keeps a core (backward 30-31 ms). If the
+  caller's thread waited for its CPU a quarter of the step or more, and more than the side
+  did (the neighbour is beside it, e.g. pinned there), the next step swaps the two CPUs.
+  Only with Numba's OpenMP layer, whose threads take the mask of the thread that first runs
+  a region on them (never a pinned one: pinned steps run on one thread); the caller's own
+  mask is back when the step ends, the side thread's with its next task.
 - a fixed count: ``INTSR_THREADS=N`` in the environment, ``--threads N`` on every command,
   or ``configure(N)``: exactly that many, no side thread.
 
@@ -41,6 +51,7 @@ tiles.
 import contextlib
 import glob
 import os
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +109,24 @@ def _run_queue_wait_ns():
     return total if found else None
 
 
+def _thread_wait_ns(tid="thread-self"):
+    """Nanoseconds one thread of this process (a native id; default the calling one) has spent
+    runnable but not running, or 0 if unknown."""
+    path = "/proc/thread-self/schedstat" if tid == "thread-self" else \
+        f"/proc/self/task/{tid}/schedstat"
+    v = _read_ints(path, [1])
+    return 0 if v is None else v[0]
+
+
+def _cpu_now():
+    """The CPU the calling thread last ran on (/proc/thread-self/stat, field 39), or None."""
+    try:
+        with open("/proc/thread-self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cpu_ticks():
     """(all, idle) clock ticks of every CPU since boot (/proc/stat), or None."""
     try:
@@ -148,6 +177,8 @@ class Policy:
         self._window = [0, 0]  # (all, idle) ticks during steps below the maximum
         self._machine_cpus = os.cpu_count() or 1
         self.side_steps = 0  # steps whose weight gradients ran on the side thread
+        self.pinned_steps = 0  # of those, steps with the two threads pinned to two CPUs
+        self.pair = None  # (caller's CPU, side's CPU) of the pinned steps, once chosen
 
     def apply(self):
         numba.set_num_threads(min(self.current, numba.config.NUMBA_NUM_THREADS))
@@ -167,16 +198,45 @@ class Policy:
         below = self.current < self.max  # the machine's idle time matters only then
         side = below and _concurrent_launches_safe()
         self.side_steps += side
+        mask = self._pin() if side and self.current == 1 else None
+        self.pinned_steps += mask is not None
         w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
-        with side_on(side):
-            result = fn(*args, **kwargs)
+        if mask is not None:
+            caller0, side0 = _thread_wait_ns(), _side_wait_ns()
+        try:
+            with side_on(side):
+                result = fn(*args, **kwargs)
+        finally:
+            if mask is not None:
+                _unpin(mask)
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
+        if mask is not None:
+            self.pair = swapped(self.pair, _thread_wait_ns() - caller0,
+                                _side_wait_ns() - side0, t1 - t0)
         # a reading that failed this once (a file gone) counts as nothing seen
         waited = w0 is not None and w1 is not None
         wait = max(0, w1 - w0) if waited else 0
         ticks = (c1[0] - c0[0], c1[1] - c0[1]) if below and c0 and c1 else (0, 0)
         self.observe(t1 - t0, wait, *ticks, side and waited)
         return result
+
+    def _pin(self):
+        """Pin this thread and the side thread to the CPUs of ``pair`` (chosen first from the
+        CPU this thread is on); returns this thread's mask before, or None if not pinned."""
+        try:
+            if not _PINNING or numba.threading_layer() != "omp":
+                return None
+            mask = os.sched_getaffinity(0)
+            if self.pair is None or not set(self.pair) <= mask:
+                self.pair = first_pair(mask, _cpu_now())
+            if self.pair is None:
+                return None
+            os.sched_setaffinity(0, {self.pair[0]})
+        except (OSError, ValueError):
+            return None
+        global _SIDE_CPUS
+        _SIDE_CPUS = {self.pair[1]}
+        return mask
 
     def observe(self, wall_ns, wait_ns, ticks, idle_ticks, side=False):
         """One step's readings -> the next count (integers only): its wall time, its threads'
@@ -206,7 +266,29 @@ class Policy:
         return {"policy": "auto" if self.fixed is None else "fixed", "max": self.max,
                 "sensing": self.sensing, "sr_tile_workers": self.max,
                 "steps_by_threads": {str(k): v for k, v in sorted(self.steps.items())},
-                "steps_with_side_thread": self.side_steps}
+                "steps_with_side_thread": self.side_steps,
+                "steps_pinned": self.pinned_steps}
+
+
+def first_pair(cpus, now):
+    """(caller's CPU, side's CPU) for the first pinned step: the CPU the caller is on (where
+    the scheduler put it; the smallest allowed if unknown) and the next allowed one after it,
+    or None with fewer than two CPUs allowed."""
+    order = sorted(cpus)
+    if len(order) < 2:
+        return None
+    i = order.index(now) if now in order else 0
+    return order[i], order[(i + 1) % len(order)]
+
+
+def swapped(pair, caller_wait_ns, side_wait_ns, wall_ns):
+    """The pair for the next pinned step: swapped if the caller's thread waited for its CPU a
+    quarter of the step or more, and longer than the side thread did (the neighbour shares the
+    caller's CPU), else the same (measured beside a busy loop on the side's CPU: the caller
+    waits 0-8 % of a step, the side 20-30 %)."""
+    if 4 * caller_wait_ns >= WAIT_QUARTERS * wall_ns and caller_wait_ns > side_wait_ns:
+        return pair[1], pair[0]
+    return pair
 
 
 def _checked(threads):
@@ -252,11 +334,50 @@ def _concurrent_launches_safe():
 
 _SIDE_ON = False  # steps now run their weight gradients on the side thread (side_on)
 _SIDE = None
+_SIDE_CPUS = None  # the CPUs the side thread takes before its next task; None: leave its own
+_SIDE_TID = None  # the side thread's native id, once it has run a task
+_SIDE_LOCAL = threading.local()  # on the side thread: the CPUs it last took
+_PINNING = hasattr(os, "sched_setaffinity")
+
+
+def _unpin(mask):
+    """The caller's CPUs back to ``mask``, and the side thread's with them from its next task."""
+    global _SIDE_CPUS
+    _SIDE_CPUS = mask
+    try:
+        os.sched_setaffinity(0, mask)
+    except OSError:
+        pass
+
+
+def _side_wait_ns():
+    return 0 if _SIDE_TID is None else _thread_wait_ns(_SIDE_TID)
+
+
+def _on_side_cpus(fn, *args):
+    """Runs ``fn(*args)`` on the side thread after it takes the CPUs ``_SIDE_CPUS`` says."""
+    global _SIDE_TID
+    _SIDE_TID = threading.get_native_id()
+    want = _SIDE_CPUS
+    if want is not None and getattr(_SIDE_LOCAL, "cpus", None) != want:
+        try:
+            os.sched_setaffinity(0, want)
+            _SIDE_LOCAL.cpus = want
+        except OSError:
+            pass
+    return fn(*args)
+
+
+class _SideExecutor(ThreadPoolExecutor):
+    """One thread whose tasks first take the CPUs the policy chose for it (``_on_side_cpus``)."""
+
+    def submit(self, fn, /, *args):
+        return super().submit(_on_side_cpus, fn, *args)
 
 
 def _forget_side():
-    global _SIDE
-    _SIDE = None  # a forked child has no side thread: its executor would wait forever
+    global _SIDE, _SIDE_TID
+    _SIDE = _SIDE_TID = None  # a forked child has no side thread: its executor would wait forever
 
 
 if hasattr(os, "register_at_fork"):
@@ -286,8 +407,8 @@ def side_thread():
     if not _SIDE_ON or not _concurrent_launches_safe():  # workqueue: launches from one thread
         return None
     if _SIDE is None:
-        _SIDE = ThreadPoolExecutor(1, thread_name_prefix="intsr-side",
-                                   initializer=numba.set_num_threads, initargs=(1,))
+        _SIDE = _SideExecutor(1, thread_name_prefix="intsr-side",
+                              initializer=numba.set_num_threads, initargs=(1,))
     return _SIDE
 
 

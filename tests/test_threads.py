@@ -156,6 +156,85 @@ def test_a_failure_on_the_side_thread_fails_the_step(monkeypatch):
     assert threads.side_thread() is None
 
 
+@pytest.mark.parametrize("cpus, now, pair", [({0, 1}, 0, (0, 1)), ({0, 1}, 1, (1, 0)),
+                                             ({2, 5, 7}, 7, (7, 2)), ({2, 5}, None, (2, 5)),
+                                             ({3, 4}, 9, (3, 4)), ({3}, 3, None)])
+def test_the_first_pair_is_the_callers_cpu_and_the_next_allowed(cpus, now, pair):
+    assert threads.first_pair(cpus, now) == pair
+
+
+@pytest.mark.parametrize("caller, side, after", [
+    (WALL // 4, 0, (1, 0)), (WALL // 2, WALL // 2 - 1, (1, 0)), (WALL // 4 - 1, 0, (0, 1)),
+    (WALL // 2, WALL // 2, (0, 1)), (0, WALL // 2, (0, 1)), (0, 0, (0, 1))])
+def test_the_cpus_swap_when_the_callers_thread_waited_a_quarter_and_longer(caller, side, after):
+    assert threads.swapped((0, 1), caller, side, WALL) == after
+
+
+def test_one_thread_and_the_side_run_pinned_to_two_cpus_and_the_masks_come_back(monkeypatch):
+    """Below the maximum on one thread, a step runs its thread on the pair's first CPU and the
+    side thread on the second; afterwards the caller has its own mask again, and so has the
+    side thread from its next task outside the policy. With one CPU allowed: never pinned."""
+    monkeypatch.setattr(threads, "_others_running", lambda: 0)
+    monkeypatch.setattr(threads, "swapped", lambda pair, caller, side, wall: pair)
+    img = np.zeros((16, 16, 3), np.uint8)
+    _steps(IntNet(weights_to_int(load_model()[0])), img, img, n=1)  # a parallel launch: the
+    # threading layer is known
+    own = os.sched_getaffinity(0)
+
+    def cpus():  # this thread's CPUs and the side thread's, during a step
+        side = threads.side_thread()
+        return os.sched_getaffinity(0), side and side.submit(os.sched_getaffinity, 0).result()
+    p = _auto(1)
+    p.sensing = threads.Policy().sensing
+    caller, side = p.step(cpus)
+    assert os.sched_getaffinity(0) == own
+    if len(own) < 2 or not p.sensing or numba.threading_layer() != "omp":
+        assert p.pinned_steps == 0 and p.pair is None and caller == own
+        return
+    assert p.report()["steps_pinned"] == 1 and p.pair[0] != p.pair[1]
+    assert caller == {p.pair[0]} and side == {p.pair[1]}
+    p.current = 1
+
+    def fails():
+        assert os.sched_getaffinity(0) == {p.pair[0]}
+        raise ArithmeticError("mid-step")
+    with pytest.raises(ArithmeticError, match="mid-step"):
+        p.step(fails)
+    assert os.sched_getaffinity(0) == own and p.pinned_steps == 2
+    with threads.side_on():  # a fixed setting (benchmarks): the side thread unpinned again
+        assert cpus() == (own, own)
+
+
+def test_a_pinned_first_step_leaves_openmps_threads_on_every_cpu():
+    """A process whose first step runs pinned (a neighbour already busy), then on two threads:
+    the OpenMP threads are made by the unpinned caller, so every thread may run anywhere (the
+    side thread, asleep, takes its CPUs again with its next task)."""
+    code = (
+        "import glob, os, numpy as np, numba\n"
+        "from intsr import threads\n"
+        "from intsr.floatpath.convert import weights_to_int\n"
+        "from intsr.model import IntNet\nfrom intsr.weights import load_model\n"
+        "threads._others_running = lambda: 1\n"
+        "p = threads.Policy(); net = IntNet(weights_to_int(load_model()[0]))\n"
+        "img = np.zeros((24, 24, 3), np.uint8)\n"
+        "p.step(net.step, img, img, 1, 20)\n"
+        "threads._others_running = lambda: 0\n"
+        "p.current = p.max; p.step(net.step, img, img, 1, 20)\n"
+        "own = os.sched_getaffinity(0)\n"
+        "masks = [open(f).read().split('Cpus_allowed_list:')[1].split()[0]\n"
+        "         for f in glob.glob('/proc/self/task/*/status')\n"
+        "         if f.split('/')[4] != str(threads._SIDE_TID)]\n"
+        "print(p.pinned_steps, len(own), numba.threading_layer(), len(set(masks)), "
+        "len(masks))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    pinned, cpus, layer, distinct, count = r.stdout.split()
+    assert int(count) >= 2  # the caller and at least one OpenMP thread (or the side)
+    if int(cpus) >= 2 and layer == "omp":
+        assert pinned == "1"
+    assert distinct == "1"  # one mask for all: none left pinned
+
+
 @pytest.mark.parametrize("others, current", [(0, 2), (1, 1), (5, 1)])
 def test_a_step_at_the_maximum_starts_from_the_processes_running_now(others, current,
                                                                     monkeypatch):
@@ -279,7 +358,7 @@ def test_json_reports_the_threads(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(rep.read_text())["threads"] == {
         "policy": "fixed", "max": 1, "sensing": False, "sr_tile_workers": 1,
-        "steps_by_threads": {"1": 2}, "steps_with_side_thread": 0}
+        "steps_by_threads": {"1": 2}, "steps_with_side_thread": 0, "steps_pinned": 0}
 
 
 def test_a_bad_intsr_threads_is_a_warning_then_auto():
