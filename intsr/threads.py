@@ -33,8 +33,10 @@ default and changes the number of threads:
   neighbour or the side, and the side gained nothing (backward pass 42 ms, as on one thread;
   the caller ran 79 % of the step, the side 31 %); pinned, the neighbour settles beside the
   side thread, whose work can wait, and the chain keeps a core (backward 30-31 ms). If the
-  caller's thread waited for its CPU a quarter of the step or more, and more than the side
-  did (the neighbour is beside it, e.g. pinned there), the next step swaps the two CPUs.
+  caller's thread waited for its CPU a quarter of the step or more (the neighbour is beside
+  it, e.g. pinned there), the next step swaps the two CPUs; if it waits so again right after
+  a swap, every CPU is shared (two intsr jobs pinned both callers to one CPU at every other
+  step: 87-89 ms against 64 unpinned) and the steps run unpinned until back at the maximum.
   Only with Numba's OpenMP layer, whose threads take the mask of the thread that first runs
   a region on them (never a pinned one: pinned steps run on one thread); the caller's own
   mask is back when the step ends, the side thread's with its next task.
@@ -109,12 +111,9 @@ def _run_queue_wait_ns():
     return total if found else None
 
 
-def _thread_wait_ns(tid="thread-self"):
-    """Nanoseconds one thread of this process (a native id; default the calling one) has spent
-    runnable but not running, or 0 if unknown."""
-    path = "/proc/thread-self/schedstat" if tid == "thread-self" else \
-        f"/proc/self/task/{tid}/schedstat"
-    v = _read_ints(path, [1])
+def _thread_wait_ns():
+    """Nanoseconds the calling thread has spent runnable but not running, or 0 if unknown."""
+    v = _read_ints("/proc/thread-self/schedstat", [1])
     return 0 if v is None else v[0]
 
 
@@ -179,12 +178,16 @@ class Policy:
         self.side_steps = 0  # steps whose weight gradients ran on the side thread
         self.pinned_steps = 0  # of those, steps with the two threads pinned to two CPUs
         self.pair = None  # (caller's CPU, side's CPU) of the pinned steps, once chosen
+        self._swapped = False  # the pair was swapped after the last pinned step
+        self.pinning = True  # False once pinning did not help, until back at the maximum
 
     def apply(self):
         numba.set_num_threads(min(self.current, numba.config.NUMBA_NUM_THREADS))
 
     def step(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on ``current`` threads; afterwards the count for the next."""
+        if self.current == self.max:
+            self.pinning = True  # a neighbour that comes next gets a fresh try
         if self.sensing and self.current == self.max:
             # At the maximum, a process that started running since the last step would make
             # this step pay for it on every parallel region before the readings after it
@@ -202,7 +205,7 @@ class Policy:
         self.pinned_steps += mask is not None
         w0, c0, t0 = _run_queue_wait_ns(), below and _cpu_ticks(), time.perf_counter_ns()
         if mask is not None:
-            caller0, side0 = _thread_wait_ns(), _side_wait_ns()
+            caller0 = _thread_wait_ns()
         try:
             with side_on(side):
                 result = fn(*args, **kwargs)
@@ -211,8 +214,9 @@ class Policy:
                 _unpin(mask)
         t1, w1, c1 = time.perf_counter_ns(), _run_queue_wait_ns(), below and _cpu_ticks()
         if mask is not None:
-            self.pair = swapped(self.pair, _thread_wait_ns() - caller0,
-                                _side_wait_ns() - side0, t1 - t0)
+            self.pair, self._swapped = next_pair(self.pair, self._swapped,
+                                                 _thread_wait_ns() - caller0, t1 - t0)
+            self.pinning = self.pair is not None
         # a reading that failed this once (a file gone) counts as nothing seen
         waited = w0 is not None and w1 is not None
         wait = max(0, w1 - w0) if waited else 0
@@ -224,7 +228,7 @@ class Policy:
         """Pin this thread and the side thread to the CPUs of ``pair`` (chosen first from the
         CPU this thread is on); returns this thread's mask before, or None if not pinned."""
         try:
-            if not _PINNING or numba.threading_layer() != "omp":
+            if not (_PINNING and self.pinning) or numba.threading_layer() != "omp":
                 return None
             mask = os.sched_getaffinity(0)
             if self.pair is None or not set(self.pair) <= mask:
@@ -281,14 +285,18 @@ def first_pair(cpus, now):
     return order[i], order[(i + 1) % len(order)]
 
 
-def swapped(pair, caller_wait_ns, side_wait_ns, wall_ns):
-    """The pair for the next pinned step: swapped if the caller's thread waited for its CPU a
-    quarter of the step or more, and longer than the side thread did (the neighbour shares the
-    caller's CPU), else the same (measured beside a busy loop on the side's CPU: the caller
-    waits 0-8 % of a step, the side 20-30 %)."""
-    if 4 * caller_wait_ns >= WAIT_QUARTERS * wall_ns and caller_wait_ns > side_wait_ns:
-        return pair[1], pair[0]
-    return pair
+def next_pair(pair, just_swapped, caller_wait_ns, wall_ns):
+    """After a pinned step: (the pair for the next one, whether that is a swap). If the
+    caller's thread waited for its CPU a quarter of the step or more, its CPU is shared (the
+    neighbour sits there: pinned there, say): swap. If it waited so right after a swap, both
+    CPUs are shared (two intsr jobs; a neighbour on every core): None, pin no more. Else the
+    same pair (measured beside a busy loop on the side's CPU: the caller waits 0-8 % of a step;
+    two intsr jobs pinned: 42-51 % in both, swapping at every step)."""
+    if 4 * caller_wait_ns < WAIT_QUARTERS * wall_ns:
+        return pair, False
+    if just_swapped:
+        return None, False
+    return (pair[1], pair[0]), True
 
 
 def _checked(threads):
@@ -335,7 +343,6 @@ def _concurrent_launches_safe():
 _SIDE_ON = False  # steps now run their weight gradients on the side thread (side_on)
 _SIDE = None
 _SIDE_CPUS = None  # the CPUs the side thread takes before its next task; None: leave its own
-_SIDE_TID = None  # the side thread's native id, once it has run a task
 _SIDE_LOCAL = threading.local()  # on the side thread: the CPUs it last took
 _PINNING = hasattr(os, "sched_setaffinity")
 
@@ -350,14 +357,8 @@ def _unpin(mask):
         pass
 
 
-def _side_wait_ns():
-    return 0 if _SIDE_TID is None else _thread_wait_ns(_SIDE_TID)
-
-
 def _on_side_cpus(fn, *args):
     """Runs ``fn(*args)`` on the side thread after it takes the CPUs ``_SIDE_CPUS`` says."""
-    global _SIDE_TID
-    _SIDE_TID = threading.get_native_id()
     want = _SIDE_CPUS
     if want is not None and getattr(_SIDE_LOCAL, "cpus", None) != want:
         try:
@@ -376,8 +377,8 @@ class _SideExecutor(ThreadPoolExecutor):
 
 
 def _forget_side():
-    global _SIDE, _SIDE_TID
-    _SIDE = _SIDE_TID = None  # a forked child has no side thread: its executor would wait forever
+    global _SIDE
+    _SIDE = None  # a forked child has no side thread: its executor would wait forever
 
 
 if hasattr(os, "register_at_fork"):

@@ -163,11 +163,37 @@ def test_the_first_pair_is_the_callers_cpu_and_the_next_allowed(cpus, now, pair)
     assert threads.first_pair(cpus, now) == pair
 
 
-@pytest.mark.parametrize("caller, side, after", [
-    (WALL // 4, 0, (1, 0)), (WALL // 2, WALL // 2 - 1, (1, 0)), (WALL // 4 - 1, 0, (0, 1)),
-    (WALL // 2, WALL // 2, (0, 1)), (0, WALL // 2, (0, 1)), (0, 0, (0, 1))])
-def test_the_cpus_swap_when_the_callers_thread_waited_a_quarter_and_longer(caller, side, after):
-    assert threads.swapped((0, 1), caller, side, WALL) == after
+@pytest.mark.parametrize("caller, just_swapped, after", [
+    (WALL // 4 - 1, False, ((0, 1), False)), (WALL // 4 - 1, True, ((0, 1), False)),
+    (WALL // 4, False, ((1, 0), True)), (WALL, False, ((1, 0), True)),
+    (WALL // 4, True, (None, False))])
+def test_the_cpus_swap_once_when_the_callers_thread_waited_a_quarter_then_pinning_stops(
+        caller, just_swapped, after):
+    assert threads.next_pair((0, 1), just_swapped, caller, WALL) == after
+
+
+def test_pinning_stops_when_a_swap_did_not_help_and_comes_back_at_the_maximum(monkeypatch):
+    """Two readings of a quarter of a step waited in a row (both CPUs shared): the third step
+    runs unpinned, and so on until the policy is back at its maximum."""
+    monkeypatch.setattr(threads, "_others_running", lambda: 0)
+    monkeypatch.setattr(threads, "_concurrent_launches_safe", lambda: True)
+    monkeypatch.setattr(numba, "threading_layer", lambda: "omp")
+    monkeypatch.setattr(threads, "_PINNING", True)
+    monkeypatch.setattr(threads.Policy, "observe", lambda self, *a: None)  # stays at 1
+    pinned = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pinned.append(set(cpus)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(threads, "_cpu_now", lambda: 0)
+    waits = iter(range(0, 10 * WALL, WALL))  # the caller waits a whole step every step
+    monkeypatch.setattr(threads, "_thread_wait_ns", lambda: next(waits))
+    p = _auto(1)
+    for _ in range(3):
+        p.step(lambda: None)
+    assert p.pinned_steps == 2 and not p.pinning
+    assert pinned[0] == {0} and pinned[2] == {1}  # the caller's CPU, then the swap
+    p.current = p.max
+    p.step(lambda: None)
+    assert p.pinning
 
 
 def test_one_thread_and_the_side_run_pinned_to_two_cpus_and_the_masks_come_back(monkeypatch):
@@ -175,7 +201,7 @@ def test_one_thread_and_the_side_run_pinned_to_two_cpus_and_the_masks_come_back(
     side thread on the second; afterwards the caller has its own mask again, and so has the
     side thread from its next task outside the policy. With one CPU allowed: never pinned."""
     monkeypatch.setattr(threads, "_others_running", lambda: 0)
-    monkeypatch.setattr(threads, "swapped", lambda pair, caller, side, wall: pair)
+    monkeypatch.setattr(threads, "next_pair", lambda pair, swapped, caller, wall: (pair, False))
     img = np.zeros((16, 16, 3), np.uint8)
     _steps(IntNet(weights_to_int(load_model()[0])), img, img, n=1)  # a parallel launch: the
     # threading layer is known
@@ -208,7 +234,7 @@ def test_one_thread_and_the_side_run_pinned_to_two_cpus_and_the_masks_come_back(
 def test_a_pinned_first_step_leaves_openmps_threads_on_every_cpu():
     """A process whose first step runs pinned (a neighbour already busy), then on two threads:
     the OpenMP threads are made by the unpinned caller, so every thread may run anywhere (the
-    side thread, asleep, takes its CPUs again with its next task)."""
+    side thread takes the caller's CPUs again with its next task)."""
     code = (
         "import glob, os, numpy as np, numba\n"
         "from intsr import threads\n"
@@ -221,9 +247,9 @@ def test_a_pinned_first_step_leaves_openmps_threads_on_every_cpu():
         "threads._others_running = lambda: 0\n"
         "p.current = p.max; p.step(net.step, img, img, 1, 20)\n"
         "own = os.sched_getaffinity(0)\n"
+        "threads._SIDE.submit(len, '').result()\n"  # its next task: the side's CPUs back
         "masks = [open(f).read().split('Cpus_allowed_list:')[1].split()[0]\n"
-        "         for f in glob.glob('/proc/self/task/*/status')\n"
-        "         if f.split('/')[4] != str(threads._SIDE_TID)]\n"
+        "         for f in glob.glob('/proc/self/task/*/status')]\n"
         "print(p.pinned_steps, len(own), numba.threading_layer(), len(set(masks)), "
         "len(masks))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
