@@ -117,12 +117,22 @@ def _thread_wait_ns():
     return 0 if v is None else v[0]
 
 
+def _stat_fields(path):
+    """A /proc/.../stat line's fields from the state on (field 3; the command name before it
+    may hold spaces), or None if unreadable."""
+    try:
+        with open(path) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _cpu_now():
     """The CPU the calling thread last ran on (/proc/thread-self/stat, field 39), or None."""
+    fields = _stat_fields("/proc/thread-self/stat")
     try:
-        with open("/proc/thread-self/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[36])
-    except (OSError, ValueError, IndexError):
+        return int(fields[36])
+    except (TypeError, ValueError, IndexError):
         return None
 
 
@@ -138,14 +148,8 @@ def _cpu_ticks():
 
 def _own_running():
     """This process's threads running or runnable now."""
-    ours = 0
-    for path in glob.glob("/proc/self/task/*/stat"):
-        try:
-            with open(path) as f:
-                ours += f.read().rsplit(")", 1)[1].split()[0] == "R"
-        except (OSError, IndexError):
-            pass
-    return ours
+    return sum((_stat_fields(path) or ["?"])[0] == "R"
+               for path in glob.glob("/proc/self/task/*/stat"))
 
 
 def _others_running():
@@ -186,9 +190,8 @@ class Policy:
 
     def step(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on ``current`` threads; afterwards the count for the next."""
-        if self.current == self.max:
-            self.pinning = True  # a neighbour that comes next gets a fresh try
         if self.sensing and self.current == self.max:
+            self.pinning = True  # a neighbour that comes next gets a fresh try
             # At the maximum, a process that started running since the last step would make
             # this step pay for it on every parallel region before the readings after it
             # could drop a thread (measured: 150-230 ms against 63 on one thread and the
