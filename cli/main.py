@@ -182,7 +182,8 @@ def _wrote(out, report, quiet):
               help="Seed of the forward directions and mest regrowth (integer generator).")
 @click.option("--precision", default=None,
               help="Bit widths per tensor: a shipped profile, int8 (the paper's), mixed, "
-                   "mixed-x2, int16 or small (16-bit masters). Default: the scale's (int8 at x4, "
+                   "mixed-x2, grouped-x2 (x2, a faster SR pass), int16 or small (16-bit "
+                   "masters). Default: the scale's (int8 at x4, "
                    "mixed-x2 at x2; `intsr info` lists them).")
 @click.option("--noise", default=None,
               help="Noise of the input in 8-bit levels (standard deviation), or auto: "
@@ -399,8 +400,8 @@ def evaluate_cmd(hr_dir, kernels, scale, steps, configs, prune, masks_path, laye
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None,
               help="Masks .npz (keys p{pct}_l{l}); with --prune picks that ratio.")
 @click.option("--precision", default=None,
-              help="A shipped precision profile (int8, mixed, mixed-x2, int16, small): "
-                   "per-tensor widths instead of --bits-f / --bits-w.")
+              help="A shipped precision profile (int8, mixed, mixed-x2, grouped-x2, int16, "
+                   "small): per-tensor widths instead of --bits-f / --bits-w.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_threads_option
 @_fail_cleanly

@@ -18,6 +18,7 @@ from intsr.arch import HALO, NUM_LAYERS, layer_shapes
 from intsr.kernels.dispatch import (
     agrad3x3,
     conv3x3,
+    conv3x3_grouped,
     conv3x3_padded,
     padded_shape,
     takes_padded,
@@ -28,9 +29,11 @@ from intsr.kernels.requant import (
     GATE_MASK,
     GATE_NONE,
     GATE_RELU,
+    channel_max_relu_s32,
     max_abs_s32,
     no_gate,
     requant_relu_pad_u8,
+    requant_relu_pad_u8_grouped,
     requant_s32,
 )
 from intsr.kernels.update import sgd_update_s32
@@ -84,6 +87,33 @@ def requantize_padded(acc, width, exp, nearest, static_scale=None, unsigned=Fals
     xp = np.empty(padded_shape(acc.shape[0] // width, width, acc.shape[1]), np.uint8)
     requant_relu_pad_u8(acc, width, shift, nearest, hi, xp)
     return scale, scale - frac, xp
+
+
+GROUP_DEPTH = 6  # the finest group at most 2**6 finer than the coarsest: int32 headroom of
+# conv3x3_grouped at 64 input channels (9 * 64 * 255 * 128 * 2**6 < 2**31; 2**7 would not fit)
+
+
+def requantize_grouped(acc, width, exp, nearest, gsize, unsigned=False):
+    """requantize_padded with Eq. 11 per group of ``gsize`` adjacent channels instead of per
+    tensor (the SR pass with ``Precision.sr_groups``): group g's scale c_g = ceil(log2(its
+    maximum)), at least the coarsest group's (the tensor's own Eq. 11 scale) minus
+    GROUP_DEPTH; its values shifted by frac - c_g and rounded as requantize. Returns (scale,
+    exp, xp, groups): the tensor's scale, the finest group's exp, the padded bytes (channels
+    in place), and (order, gsize, steps) for conv3x3_grouped: the groups coarsest first
+    (stable, so equal scales keep their order and need no shift between them). With every c_g
+    equal the bytes are requantize_padded's and the next conv's sum the same integers."""
+    c = acc.shape[1]
+    cmax = np.empty(c, np.int64)
+    channel_max_relu_s32(acc, cmax)
+    cl = np.array([ceil_log2(m) for m in cmax.reshape(-1, gsize).max(1)], np.int64)
+    cl = np.maximum(cl, cl.max() - GROUP_DEPTH)
+    frac, hi = (8, 255) if unsigned else (7, 127)
+    xp = np.empty(padded_shape(acc.shape[0] // width, width, c), np.uint8)
+    requant_relu_pad_u8_grouped(acc, width, np.repeat(frac - cl, gsize), nearest, hi, xp)
+    order = np.argsort(-cl, kind="stable")
+    top = cl[order]
+    steps = np.concatenate([[0], top[:-1] - top[1:]])
+    return int(top[0]) + exp, int(top[-1]) + exp - frac, xp, (order, gsize, steps)
 
 
 def _macs_per_pixel(w8):
@@ -226,14 +256,17 @@ class IntNet:
             self.w8.append(QTensor(out.reshape(w.shape), w.scale))
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, image, record=None, w8=None, keep=True, act_bits=None, count=True):
+    def forward(self, image, record=None, w8=None, keep=True, act_bits=None, count=True,
+                groups=0):
         """image: (H, W, 3) uint8, read as p / 256 (scale 0). Returns a Cache.
 
         ``w8``: forward weights to use instead of the network's own (a perturbed copy);
         ``keep=False``: store no layer input (a loss-only pass: one layer's buffers alive; an
         8-bit layer output goes straight into the next conv's padded input, the same bytes);
         ``act_bits``: activation widths instead of the training ones (the SR pass's);
-        ``count=False``: leave ``macs`` alone (tiles on several threads: their caller counts)."""
+        ``count=False``: leave ``macs`` alone (tiles on several threads: their caller counts);
+        ``groups``: with keep=False, the 8-bit activations' Eq. 11 per group of this many
+        channels (requantize_grouped; ``Precision.sr_groups``)."""
         x = QTensor(np.ascontiguousarray(image), 0)
         h, w, _ = image.shape
         acts = [x] if keep else []
@@ -248,16 +281,23 @@ class IntNet:
             w8 = _reordered(w8, order)
         # A pass that keeps no activation requantizes an 8-bit layer output straight into the
         # next convolution's zero-padded input (xp), skipping the padding copy (the same bytes)
-        xp, x_exp = None, x.exp
+        xp, x_exp, grp = None, x.exp, None  # grp: xp's channel groups (requantize_grouped)
         for layer in range(NUM_LAYERS - 1):
             wq = w8[layer]
             if xp is None:
                 acc, m = conv3x3(_as_unsigned(x.value), wq.value, GATE_RELU)
-            else:
+            elif grp is None:
                 acc, m = conv3x3_padded(xp, wq.value, GATE_RELU)
+            else:
+                acc, m = conv3x3_grouped(xp, wq.value, *grp, GATE_RELU)
             flat = acc.reshape(h * w, -1)
             st = None if self.static is None else self.static["act"][layer]
-            if not keep and act_bits[layer] == 8 and takes_padded(w8[layer + 1].value):
+            grp = None
+            if not keep and groups and act_bits[layer] == 8 and st is None and \
+                    w8[layer + 1].value.dtype == np.int8 and flat.shape[1] % groups == 0:
+                scale, x_exp, xp, grp = requantize_grouped(flat, w, x_exp + wq.exp,
+                                                           self.nearest, groups, self.unsigned)
+            elif not keep and act_bits[layer] == 8 and takes_padded(w8[layer + 1].value):
                 scale, x_exp, xp = requantize_padded(flat, w, x_exp + wq.exp, self.nearest, st,
                                                      self.unsigned, m)
             else:
@@ -271,8 +311,11 @@ class IntNet:
             if keep:
                 acts.append(x)
         wq = w8[-1]
-        acc = conv3x3(_as_unsigned(x.value), wq.value) if xp is None else \
-            conv3x3_padded(xp, wq.value)
+        if xp is None:
+            acc = conv3x3(_as_unsigned(x.value), wq.value)
+        else:
+            acc = conv3x3_padded(xp, wq.value) if grp is None else \
+                conv3x3_grouped(xp, wq.value, *grp)
         exp = x_exp + wq.exp
         # Residual (image + net) at the finer of the two exponents, exact in int64.
         e = min(-8, exp)
@@ -317,7 +360,8 @@ class IntNet:
 
     def _predict_crop(self, image, count=True):
         h, w, _ = image.shape
-        cache = self.forward(image, keep=False, act_bits=self.prec.sr_widths, count=count)
+        cache = self.forward(image, keep=False, act_bits=self.prec.sr_widths, count=count,
+                             groups=self.prec.sr_groups)
         pix = np.empty((h * w, 3), np.uint8)
         # pixel = out_real * 256 (input read as p/256; the net is positively homogeneous)
         pixels_s64(cache.out, cache.out_exp + 8, pix)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from intsr.arch import NUM_LAYERS
 
+GROUP_SIZES = (0, 4, 8, 16, 32)  # divide 64 channels into whole 4-byte steps of the tile
 WIDTHS = {"act": (8, 16), "grad": (8, 16), "fwd": (8, 16), "master": (16, 32)}
 LENGTH = {"act": NUM_LAYERS - 1, "grad": NUM_LAYERS - 1, "fwd": NUM_LAYERS,
           "master": NUM_LAYERS, "sr_act": NUM_LAYERS - 1}
@@ -34,8 +35,12 @@ class Precision:
     fwd: tuple = (8,) * NUM_LAYERS
     master: tuple = (32,) * NUM_LAYERS
     sr_act: tuple = None
+    sr_groups: int = 0
 
     def __post_init__(self):
+        if isinstance(self.sr_groups, bool) or self.sr_groups not in GROUP_SIZES:
+            raise ValueError(f"sr_groups must be one of {list(GROUP_SIZES)}, "
+                             f"not {self.sr_groups!r}")
         checks = list(WIDTHS.items())
         if self.sr_act is not None:
             checks.append(("sr_act", WIDTHS["act"]))
@@ -57,10 +62,13 @@ class Precision:
     def from_dict(cls, d):
         """From {"act": [...], "grad": [...], "fwd": [...], "master": [...]} (any omitted
         family keeps INT8's widths); ValueError on anything else."""
-        if not isinstance(d, dict) or set(d) - set(WIDTHS) - {"sr_act"}:
-            raise ValueError(f"a precision is a dict of {', '.join(WIDTHS)} (and sr_act)")
+        if not isinstance(d, dict) or set(d) - set(WIDTHS) - {"sr_act", "sr_groups"}:
+            raise ValueError(f"a precision is a dict of {', '.join(WIDTHS)} (and sr_act, "
+                             "sr_groups)")
+        d = dict(d)
+        groups = d.pop("sr_groups", 0)
         try:
-            return cls(**{k: tuple(int(b) for b in v) for k, v in d.items()})
+            return cls(**{k: tuple(int(b) for b in v) for k, v in d.items()}, sr_groups=groups)
         except TypeError:
             raise ValueError("precision widths must be lists of integers") from None
 
@@ -68,6 +76,8 @@ class Precision:
         d = {fam: list(getattr(self, fam)) for fam in WIDTHS}
         if self.sr_act is not None:
             d["sr_act"] = list(self.sr_act)
+        if self.sr_groups:
+            d["sr_groups"] = self.sr_groups
         return d
 
     def with_bits(self, family, layer, bits):

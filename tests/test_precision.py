@@ -11,7 +11,7 @@ from intsr.arch import KSIZE, layer_shapes
 from intsr.floatpath.convert import lr_to_fixed, weights_to_int
 from intsr.floatpath.network import FloatNet
 from intsr.io import InputError
-from intsr.model import IntNet, requantize
+from intsr.model import GROUP_DEPTH, IntNet, requantize, requantize_grouped, requantize_padded
 from intsr.online import Adapter
 from intsr.precision import INT8, LENGTH, WIDTHS, Precision, allocate, uniform
 from intsr.quant import ceil_log2
@@ -282,4 +282,84 @@ print(h.hexdigest())
 @pytest.mark.slow
 def test_profiles_are_bit_identical_across_thread_counts():
     one, two = last_line_per_thread_count(_DET)
+    assert one == two
+
+
+def test_sr_groups_is_validated_and_round_trips():
+    with pytest.raises(ValueError, match="sr_groups"):
+        Precision(sr_groups=6)
+    with pytest.raises(ValueError, match="sr_groups"):
+        Precision.from_dict({"sr_groups": True})
+    p = Precision(sr_act=(8,) * 7, sr_groups=4)
+    assert Precision.from_dict(p.to_dict()) == p and "sr_groups" not in INT8.to_dict()
+    assert precision_profiles()["grouped-x2"].sr_groups == 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([4, 8, 16]), st.lists(st.integers(0, 30), min_size=16, max_size=16),
+       st.integers(0, 2**32 - 1), st.booleans())
+def test_eq11_per_group_of_channels(gsize, bits, seed, unsigned):
+    """Eq. 11 per group (model.requantize_grouped): each group of ``gsize`` adjacent channels
+    takes s_g = ceil(log2(its maximum)), at most GROUP_DEPTH finer than the tensor's own Eq. 11
+    scale, so every value is held to half a step of its group's scale (round half up), the
+    coarsest group's scale is the tensor's, and the steps that conv3x3_grouped shifts by add up
+    to the distance between the coarsest and finest groups."""
+    rng = np.random.default_rng(seed)
+    c, width = 64, 5
+    mags = np.repeat(np.array(bits[:c // gsize]), gsize)  # each group's magnitude, 2**0..2**30
+    acc = (rng.integers(-(2**30), 2**30, (20, c)) >> (30 - mags)).astype(np.int32)
+    scale, exp, xp, (order, gs, steps) = requantize_grouped(acc, width, 0, True, gsize, unsigned)
+    frac = 8 if unsigned else 7
+    relu = np.maximum(acc.astype(np.int64), 0)
+    tensor = ceil_log2(int(relu.max()))
+    assert scale == tensor and gs == gsize and steps[0] == 0
+    gmax = relu.reshape(20, c // gsize, gsize).max(axis=(0, 2))
+    sg = np.maximum([ceil_log2(int(m)) for m in gmax], tensor - GROUP_DEPTH)
+    assert list(sg[order]) == sorted(sg, reverse=True)
+    assert int(np.sum(steps)) == sg.max() - sg.min() <= GROUP_DEPTH and exp == sg.min() - frac
+    v = xp[1:-1, 1:-1].reshape(-1, c).astype(np.int64)
+    step = np.repeat(sg, gsize) - frac  # each channel's real step, 2**step
+    hi = 255 if unsigned else 127
+    for j in range(c):  # |v * 2**st - acc| <= 2**(st - 1), times 2**(1 - min(st, 0)): integers
+        st = int(step[j])
+        if st >= 0:
+            d, half = np.abs((v[:, j] << (st + 1)) - 2 * relu[:, j]), 1 << st
+        else:
+            d, half = np.abs(2 * v[:, j] - (relu[:, j] << (1 - st))), 1
+        assert np.all((d <= half) | (v[:, j] == hi))  # saturation only at the group's top
+    # with one scale for every group, the bytes are the per-tensor ones (Eq. 11 per tensor)
+    flat = np.full((20, c), 1 << 20, np.int32)
+    flat[3] = acc[3] & 0xFFFFF
+    _, e1, xp1, (_, _, s1) = requantize_grouped(flat, width, 0, True, gsize, unsigned)
+    _, e2, xp2 = requantize_padded(flat, width, 0, True, None, unsigned)
+    assert e1 == e2 and not s1.any()
+    np.testing.assert_array_equal(xp1, xp2)
+
+
+_GROUPED = """
+import hashlib, numpy as np
+from intsr.model import IntNet
+from intsr.floatpath.convert import weights_to_int
+from intsr.precision import Precision
+from intsr.weights import load_model
+rng = np.random.default_rng(7)
+img = rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)
+net = IntNet(weights_to_int(load_model()[0]), precision=Precision(sr_act=(8,) * 7, sr_groups=4))
+print(hashlib.sha256(net.predict(img, tile=64).tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_sr_groups_nearer_float_and_thread_count_free(shipped_weights, butterfly_pair):
+    """The SR pass with Eq. 11 per group of 4 channels lands nearer the float network's output
+    than per tensor (same weights, nothing trained), and its bytes do not depend on the number
+    of threads (tiles on threads, 1 vs 2)."""
+    inp, _ = butterfly_pair
+    ints = weights_to_int(shipped_weights)
+    outs = {g: IntNet(ints, precision=Precision(sr_groups=g)).predict(inp) for g in (0, 4, 8)}
+    ref = np.clip(FloatNet(shipped_weights).predict(inp / np.float32(255)) * 255, 0, 255)
+    err = {g: float(np.abs(o.astype(np.float64) - ref).mean()) for g, o in outs.items()}
+    print(err)
+    assert err[4] < err[0] and err[8] < err[0]
+    one, two = last_line_per_thread_count(_GROUPED)
     assert one == two

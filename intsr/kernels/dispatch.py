@@ -107,6 +107,33 @@ def conv3x3_padded(xp, w, mode=GATE_NO_MAX, gate=None):
     return igemm_u8s8.conv3x3_padded(xp, w, mode, gate)
 
 
+def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
+    """conv3x3_padded of an input whose channel groups have their own power-of-two scales
+    (igemm_u8s8.conv3x3_grouped states the layout and the result): on the tile one Horner
+    pass, elsewhere one portable conv per group, combined by the same shifts; the same
+    integers."""
+    n = w.shape[3]
+    if tile_fits(n):
+        return igemm_u8s8.conv3x3_grouped(xp, w, order, gsize, steps, mode)
+    out = _grouped(xp, w, order, gsize, steps, gemm_x8s8.conv3x3_portable)
+    if mode == GATE_NO_MAX:
+        return out
+    flat = out.reshape(-1, n)
+    return out, int(max_abs_s32(flat, no_gate(flat.shape), mode))
+
+
+def _grouped(xp, w, order, gsize, steps, conv):
+    if not igemm_u8s8.grouped_headroom(xp.shape[2], steps):
+        raise ValueError("conv3x3_grouped: the groups' scales are too far apart for int32")
+    x = xp[1:-1, 1:-1]
+    out = None
+    for g, step in zip(order, steps, strict=True):
+        part = slice(g * gsize, (g + 1) * gsize)
+        y = conv(np.ascontiguousarray(x[..., part]), np.ascontiguousarray(w[:, :, part]))
+        out = y if out is None else (out << step) + y
+    return out
+
+
 def conv3x3_u8s8(x, w):
     """conv3x3 of 8-bit operands: x (H, W, C_in) uint8 or int8, w (3, 3, C_in, C_out) int8 ->
     (H, W, C_out) int32, exact."""
@@ -169,6 +196,11 @@ def conv3x3_ref(x, w):
         for dx in range(3):
             out += p[dy:dy + h, dx:dx + wd] @ w[dy, dx].astype(np.int64)
     return out
+
+
+def conv3x3_grouped_ref(xp, w, order, gsize, steps):
+    """The reference for conv3x3_grouped: conv3x3_ref per group, int64, Horner by shifts."""
+    return _grouped(xp, w, order, gsize, steps, conv3x3_ref)
 
 
 def wgrad3x3_ref(x, g):

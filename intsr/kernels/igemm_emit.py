@@ -52,6 +52,7 @@ class TileLoop(NamedTuple):
     out: ir.Value   # output (i32*)
     o_off: ir.Value  # offset of row 0 in out (i64)
     ldo: ir.Value   # out stride between rows (i64)
+    shifts: ir.Value = None  # per segment: left shift of the accumulators before it (i64*)
 
 
 def zmm_blocks(nb):
@@ -135,6 +136,16 @@ def emit_loops(loop, blocks, vty, parts, madd):
     bpos = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))  # bytes of B read
     with cgutils.for_range(builder, loop.nseg) as seg_loop:
         seg = builder.load(builder.gep(loop.segs, [seg_loop.index]))
+        if loop.shifts is not None:  # Horner: acc * 2**shift before the segment's products
+            sh = builder.load(builder.gep(loop.shifts, [seg_loop.index]))
+            with builder.if_then(builder.icmp_signed("!=", sh, ir.Constant(_I64, 0))):
+                one = builder.insert_element(ir.Constant(_V16, ir.Undefined),
+                                             builder.trunc(sh, _I32), ir.Constant(_I32, 0))
+                splat = {n: builder.shuffle_vector(one, ir.Constant(_V16, ir.Undefined),
+                                                   ir.Constant(vty[n], None)) for _, n in blocks}
+                for r in range(loop.rows):
+                    for c, (_, n) in enumerate(blocks):
+                        builder.store(builder.shl(builder.load(acc[r][c]), splat[n]), acc[r][c])
         base = builder.add(loop.a_off, seg)
         with cgutils.for_range(builder, loop.k4) as q_loop:
             q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
@@ -173,13 +184,32 @@ def tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, sp
     accumulate."""
     if not isinstance(mr, types.IntegerLiteral) or not isinstance(nb, types.Integer):
         return None
-    n_rows = mr.literal_value
     sig = types.void(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split)
+    return sig, _codegen(mr.literal_value, False)
 
+
+@intrinsic
+def tile_shifted(typingctx, a, a_off, lda, segs, shifts, k4, b, ldb, out, o_off, ldo, mr, nb,
+                 split):
+    """``tile`` with the accumulators multiplied by ``2**shifts[s]`` (int64, >= 0) before
+    segment s's products: Horner's scheme for a reduction whose parts have different
+    power-of-two scales, coarsest first (igemm_u8s8.conv3x3_grouped). The caller bounds the
+    result below 2**31 (the left shifts wrap otherwise)."""
+    if not isinstance(mr, types.IntegerLiteral) or not isinstance(nb, types.Integer):
+        return None
+    sig = types.void(a, a_off, lda, segs, shifts, k4, b, ldb, out, o_off, ldo, mr, nb, split)
+    return sig, _codegen(mr.literal_value, True)
+
+
+def _codegen(n_rows, shifted):
     def codegen(context, builder, signature, args):
+        args, sargs = list(args), list(signature.args)
+        shifts_ptr = None
+        if shifted:  # the shifts array: the one argument tile does not have
+            shifts_ptr = context.make_array(sargs[4])(context, builder, args[4]).data
+            del args[4], sargs[4]
         (_, a_off_v, lda_v, _, k4_v, _, ldb_v, _, o_off_v, ldo_v, _, nb_v, split_v) = args
-        arr = [context.make_array(signature.args[i])(context, builder, args[i])
-               for i in (0, 3, 5, 7)]
+        arr = [context.make_array(sargs[i])(context, builder, args[i]) for i in (0, 3, 5, 7)]
         a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
         i8p = ir.IntType(8).as_pointer()
         a_ptr = builder.bitcast(a_ptr, i8p)
@@ -187,7 +217,7 @@ def tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, sp
         nseg = builder.extract_value(arr[1].shape, 0)
         loop = TileLoop(builder=builder, rows=n_rows, nseg=nseg, segs=segs_ptr, a=a_ptr,
                         a_off=a_off_v, lda=lda_v, k4=k4_v, b=b_ptr, ldb=ldb_v, out=o_ptr,
-                        o_off=o_off_v, ldo=ldo_v)
+                        o_off=o_off_v, ldo=ldo_v, shifts=shifts_ptr)
 
         def emit(width):
             if ISA == "vnni":
@@ -206,8 +236,8 @@ def tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, sp
                     with low_bytes:
                         emit_avx2(loop, pair, False)
 
-        if isinstance(signature.args[11], types.IntegerLiteral):
-            emit(signature.args[11].literal_value)
+        if isinstance(sargs[11], types.IntegerLiteral):
+            emit(sargs[11].literal_value)
             return context.get_dummy_value()
         # Run-time width: one unrolled tile per width behind a switch (anything else: width 1);
         # a tile taller than MR only for the narrow widths (igemm_u8s8._tile_any calls it for
@@ -225,4 +255,4 @@ def tile(typingctx, a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, sp
         builder.position_at_end(end)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen

@@ -33,27 +33,40 @@ import numpy as np
 from numba import njit, prange
 
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
-from intsr.kernels.igemm_emit import MR, MR_NARROW, NB_NARROW, tile
+from intsr.kernels.igemm_emit import MR, MR_NARROW, NB_NARROW, tile, tile_shifted
 from intsr.kernels.isa import TILE as ISA
 from intsr.kernels.requant import GATE_MASK, GATE_NO_MAX, GATE_RELU
 from intsr.kernels.transpose_u8 import transpose4x16_u8, transpose16_u8
 
 
 @njit(cache=True, inline="always")
-def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split):
+def _tile_any(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, mr, nb, split, shifts):
     # mr <= MR_NARROW rows as MR_NARROW-row tiles where the width allows, else MR-row tiles; a
-    # tail of fewer rows (image width not a multiple of MR) goes row by row.
+    # tail of fewer rows (image width not a multiple of MR) goes row by row. A non-empty
+    # ``shifts`` takes the Horner tile (tile_shifted: conv3x3_grouped).
     r = 0
     if MR_NARROW > MR and nb <= NB_NARROW and mr == MR_NARROW:
-        tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, MR_NARROW, nb, split)
+        if shifts.size:
+            tile_shifted(a, a_off, lda, segs, shifts, k4, b, ldb, out, o_off, ldo, MR_NARROW,
+                         nb, split)
+        else:
+            tile(a, a_off, lda, segs, k4, b, ldb, out, o_off, ldo, MR_NARROW, nb, split)
         r = mr
     while mr - r >= MR:
-        tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, MR, nb,
-             split)
+        if shifts.size:
+            tile_shifted(a, a_off + r * lda, lda, segs, shifts, k4, b, ldb, out,
+                         o_off + r * ldo, ldo, MR, nb, split)
+        else:
+            tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, MR, nb,
+                 split)
         r += MR
     while r < mr:
-        tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
-             split)
+        if shifts.size:
+            tile_shifted(a, a_off + r * lda, lda, segs, shifts, k4, b, ldb, out,
+                         o_off + r * ldo, ldo, 1, nb, split)
+        else:
+            tile(a, a_off + r * lda, lda, segs, k4, b, ldb, out, o_off + r * ldo, ldo, 1, nb,
+                 split)
         r += 1
 
 
@@ -125,7 +138,7 @@ def _flat_max(row, mode):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, mode, gate,
-               rowmax):
+               rowmax, shifts):
     # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
     # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
     # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
@@ -138,7 +151,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             for x0 in range(0, width, MR_NARROW):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, o,
                           (y * width + x0) * npad, npad, min(MR_NARROW, width - x0), npad // 8,
-                          split)
+                          split, shifts)
             if shifted:
                 for xx in range(width):
                     for j in range(n):
@@ -147,7 +160,7 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             row = np.empty(width * npad, np.int32)
             for x0 in range(0, width, MR_NARROW):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
-                          x0 * npad, npad, min(MR_NARROW, width - x0), npad // 8, split)
+                          x0 * npad, npad, min(MR_NARROW, width - x0), npad // 8, split, shifts)
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
@@ -227,6 +240,7 @@ def _split(x, shifted):
 
 
 _NO_GATE = np.zeros((1, 1), np.uint8)
+_NO_SHIFTS = np.zeros(0, np.int64)  # _tile_any's plain tile
 
 
 def _packed(w, c4):
@@ -279,7 +293,61 @@ def _conv_padded(xp, w, mode, gate, shifted, split):
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
-               split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate, rowmax)
+               split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate, rowmax,
+               _NO_SHIFTS)
+    return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
+
+
+@njit(cache=True, nogil=True)
+def _pack_w_grouped(w, order, gsize, b):
+    # w (3, 3, C, N) int8 -> the B operand of conv3x3_grouped, b (9*C/4, Np, 4): reduction
+    # index k = (g*9 + tap)*gsize + i holds input channel order[g]*gsize + i of the tap (groups
+    # in the order given, then the nine taps of the group's channels); zero for columns j >= N.
+    n, npad = w.shape[3], b.shape[1]
+    for g in range(order.size):
+        for tap in range(9):
+            dy, dx = tap // 3, tap % 3
+            for i in range(gsize):
+                k = (g * 9 + tap) * gsize + i
+                ch = order[g] * gsize + i
+                for j in range(npad):
+                    b[k >> 2, j, k & 3] = w[dy, dx, ch, j] if j < n else np.int8(0)
+
+
+def grouped_headroom(c, steps):
+    """Whether conv3x3_grouped's Horner sum over C input channels fits int32: every product
+    is at most 255 * 128 in magnitude, 9 * C of them, the coarsest group's scaled by
+    2**sum(steps) at most."""
+    return 9 * c * 255 * 128 << int(np.sum(steps)) < 1 << 31
+
+
+def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
+    """A conv whose input channels come in groups of ``gsize`` with their own power-of-two
+    scales (model: the SR pass's per-group Eq. 11): xp (H+2, W+2, C) uint8, zero-padded
+    (requant.requant_relu_pad_u8_grouped writes it), w (3, 3, C, N) int8; group order[g] =
+    channels order[g]*gsize.. is 2**steps[g] times finer than group order[g-1] (steps[0] = 0:
+    coarsest first). Returns the (H, W, N) int32 sum over g of conv(group order[g]) *
+    2**(steps[g+1] + ... + steps[-1]): exact in the finest group's scale, accumulated as
+    Horner's scheme in the register tile (tile_shifted; the groups are segments, so nothing
+    is permuted and they cost no more products than one conv). ValueError unless
+    grouped_headroom. ``mode``: as conv3x3 (GATE_RELU gives Eq. 11's maximum too)."""
+    hp, wp, c = xp.shape
+    h, wd, n = hp - 2, wp - 2, w.shape[3]
+    if n > 64 or c % gsize or gsize % 4 or len(steps) != c // gsize or len(order) != len(steps):
+        raise ValueError("conv3x3_grouped: at most 64 outputs, whole groups of 4k channels")
+    if not grouped_headroom(c, steps):
+        raise ValueError("conv3x3_grouped: the groups' scales are too far apart for int32")
+    b = np.empty((9 * c // 4, _ceil(n, 8), 4), np.int8)
+    order = np.asarray(order, np.int64)
+    _pack_w_grouped(w, order, gsize, b)
+    segs = (_tap_segments(wd, c)[None, :] + gsize * order[:, None]).ravel()
+    shifts = np.zeros(segs.size, np.int64)
+    shifts[::9] = steps
+    out = np.empty((h, wd, n), np.int32)
+    rowmax = np.zeros(h, np.int64)
+    _conv_rows(xp.reshape(-1), wd, c, segs, gsize // 4, b.reshape(-1), b.shape[1],
+               np.zeros(n, np.int64), False, _split(xp, False), out, out.reshape(-1), mode,
+               _NO_GATE, rowmax, shifts)
     return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
 
 
@@ -299,9 +367,9 @@ def _conv_rows_x16(a_hi, a_lo, width, c4, segs, k4, bf, npad, corr_hi, corr_lo, 
         for x0 in range(0, width, MR_NARROW):
             off, rows = (y * (width + 2) + x0) * c4, min(MR_NARROW, width - x0)
             _tile_any(a_hi, off, c4, segs, k4, bf, npad * 4, hi, x0 * npad, npad, rows,
-                      npad // 8, split_hi)
+                      npad // 8, split_hi, _NO_SHIFTS)
             _tile_any(a_lo, off, c4, segs, k4, bf, npad * 4, lo, x0 * npad, npad, rows,
-                      npad // 8, split_lo)
+                      npad // 8, split_lo, _NO_SHIFTS)
         # flat row views and the constants folded once per column: the combine vectorizes
         # (3-D indexing of out left it scalar: 41 -> 36 ms for a 272 px, 64 -> 64 conv on one
         # thread, AMD Zen 4)
@@ -365,7 +433,7 @@ def _wgrad_tasks(a, c4, hp, wp2, segs, rows, bf, k4, npad, nchunks, split, o):
         y1 = min(h, y0 + rows)
         _tile_any(a, ci * plane + (tap // 3) * wp2 + tap % 3, plane, segs[y0:y1], k4,
                   bf[y0 * row_bytes:], npad * 4, o, ((ch * 9 + tap) * c4 + ci) * npad, npad,
-                  mr, npad // 8, split)
+                  mr, npad // 8, split, _NO_SHIFTS)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -112,6 +112,68 @@ def requant_relu_pad_u8(acc, width, shift, nearest, hi, xp):
                 xp[py, 1 + px, ch] = 0
 
 
+def requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp):
+    """requant_relu_pad_u8 with a shift per channel (the SR pass's per-group Eq. 11 scales,
+    igemm_u8s8.conv3x3_grouped): xp[1 + y, 1 + x, j] = saturate(shift_round(max(acc[y * width
+    + x, j], 0), shift[j], nearest), 0, hi), every other byte zero. The rounding is taken
+    apart per channel as ((a << lsh) + add) >> rsh, which is shift_round's for either sign of
+    the shift, so the inner loop has no branch (LLVM vectorizes it with variable shifts)."""
+    c = shift.size
+    lsh = np.zeros(c, np.int64)
+    rsh = np.zeros(c, np.int64)
+    add = np.zeros(c, np.int64)
+    for j in range(c):
+        if shift[j] >= 0:
+            lsh[j] = shift[j]
+        else:
+            rsh[j] = min(-shift[j], 62)
+            add[j] = (np.int64(1) << (rsh[j] - 1)) if nearest else np.int64(0)
+    _requant_pad_rows(acc, width, lsh, rsh, add, hi, xp)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _requant_pad_rows(acc, width, lsh, rsh, add, hi, xp):
+    c = lsh.size
+    hp, wp, c4 = xp.shape
+    for i in prange(hp):
+        py = np.int64(i)
+        if py == 0 or py == hp - 1:
+            for px in range(wp):
+                for ch in range(c4):
+                    xp[py, px, ch] = 0
+            continue
+        for ch in range(c4):
+            xp[py, 0, ch] = 0
+            xp[py, wp - 1, ch] = 0
+        base = (py - 1) * width
+        for px in range(width):
+            r = base + px
+            for j in range(c):
+                a = max(np.int64(acc[r, j]), np.int64(0))
+                xp[py, 1 + px, j] = min(((a << lsh[j]) + add[j]) >> rsh[j], np.int64(hi))
+            for ch in range(c, c4):
+                xp[py, 1 + px, ch] = 0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def channel_max_relu_s32(acc, out):
+    """out[j] = max(0, max over rows of acc[:, j]) for a 2-D (rows, C) int32 accumulator: the
+    per-channel maxima the SR pass's per-group Eq. 11 scales are taken from. Threads own
+    blocks of rows; their maxima are combined after the loop (no shared reduction)."""
+    rows, c = acc.shape
+    nblk = (rows + 255) // 256
+    part = np.zeros((nblk, c), np.int64)
+    for b in prange(nblk):
+        for r in range(b * 256, min(rows, b * 256 + 256)):
+            for j in range(c):
+                part[b, j] = max(part[b, j], np.int64(acc[r, j]))
+    for j in range(c):
+        out[j] = 0
+    for b in range(nblk):
+        for j in range(c):
+            out[j] = max(out[j], part[b, j])
+
+
 def requant_relu_pad_u8_ref(acc, width, shift, nearest, hi, c4):
     out = requant_s32_ref(acc, None, GATE_RELU, shift, nearest, 0, hi).astype(np.uint8)
     h = acc.shape[0] // width

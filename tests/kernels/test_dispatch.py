@@ -199,3 +199,17 @@ def test_target_feature_parsing():
         "avxvnni"
     assert tile_isa("sapphirerapids", "") == "vnni"  # both: the zmm tile
     assert tile_isa("cortex-a76", "+neon,+dotprod") is None
+
+
+def test_conv3x3_grouped_portable_is_the_reference(fill):
+    """Past one register tile (72 outputs) dispatch runs one portable conv per group: the
+    reference's integers and Eq. 11 maximum, as the tile gives below it."""
+    from intsr.kernels.dispatch import conv3x3_grouped, conv3x3_grouped_ref
+    xp = np.zeros((7, 8, 16), np.uint8)
+    xp[1:-1, 1:-1] = fill((5, 6, 16), np.uint8)
+    wt = fill((3, 3, 16, 72), np.int8)
+    order, steps = np.array([2, 0, 3, 1]), np.array([0, 3, 0, 2])
+    out, m = conv3x3_grouped(xp, wt, order, 4, steps, 1)
+    want = conv3x3_grouped_ref(xp, wt, order, 4, steps)
+    np.testing.assert_array_equal(out.astype(np.int64), want)
+    assert m == max(0, int(want.max()))

@@ -7,7 +7,7 @@ CPU and for an AVX-VNNI one without AVX-512, so an AVX-512 VNNI machine checks e
 import numpy as np
 import pytest
 
-from intsr.kernels import igemm_emit, igemm_u8s8
+from intsr.kernels import dispatch, igemm_emit, igemm_u8s8
 from intsr.kernels.dispatch import PATH, conv3x3_ref
 from intsr.kernels.gemm_x8s8 import wgrad_x8s8_ref
 from intsr.kernels.im2col import im2col
@@ -231,3 +231,47 @@ def test_conv3x3_x16_both_planes_in_one_pass(fill, kind, xdtype, shape):
     np.testing.assert_array_equal(got, conv3x3_ref(x, wt))
     out, m = igemm_u8s8.conv3x3_x16(x, wt, 0)
     assert m == max_abs_s32_ref(got.reshape(h * w, n), None, 0)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("gsize", [4, 8, 16])
+@pytest.mark.parametrize("shape", [(9, 11, 64, 64), (6, 13, 64, 3), (3, 37, 32, 24)])
+@pytest.mark.parametrize("mode", [-1, 1])
+def test_conv3x3_grouped_bit_exact(fill, kind, gsize, shape, mode):
+    """The Horner tile (tile_shifted) against conv3x3_ref per group combined by shifts, the
+    groups in a shuffled order, with the scales as far apart as the int32 headroom allows
+    (2**6 at 64 channels): with "max" / "min" inputs every product is 255 x +-128 and the
+    finest sum reaches 9 * 64 * 255 * 128 * 2**6, above 2**30."""
+    h, w, c, n = shape
+    xp = np.zeros(igemm_u8s8.padded_shape(h, w, c), np.uint8)
+    xp[1:-1, 1:-1] = fill((h, w, c), np.uint8, kind)
+    wt = fill((3, 3, c, n), np.int8, kind)
+    rng = np.random.default_rng(c + gsize)
+    order = rng.permutation(c // gsize)
+    steps = np.zeros(c // gsize, np.int64)
+    budget = 6 if c == 64 else 7
+    for _ in range(budget):  # spread the largest total shift the headroom allows
+        steps[1 + rng.integers(c // gsize - 1)] += 1
+    assert igemm_u8s8.grouped_headroom(c, steps)
+    got = igemm_u8s8.conv3x3_grouped(xp, wt, order, gsize, steps, mode)
+    want = dispatch.conv3x3_grouped_ref(xp, wt, order, gsize, steps)
+    out = got if mode == -1 else got[0]
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out.astype(np.int64), want)
+    if mode == 1:
+        assert got[1] == max(0, int(want.max()))
+    # one group, or every step zero: the plain conv's integers
+    zero = np.zeros_like(steps)
+    np.testing.assert_array_equal(igemm_u8s8.conv3x3_grouped(xp, wt, order, gsize, zero),
+                                  igemm_u8s8.conv3x3_padded(xp, wt))
+
+
+def test_conv3x3_grouped_refuses_what_int32_cannot_hold():
+    xp = np.zeros(igemm_u8s8.padded_shape(2, 2, 64), np.uint8)
+    wt = np.zeros((3, 3, 64, 8), np.int8)
+    steps = np.array([0] + [1] * 7)  # 2**7 at 64 channels: 1.2e9 * 2 > 2**31
+    assert not igemm_u8s8.grouped_headroom(64, steps)
+    with pytest.raises(ValueError, match="int32"):
+        igemm_u8s8.conv3x3_grouped(xp, wt, np.arange(8), 8, steps)
+    with pytest.raises(ValueError, match="whole groups"):
+        igemm_u8s8.conv3x3_grouped(xp, wt, np.arange(8), 6, steps)

@@ -1,5 +1,5 @@
-"""requant_s32, requant_relu_pad_u8 and max_abs_s32 against their NumPy references, at the
-extremes of int32."""
+"""requant_s32, requant_relu_pad_u8 (and its grouped form), max_abs_s32 and
+channel_max_relu_s32 against their NumPy references, at the extremes of int32."""
 import numpy as np
 import pytest
 
@@ -7,9 +7,11 @@ from intsr.kernels.requant import (
     GATE_MASK,
     GATE_NONE,
     GATE_RELU,
+    channel_max_relu_s32,
     max_abs_s32,
     max_abs_s32_ref,
     requant_relu_pad_u8,
+    requant_relu_pad_u8_grouped,
     requant_relu_pad_u8_ref,
     requant_s32,
     requant_s32_ref,
@@ -62,3 +64,27 @@ def test_requant_rounding_ties_and_saturation():
     u = np.empty(acc.shape, np.uint8)
     requant_s32(acc, g, GATE_RELU, -1, True, 0, 255, u)  # uint8 post-ReLU store
     assert u.tolist() == [[0, 0, 0, 1, 1, 2, 128, 0, 255, 0]]
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("nearest", [False, True])
+@pytest.mark.parametrize("hi", [127, 255])
+def test_requant_relu_pad_u8_grouped_bit_exact(fill, kind, nearest, hi):
+    """A shift per channel (both signs, and the 62-bit cap of shift_round) gives, channel by
+    channel, requant_relu_pad_u8's bytes at that channel's shift; garbage never survives."""
+    h, width, c = 5, 7, 16
+    acc = fill((h * width, c), np.int32, kind) >> 4
+    shift = np.array([-70, -30, -17, -9, -8, -5, -1, 0, 1, 3, -2, -3, 0, -12, 2, -1], np.int64)
+    xp = np.full((h + 2, width + 2, c), 0xAB, np.uint8)
+    requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp)
+    for j in range(c):
+        want = requant_relu_pad_u8_ref(acc[:, j:j + 1], width, int(shift[j]), nearest, hi, 1)
+        np.testing.assert_array_equal(xp[..., j], want[..., 0])
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+def test_channel_max_relu_s32(fill, kind):
+    acc = fill((700, 24), np.int32, kind)  # several 256-row blocks and a partial one
+    out = np.full(24, -5, np.int64)
+    channel_max_relu_s32(acc, out)
+    np.testing.assert_array_equal(out, np.maximum(acc.astype(np.int64).max(0), 0))
