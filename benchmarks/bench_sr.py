@@ -9,10 +9,11 @@ pixel / seconds (the halos that tiles recompute are not counted), next to the VN
 tile's own peak measured in the same run (bench_core.int8_peak_gops, all threads).
 ``--load idle busy``: rounds alternate an idle machine and another process busy on one core.
 ``--unfused``: also the engine with each layer's output copied into the next conv's padded
-input (the path before model.requantize_padded), alternated with the others.
+input (the path before model.requantize_padded), alternated with the others; ``--precision
+P ...``: also the SR pass with those profiles (the engine "intsr" is the scale's default).
 
     python benchmarks/bench_sr.py [--scales 4 2] [--repeats 5] [--load idle busy]
-        [--threads auto|N] [--unfused] [--json docs/data/bench_sr.json]
+        [--threads auto|N] [--unfused] [--precision P ...] [--json docs/data/bench_sr.json]
 """
 import argparse
 import os
@@ -71,6 +72,9 @@ def main():
                          "(intsr.threads), PyTorch its default")
     ap.add_argument("--unfused", action="store_true",
                     help="also time the SR pass without requantizing into padded inputs")
+    ap.add_argument("--precision", nargs="+", default=[],
+                    help="also the SR pass with these shipped precision profiles (e.g. "
+                         "mixed-x2 grouped-x2 int8), alternated with the others")
     ap.add_argument("--json")
     args = ap.parse_args()
     policy = threads.configure(args.threads)
@@ -89,6 +93,10 @@ def main():
         fns = {"intsr": lambda ad=ad, lr=lr: ad.super_resolve(lr)}
         if args.unfused:
             fns["unfused"] = lambda ad=ad, lr=lr: _unfused(ad, lr)
+        for name in args.precision:
+            other = Adapter(scale=scale, adapting=False, precision=name)
+            other.super_resolve(lr)
+            fns[name] = lambda other=other, lr=lr: other.super_resolve(lr)
         run = torch_sr([w.dequantize() for w in ad.net.weights],
                        bicubic_upsample_u8(lr, scale, "centre"), n_threads)
         if run is not None:
@@ -107,6 +115,12 @@ def main():
             if "unfused" in med:
                 row["unfused_s"] = med["unfused"]
                 line += f" | unfused {med['unfused']:.3f} s ({med['unfused'] / med['intsr']:.3f}x)"
+            for name in args.precision:
+                row[f"{name}_s"] = med[name]
+                gops = ops / med[name] / 1e9
+                line += f" | {name} {med[name]:.3f} s, {gops:.0f} GOPS"
+                if peak:
+                    line += f" ({100 * gops / peak:.0f} %)"
             if "torch" in med:
                 row["torch_s"] = med["torch"]
                 line += f" | torch fp32 {med['torch']:.3f} s ({med['torch'] / med['intsr']:.2f}x)"

@@ -184,7 +184,7 @@ def _wrote(out, report, quiet):
               help="Bit widths per tensor: a shipped profile, int8 (the paper's), mixed, "
                    "mixed-x2, grouped-x2 (x2, a faster SR pass), int16 or small (16-bit "
                    "masters). Default: the scale's (int8 at x4, "
-                   "mixed-x2 at x2; `intsr info` lists them).")
+                   "grouped-x2 at x2; `intsr info` lists them).")
 @click.option("--noise", default=None,
               help="Noise of the input in 8-bit levels (standard deviation), or auto: "
                    "estimate it. The son gets as much. Default: auto in blind mode, else 0.")

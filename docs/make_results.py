@@ -423,7 +423,7 @@ def section_mzsr(out):
             "paper where issue 17 quotes them (Set5, g^d_2.0); the other cells of its tables are "
             "not quoted here.", "",
             "*intsr (told)* is `intsr adapt` as shipped for the scale (`--config shipped`: int8 "
-            "at x4, the widths `mixed-x2` at x2, docs/precision.md); *int8* the paper's widths "
+            "at x4, the widths `grouped-x2` at x2, docs/precision.md); *int8* the paper's widths "
             "at every scale (`--config int8-ours`).", "",
             "| scale | set | kernel | bicubic | intsr (told) | int8 | intsr blind | MZSR bicubic | "
             "MZSR(1) | MZSR(10) | ZSSR |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -718,7 +718,7 @@ def section_precision_x2(out):
     if d is None:
         return
     alloc = d["allocations_timed"][-1]
-    out += ["### x2: `mixed-x2`, the x2 default (docs/precision.md, \"x2\")", "",
+    out += ["### x2: `mixed-x2`, the x2 training widths (docs/precision.md, \"x2\")", "",
             "The same procedure on the x2 weights (`--scale 2 --grid corner`, command in "
             "weights/precision.json `made_by`), on the x2 validation set of training crops "
             f"(weights/README.md) under MZSR's three kernels; CPU: {d['cpu']}. Float "

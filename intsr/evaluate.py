@@ -10,7 +10,7 @@ Configurations (``RUNNERS``):
                      `intsr adapt --precision int8` runs
   shipped            int8-ours with the scale's default precision (weights.default_precision):
                      what `intsr adapt` runs without --precision (at x4 the same as int8-ours,
-                     at x2 the profile mixed-x2)
+                     at x2 the profile grouped-x2)
   int8-ours-static   the same with static scales
   int8-standard      8-bit weights (Eq. 12-13), dynamic scales
   int8-standard-static

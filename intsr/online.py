@@ -116,9 +116,9 @@ class Adapter:
     a State. ``prune``: a shipped pruning ratio (not with a state: it carries its masks).
     ``lr``: None takes the state's or the shipped default. ``method``, ``seed``, ``options``:
     how the steps learn (make_learner); back-propagation unless told. ``precision``: a
-    shipped profile name ("int8", "mixed", "mixed-x2", "int16", "small"), a
+    shipped profile name ("int8", "mixed", "mixed-x2", "grouped-x2", "int16", "small"), a
     precision.Precision, or None (weights.default_precision: the scale's shipped profile, int8
-    at x4, mixed-x2 at x2)."""
+    at x4, grouped-x2 at x2)."""
 
     def __init__(self, weights: WeightsArg = None, *, scale: int = 4,
                  prune: float | None = None, lr: float | None = None, adapting: bool = True,

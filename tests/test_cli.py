@@ -293,7 +293,7 @@ def test_precision_profiles_on_adapt_and_cost(tmp_path):
     res = _run(["adapt", "--example", out, "--steps", "1", "--scale", "2", "--json", rep,
                 "--quiet"])
     assert res.exit_code == 0, res.output
-    assert json.loads(rep.read_text())["precision"] == "mixed-x2"
+    assert json.loads(rep.read_text())["precision"] == "grouped-x2"
     res = _run(["cost", "--precision", "int16", "--json"])
     assert res.exit_code == 0, res.output
     wide, base = json.loads(res.output), json.loads(_run(["cost", "--json"]).output)

@@ -183,7 +183,11 @@ def test_allocation_with_two_resources_is_exact(items, b1, b2):
 
 def test_shipped_profiles_and_refusals():
     profiles = precision_profiles()
-    assert {"int8", "mixed", "mixed-x2", "int16", "small"} <= set(profiles)
+    assert {"int8", "mixed", "mixed-x2", "grouped-x2", "int16", "small"} <= set(profiles)
+    # grouped-x2 trains as mixed-x2; only its SR pass differs
+    g, m = profiles["grouped-x2"], profiles["mixed-x2"]
+    assert (g.act, g.grad, g.fwd, g.master) == (m.act, m.grad, m.fwd, m.master)
+    assert g.sr_widths == (8,) * 7 and g.sr_groups == 4
     assert profiles["int8"] == INT8 and shipped_precision(None) == INT8
     assert profiles["int16"] == uniform(16, 16, 16, 32)
     assert profiles["small"] == uniform(master=16)
@@ -202,23 +206,24 @@ def test_shipped_profiles_and_refusals():
 
 @pytest.mark.slow
 def test_each_scale_adapts_with_its_shipped_precision(butterfly_lr):
-    """Without a precision a run takes its scale's from weights/default.json: mixed-x2 at x2
-    (allocated on the x2 weights, docs/precision.md), int8 at x4 and at a scale nothing is
+    """Without a precision a run takes its scale's from weights/default.json: grouped-x2 at x2
+    (mixed-x2's training widths, allocated on the x2 weights, and an 8-bit SR pass with Eq. 11
+    per channel group; docs/precision.md), int8 at x4 and at a scale nothing is
     shipped for; back-propagation only (forward gradients need 8-bit forward weights). A
     precision given wins."""
     from intsr.online import adapt
 
     from helpers import gaussian
-    assert (default_precision(4), default_precision(2)) == ("int8", "mixed-x2")
+    assert (default_precision(4), default_precision(2)) == ("int8", "grouped-x2")
     assert default_precision(3) == "int8" and default_precision(2, "forward") == "int8"
-    x2 = precision_profiles()["mixed-x2"]
-    assert x2 != INT8 and Adapter(scale=2).net.prec == x2
+    x2 = precision_profiles()["grouped-x2"]
+    assert x2 != INT8 and Adapter(scale=2).net.prec == x2 and x2.sr_groups
     assert Adapter(scale=2, precision="int8").net.prec == INT8
     assert Adapter(scale=2, method="forward").net.prec == INT8
     assert Adapter(scale=4).net.prec == INT8
     img, k = butterfly_lr[:24, :28], gaussian(1.2)
-    run = {p: adapt(img, k, scale=2, steps=2, precision=p) for p in (None, "mixed-x2", "int8")}
-    np.testing.assert_array_equal(run[None], run["mixed-x2"])
+    run = {p: adapt(img, k, scale=2, steps=2, precision=p) for p in (None, "grouped-x2", "int8")}
+    np.testing.assert_array_equal(run[None], run["grouped-x2"])
     assert not np.array_equal(run[None], run["int8"])
 
 
@@ -273,7 +278,7 @@ from helpers import gaussian
 from intsr.online import adapt
 img = np.random.default_rng(5).integers(0, 256, (40, 36, 3), dtype=np.uint8)
 h = hashlib.sha256()
-for p in ("int16", "small", "mixed", "mixed-x2"):
+for p in ("int16", "small", "mixed", "mixed-x2", "grouped-x2"):
     h.update(adapt(img, gaussian(1.6), steps=3, precision=p).tobytes())
 print(h.hexdigest())
 """
@@ -292,7 +297,6 @@ def test_sr_groups_is_validated_and_round_trips():
         Precision.from_dict({"sr_groups": True})
     p = Precision(sr_act=(8,) * 7, sr_groups=4)
     assert Precision.from_dict(p.to_dict()) == p and "sr_groups" not in INT8.to_dict()
-    assert precision_profiles()["grouped-x2"].sr_groups == 4
 
 
 @settings(max_examples=60, deadline=None)

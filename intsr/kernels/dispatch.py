@@ -24,7 +24,13 @@ from numba import njit
 
 from intsr.kernels import gemm_x8s8, igemm_u8s8, planes_x16
 from intsr.kernels.isa import TILE
-from intsr.kernels.requant import GATE_NO_MAX, max_abs_s32, no_gate
+from intsr.kernels.requant import (
+    GATE_CHANNELS,
+    GATE_NO_MAX,
+    channel_max_relu_s32,
+    max_abs_s32,
+    no_gate,
+)
 
 PATH = TILE or "portable"
 _TILE_MAX_N = 64  # output channels of one register tile
@@ -68,8 +74,11 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     ``gate``, an (H*W, C_out) array) returns (out, max |gated(out)|): Eq. 11's maximum, which
     the tiles take as each output row is finished, in cache, and the portable 8-bit path by
     max_abs_s32; None where 16-bit operands run as separate byte-plane calls (the
-    requantization then takes it). GATE_NO_MAX: the conv alone."""
+    requantization then takes it). GATE_CHANNELS: (out, each channel's ReLU maximum, int64)
+    on every path (the tiles row by row in cache). GATE_NO_MAX: the conv alone."""
     n = w.shape[3]
+    if mode == GATE_CHANNELS and not (x.itemsize == 1 and w.dtype == np.int8 and tile_fits(n)):
+        return _with_channel_max(conv3x3(x, w))
     if x.itemsize == 1 and w.dtype == np.int8:
         if tile_fits(n):
             return igemm_u8s8.conv3x3(x, w, mode, gate)
@@ -118,8 +127,18 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
     out = _grouped(xp, w, order, gsize, steps, gemm_x8s8.conv3x3_portable)
     if mode == GATE_NO_MAX:
         return out
+    if mode == GATE_CHANNELS:
+        return _with_channel_max(out)
     flat = out.reshape(-1, n)
     return out, int(max_abs_s32(flat, no_gate(flat.shape), mode))
+
+
+def _with_channel_max(out):
+    """(out, each channel's ReLU maximum): GATE_CHANNELS where a path does not take it as it
+    goes (the portable kernels, byte planes)."""
+    m = np.empty(out.shape[-1], np.int64)
+    channel_max_relu_s32(out.reshape(-1, out.shape[-1]), m)
+    return out, m
 
 
 def _grouped(xp, w, order, gsize, steps, conv):

@@ -35,7 +35,7 @@ from numba import njit, prange
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.igemm_emit import MR, MR_NARROW, NB_NARROW, tile, tile_shifted
 from intsr.kernels.isa import TILE as ISA
-from intsr.kernels.requant import GATE_MASK, GATE_NO_MAX, GATE_RELU
+from intsr.kernels.requant import GATE_CHANNELS, GATE_MASK, GATE_NO_MAX, GATE_RELU
 from intsr.kernels.transpose_u8 import transpose4x16_u8, transpose16_u8
 
 
@@ -144,7 +144,8 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
     # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
     # results in a private buffer, copied out without the padding columns, so the caller
     # still gets a contiguous (H, W, N) array. With a ``mode`` other than GATE_NO_MAX,
-    # rowmax[y] is the row's gated maximum (_row_max; gate (H*W, N) for GATE_MASK).
+    # rowmax[y] is the row's gated maximum (_row_max; gate (H*W, N) for GATE_MASK); with
+    # GATE_CHANNELS rowmax[y*N + j] is channel j's ReLU maximum in the row.
     h, n = out.shape[0], out.shape[2]
     for y in prange(h):
         if n == npad:
@@ -164,8 +165,32 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             for xx in range(width):
                 for j in range(n):
                     out[y, xx, j] = row[xx * npad + j] - corr[j]
-        if mode != GATE_NO_MAX:
+        if mode == GATE_CHANNELS:
+            _row_channel_max(out, y, width, n, rowmax[y * n:(y + 1) * n])
+        elif mode != GATE_NO_MAX:
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
+
+
+@njit(cache=True, nogil=True)
+def _row_channel_max(out, y, width, n, best):
+    # max(acc, 0) of each channel of output row y while it is in cache (GATE_CHANNELS); the
+    # inner loop runs along the channels, element-wise, so it vectorizes
+    o = out[y].ravel()
+    for j in range(n):
+        best[j] = 0
+    for xx in range(width):
+        for j in range(n):
+            best[j] = max(best[j], np.int64(o[xx * n + j]))
+
+
+def _maxima(out, rowmax, mode):
+    """What a conv with ``mode`` returns beside ``out``: nothing, Eq. 11's maximum, or (for
+    GATE_CHANNELS) each channel's ReLU maximum, int64 (N,)."""
+    if mode == GATE_NO_MAX:
+        return out
+    if mode == GATE_CHANNELS:
+        return out, rowmax.reshape(out.shape[0], out.shape[2]).max(0)
+    return out, int(rowmax.max())
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -291,11 +316,11 @@ def _conv_padded(xp, w, mode, gate, shifted, split):
     segs = _tap_segments(wd, c4)
     corr = wsum if shifted else np.zeros(n, np.int64)
     out = np.empty((h, wd, n), np.int32)
-    rowmax = np.zeros(h, np.int64)
+    rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
                split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate, rowmax,
                _NO_SHIFTS)
-    return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
+    return _maxima(out, rowmax, mode)
 
 
 @njit(cache=True, nogil=True)
@@ -344,11 +369,11 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
     shifts = np.zeros(segs.size, np.int64)
     shifts[::9] = steps
     out = np.empty((h, wd, n), np.int32)
-    rowmax = np.zeros(h, np.int64)
+    rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
     _conv_rows(xp.reshape(-1), wd, c, segs, gsize // 4, b.reshape(-1), b.shape[1],
                np.zeros(n, np.int64), False, _split(xp, False), out, out.reshape(-1), mode,
                _NO_GATE, rowmax, shifts)
-    return out if mode == GATE_NO_MAX else (out, int(rowmax.max()))
+    return _maxima(out, rowmax, mode)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -11,7 +11,8 @@ that Eq. 11's scale ``ceil(log2 max|x|)`` is computed from. Gating modes:
   GATE_RELU  ReLU forward: negative accumulators become 0 (before the scale is chosen);
   GATE_MASK  ReLU backward: zero where the forward activation ``gate`` was not positive.
 The convolutions that take Eq. 11's maximum as they go (kernels/dispatch.py) take one of these
-modes, or GATE_NO_MAX: no maximum, the convolution alone.
+modes, GATE_CHANNELS (the ReLU maximum of each output channel: the SR pass's Eq. 11 per channel
+group), or GATE_NO_MAX: no maximum, the convolution alone.
 """
 import numpy as np
 from numba import njit, prange
@@ -20,6 +21,7 @@ from intsr.kernels.fixedpoint import saturate, shift_round
 
 GATE_NONE, GATE_RELU, GATE_MASK = 0, 1, 2
 GATE_NO_MAX = -1  # the convolutions' "no gate, no maximum" (never a requantization mode)
+GATE_CHANNELS = 3  # the convolutions' ReLU maximum per output channel (Eq. 11 per group)
 
 
 def no_gate(shape):
@@ -79,6 +81,22 @@ def requant_s32(acc, gate, mode, shift, nearest, lo, hi, out):
             out[r, j] = saturate(v, lo, hi)
 
 
+@njit(cache=True, inline="always")
+def _zero_border(xp, py):
+    # the zero padding of row py of xp (H + 2, W + 2, C4): the whole row if it is the first or
+    # the last (True: nothing else to write), else its first and last pixels
+    hp, wp, c4 = xp.shape
+    if py == 0 or py == hp - 1:
+        for px in range(wp):
+            for ch in range(c4):
+                xp[py, px, ch] = 0
+        return True
+    for ch in range(c4):
+        xp[py, 0, ch] = 0
+        xp[py, wp - 1, ch] = 0
+    return False
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def requant_relu_pad_u8(acc, width, shift, nearest, hi, xp):
     """The ReLU forward requantization of requant_s32 (GATE_RELU, lo 0) written straight into
@@ -90,17 +108,11 @@ def requant_relu_pad_u8(acc, width, shift, nearest, hi, xp):
     Rows of xp are independent (threads own them); every byte is written, so the caller
     allocates xp uninitialised."""
     c = acc.shape[1]
-    hp, wp, c4 = xp.shape
+    hp, c4 = xp.shape[0], xp.shape[2]
     for i in prange(hp):
         py = np.int64(i)  # prange's index may be unsigned: a signed compare keeps to integers
-        if py == 0 or py == hp - 1:
-            for px in range(wp):
-                for ch in range(c4):
-                    xp[py, px, ch] = 0
+        if _zero_border(xp, py):
             continue
-        for ch in range(c4):
-            xp[py, 0, ch] = 0
-            xp[py, wp - 1, ch] = 0
         base = (py - 1) * width
         for px in range(width):
             r = base + px
@@ -117,40 +129,37 @@ def requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp):
     igemm_u8s8.conv3x3_grouped): xp[1 + y, 1 + x, j] = saturate(shift_round(max(acc[y * width
     + x, j], 0), shift[j], nearest), 0, hi), every other byte zero. The rounding is taken
     apart per channel as ((a << lsh) + add) >> rsh, which is shift_round's for either sign of
-    the shift, so the inner loop has no branch (LLVM vectorizes it with variable shifts)."""
+    the shift, so the inner loop has no branch (LLVM vectorizes it with variable shifts), in
+    uint32 (16 lanes a register, not int64's 8): a post-ReLU int32 is below 2**31, every
+    shift is in -31..31 (ValueError else; Eq. 11's are within -24..8), so a + add < 2**31 +
+    2**30, and before a left shift a is first clipped to lim = (hi >> lsh) + 1, which
+    saturates all the same and keeps lim << lsh <= 2 * hi."""
     c = shift.size
-    lsh = np.zeros(c, np.int64)
-    rsh = np.zeros(c, np.int64)
-    add = np.zeros(c, np.int64)
-    for j in range(c):
-        if shift[j] >= 0:
-            lsh[j] = shift[j]
-        else:
-            rsh[j] = min(-shift[j], 62)
-            add[j] = (np.int64(1) << (rsh[j] - 1)) if nearest else np.int64(0)
-    _requant_pad_rows(acc, width, lsh, rsh, add, hi, xp)
+    if np.any(np.abs(shift) > 31):
+        raise ValueError("requant_relu_pad_u8_grouped: shifts beyond 31 bits")
+    lsh = np.where(shift > 0, shift, 0).astype(np.uint32)
+    rsh = np.where(shift < 0, -shift, 0).astype(np.uint32)
+    lim = np.where(shift > 0, (hi >> lsh) + 1, (1 << 31) - 1).astype(np.uint32)
+    add = np.zeros(c, np.uint32)
+    if nearest:
+        add[shift < 0] = np.uint32(1) << (rsh[shift < 0] - np.uint32(1))
+    _requant_pad_rows(acc, width, lsh, rsh, add, lim, np.uint32(hi), xp)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _requant_pad_rows(acc, width, lsh, rsh, add, hi, xp):
+def _requant_pad_rows(acc, width, lsh, rsh, add, lim, hi, xp):
     c = lsh.size
-    hp, wp, c4 = xp.shape
+    hp, c4 = xp.shape[0], xp.shape[2]
     for i in prange(hp):
         py = np.int64(i)
-        if py == 0 or py == hp - 1:
-            for px in range(wp):
-                for ch in range(c4):
-                    xp[py, px, ch] = 0
+        if _zero_border(xp, py):
             continue
-        for ch in range(c4):
-            xp[py, 0, ch] = 0
-            xp[py, wp - 1, ch] = 0
         base = (py - 1) * width
         for px in range(width):
             r = base + px
             for j in range(c):
-                a = max(np.int64(acc[r, j]), np.int64(0))
-                xp[py, 1 + px, j] = min(((a << lsh[j]) + add[j]) >> rsh[j], np.int64(hi))
+                a = min(np.uint32(max(acc[r, j], 0)), lim[j])
+                xp[py, 1 + px, j] = min(((a << lsh[j]) + add[j]) >> rsh[j], hi)
             for ch in range(c, c4):
                 xp[py, 1 + px, ch] = 0
 

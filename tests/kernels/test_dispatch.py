@@ -213,3 +213,16 @@ def test_conv3x3_grouped_portable_is_the_reference(fill):
     want = conv3x3_grouped_ref(xp, wt, order, 4, steps)
     np.testing.assert_array_equal(out.astype(np.int64), want)
     assert m == max(0, int(want.max()))
+
+
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.uint16, np.int8),
+                                     (np.uint8, np.int16), (np.int16, np.int16)])
+def test_conv3x3_channel_maxima_on_every_path(fill, xdt, wdt):
+    """GATE_CHANNELS (each output channel's ReLU maximum) from every path of dispatch.conv3x3:
+    the tile takes it row by row, the byte-plane and portable paths after the conv."""
+    from intsr.kernels.dispatch import conv3x3
+    x, w = fill((5, 7, 6), xdt), fill((3, 3, 6, 72 if xdt == np.int16 else 12), wdt)
+    out, m = conv3x3(x, w, 3)
+    ref = conv3x3_ref(x, w)
+    np.testing.assert_array_equal(out.astype(np.int64), ref)
+    np.testing.assert_array_equal(m, np.maximum(ref.reshape(-1, w.shape[3]).max(0), 0))

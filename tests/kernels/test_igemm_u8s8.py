@@ -49,7 +49,7 @@ def test_conv3x3_bit_exact(fill, kind, xdtype, shape):
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("xdtype", [np.uint8, "u7"])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("mode", [-1, 1])
+@pytest.mark.parametrize("mode", [-1, 1, 3])
 def test_conv3x3_padded_is_conv3x3(fill, kind, xdtype, shape, mode):
     """conv3x3_padded of an input already in the padded layout (what requant_relu_pad_u8
     writes) gives conv3x3's integers and Eq. 11 maximum."""
@@ -63,7 +63,10 @@ def test_conv3x3_padded_is_conv3x3(fill, kind, xdtype, shape, mode):
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_array_equal(got[0], want[0])
-        assert got[1] == want[1]
+        np.testing.assert_array_equal(got[1], want[1])
+    if mode == 3:  # GATE_CHANNELS: each channel's ReLU maximum
+        ref = conv3x3_ref(x, wt).reshape(-1, n)
+        np.testing.assert_array_equal(got[1], np.maximum(ref.max(0), 0))
     with pytest.raises(ValueError, match="channels"):
         igemm_u8s8.conv3x3_padded(np.zeros((h + 2, w + 2, xp.shape[2] + 4), np.uint8), wt)
 
@@ -236,7 +239,7 @@ def test_conv3x3_x16_both_planes_in_one_pass(fill, kind, xdtype, shape):
 @pytest.mark.parametrize("kind", EXTREMES)
 @pytest.mark.parametrize("gsize", [4, 8, 16])
 @pytest.mark.parametrize("shape", [(9, 11, 64, 64), (6, 13, 64, 3), (3, 37, 32, 24)])
-@pytest.mark.parametrize("mode", [-1, 1])
+@pytest.mark.parametrize("mode", [-1, 1, 3])
 def test_conv3x3_grouped_bit_exact(fill, kind, gsize, shape, mode):
     """The Horner tile (tile_shifted) against conv3x3_ref per group combined by shifts, the
     groups in a shuffled order, with the scales as far apart as the int32 headroom allows
@@ -258,8 +261,10 @@ def test_conv3x3_grouped_bit_exact(fill, kind, gsize, shape, mode):
     out = got if mode == -1 else got[0]
     assert out.dtype == np.int32
     np.testing.assert_array_equal(out.astype(np.int64), want)
-    if mode == 1:
+    if mode == 1:  # GATE_RELU: Eq. 11's maximum
         assert got[1] == max(0, int(want.max()))
+    if mode == 3:  # GATE_CHANNELS: each channel's
+        np.testing.assert_array_equal(got[1], np.maximum(want.reshape(-1, n).max(0), 0))
     # one group, or every step zero: the plain conv's integers
     zero = np.zeros_like(steps)
     np.testing.assert_array_equal(igemm_u8s8.conv3x3_grouped(xp, wt, order, gsize, zero),

@@ -70,16 +70,19 @@ def test_requant_rounding_ties_and_saturation():
 @pytest.mark.parametrize("nearest", [False, True])
 @pytest.mark.parametrize("hi", [127, 255])
 def test_requant_relu_pad_u8_grouped_bit_exact(fill, kind, nearest, hi):
-    """A shift per channel (both signs, and the 62-bit cap of shift_round) gives, channel by
-    channel, requant_relu_pad_u8's bytes at that channel's shift; garbage never survives."""
+    """A shift per channel (both signs, to the +-31 it takes) gives, channel by channel,
+    requant_relu_pad_u8's bytes at that channel's shift (int64 there, uint32 here: the
+    extremes of int32 meet the largest shifts); garbage never survives."""
     h, width, c = 5, 7, 16
-    acc = fill((h * width, c), np.int32, kind) >> 4
-    shift = np.array([-70, -30, -17, -9, -8, -5, -1, 0, 1, 3, -2, -3, 0, -12, 2, -1], np.int64)
+    acc = fill((h * width, c), np.int32, kind)
+    shift = np.array([-31, -30, -17, -9, -8, -5, -1, 0, 1, 3, 31, -3, 0, 24, 8, -24], np.int64)
     xp = np.full((h + 2, width + 2, c), 0xAB, np.uint8)
     requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp)
     for j in range(c):
         want = requant_relu_pad_u8_ref(acc[:, j:j + 1], width, int(shift[j]), nearest, hi, 1)
         np.testing.assert_array_equal(xp[..., j], want[..., 0])
+    with pytest.raises(ValueError, match="31"):
+        requant_relu_pad_u8_grouped(acc, width, shift - 1, nearest, hi, xp)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
