@@ -9,8 +9,9 @@ igemm_emit.py) that the target Numba compiles for can run (kernels/isa.py): ``"v
 set, ``"portable"`` (kernels/gemm_x8s8.py). A product whose output is wider than one tile
 (``tile_fits``) runs portable too. 16-bit operands run as byte planes (kernels/planes_x16.py) on
 the 8-bit kernel chosen here, except 16-bit data against 8-bit weights, which a tile runs as
-both planes in one pass (igemm_u8s8.conv3x3_x16). All paths compute the same integers; each
-kernel has a plain int64 reference below.
+both planes in one pass (igemm_u8s8.conv3x3_x16), and the image against 16-bit weights, three
+weight planes in one Horner pass (igemm_u8s8.conv3x3_w16). All paths compute the same
+integers; each kernel has a plain int64 reference below.
 
 The 8-bit kernels keep names that follow the operand types (CMSIS-NN style): ``conv3x3_u8s8``
 takes uint8 activations (the image, or post-ReLU values, which are never negative: their int8
@@ -77,6 +78,10 @@ def conv3x3(x, w, mode=GATE_NO_MAX, gate=None):
     requantization then takes it). GATE_CHANNELS: (out, each channel's ReLU maximum, int64)
     on every path (the tiles row by row in cache). GATE_NO_MAX: the conv alone."""
     n = w.shape[3]
+    if x.dtype == np.uint8 and w.dtype == np.int16 and x.shape[2] <= planes_x16.W16_NARROW_MAX \
+            and tile_fits(n):
+        # the image's conv with 16-bit weights: three weight planes in one Horner tile pass
+        return igemm_u8s8.conv3x3_w16(x, w, mode)
     if mode == GATE_CHANNELS and not (x.itemsize == 1 and w.dtype == np.int8 and tile_fits(n)):
         return _with_channel_max(conv3x3(x, w))
     if x.itemsize == 1 and w.dtype == np.int8:

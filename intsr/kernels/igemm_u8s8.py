@@ -339,6 +339,39 @@ def _pack_w_grouped(w, order, gsize, b):
                     b[k >> 2, j, k & 3] = w[dy, dx, ch, j] if j < n else np.int8(0)
 
 
+def conv3x3_w16(x, w, mode=GATE_NO_MAX):
+    """x (H, W, C) uint8 with C <= planes_x16.W16_NARROW_MAX, w (3, 3, C, N) int16 -> (H, W, N)
+    int32, exact, in one pass of the Horner tile: w = 2**8 hi + lo + 2**7 with hi = w >> 8 and
+    lo = (w & 255) - 128 both int8, so x (*) w = ((x (*) hi) * 2 + x (*) 1) * 2**7 + x (*) lo,
+    three groups of the nine taps over the same padded x (B: hi, ones, lo; the accumulators
+    shifted by 1, then 7, between them). Headroom as planes_x16.combine_w16_s32's: every
+    partial sum is a partial sum of 2**8 |x (*) hi| + 2**7 x (*) 1 + |x (*) lo| <= 9 C 255
+    (2**15 + 2**8) < 2**31 at C <= 28. ``mode`` as conv3x3 (the image's first conv, 16-bit
+    weights: one tile pass instead of two plane convs and a combining pass)."""
+    h, wd, c = x.shape
+    n = w.shape[3]
+    if x.dtype != np.uint8 or w.dtype != np.int16 or c > 28 or n > 64:
+        raise ValueError("conv3x3_w16: uint8 data, int16 weights, at most 28 inputs, 64 outputs")
+    c4 = _ceil(c, 4)
+    xp, _ = _pad_u8(x, c4)
+    rows = 9 * c4 // 4
+    b = np.empty((3 * rows, _ceil(n, 8), 4), np.int8)
+    wsum = np.empty(b.shape[1], np.int64)
+    planes = ((w >> 8).astype(np.int8), np.ones(w.shape, np.int8),
+              ((w & 255) - 128).astype(np.int8))
+    for i, plane in enumerate(planes):
+        _pack_w(plane, c4, b[i * rows:(i + 1) * rows], wsum)
+    segs = np.tile(_tap_segments(wd, c4), 3)
+    shifts = np.zeros(27, np.int64)
+    shifts[9], shifts[18] = 1, 7
+    out = np.empty((h, wd, n), np.int32)
+    rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
+    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1],
+               np.zeros(n, np.int64), False, _split(x, False), out, out.reshape(-1), mode,
+               _NO_GATE, rowmax, shifts)
+    return _maxima(out, rowmax, mode)
+
+
 def grouped_headroom(c, steps):
     """Whether conv3x3_grouped's Horner sum over C input channels fits int32: every product
     is at most 255 * 128 in magnitude, 9 * C of them, the coarsest group's scaled by

@@ -143,11 +143,11 @@ def requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp):
     add = np.zeros(c, np.uint32)
     if nearest:
         add[shift < 0] = np.uint32(1) << (rsh[shift < 0] - np.uint32(1))
-    _requant_pad_rows(acc, width, lsh, rsh, add, lim, np.uint32(hi), xp)
+    _requant_pad_rows(acc, width, lsh, rsh, add, lim, np.uint32(hi), xp, not lsh.any())
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _requant_pad_rows(acc, width, lsh, rsh, add, lim, hi, xp):
+def _requant_pad_rows(acc, width, lsh, rsh, add, lim, hi, xp, right):
     c = lsh.size
     hp, c4 = xp.shape[0], xp.shape[2]
     for i in prange(hp):
@@ -157,9 +157,14 @@ def _requant_pad_rows(acc, width, lsh, rsh, add, lim, hi, xp):
         base = (py - 1) * width
         for px in range(width):
             r = base + px
-            for j in range(c):
-                a = min(np.uint32(max(acc[r, j], 0)), lim[j])
-                xp[py, 1 + px, j] = min(((a << lsh[j]) + add[j]) >> rsh[j], hi)
+            if right:  # no left shift anywhere (the usual case): two operations fewer
+                for j in range(c):
+                    a = np.uint32(max(acc[r, j], 0))
+                    xp[py, 1 + px, j] = min((a + add[j]) >> rsh[j], hi)
+            else:
+                for j in range(c):
+                    a = min(np.uint32(max(acc[r, j], 0)), lim[j])
+                    xp[py, 1 + px, j] = min(((a << lsh[j]) + add[j]) >> rsh[j], hi)
             for ch in range(c, c4):
                 xp[py, 1 + px, ch] = 0
 

@@ -280,3 +280,26 @@ def test_conv3x3_grouped_refuses_what_int32_cannot_hold():
         igemm_u8s8.conv3x3_grouped(xp, wt, np.arange(8), 8, steps)
     with pytest.raises(ValueError, match="whole groups"):
         igemm_u8s8.conv3x3_grouped(xp, wt, np.arange(8), 6, steps)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("shape", [(9, 11, 3, 64), (5, 6, 28, 24), (4, 7, 5, 3), (1, 1, 1, 8)])
+@pytest.mark.parametrize("mode", [-1, 1, 3])
+def test_conv3x3_w16_bit_exact(fill, kind, shape, mode):
+    """The image against 16-bit weights in one Horner pass (hi, ones, lo planes; shifts 1 and
+    7) against conv3x3_ref, at the extremes of both dtypes and at the 28 channels the headroom
+    allows; with the maximum of each mode."""
+    h, w, c, n = shape
+    x = fill((h, w, c), np.uint8, kind)
+    wt = fill((3, 3, c, n), np.int16, kind)
+    got = igemm_u8s8.conv3x3_w16(x, wt, mode)
+    out = got if mode == -1 else got[0]
+    want = conv3x3_ref(x, wt)
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out.astype(np.int64), want)
+    if mode == 1:
+        assert got[1] == max(0, int(want.max()))
+    if mode == 3:
+        np.testing.assert_array_equal(got[1], np.maximum(want.reshape(-1, n).max(0), 0))
+    with pytest.raises(ValueError, match="28 inputs"):
+        igemm_u8s8.conv3x3_w16(np.zeros((2, 2, 29), np.uint8), np.zeros((3, 3, 29, 8), np.int16))

@@ -59,8 +59,9 @@ def test_conv3x3_x16_bit_exact(fill, kind, xdtype, wdtype, path):
 @pytest.mark.parametrize("c", [3, W16_NARROW_MAX, W16_NARROW_MAX + 1])
 def test_conv3x3_of_8_bit_data_and_16_bit_weights_over_few_channels(fill, kind, xdtype, c,
                                                                     path):
-    """The first layer's case (8-bit image, int16 weights, 3 channels): int32 up to
-    W16_NARROW_MAX input channels, exact at the extremes (all 255 against all -32768 reaches
+    """The first layer's case (8-bit image, int16 weights, 3 channels; a uint8 image on a tile
+    in one Horner pass, conv3x3_w16): int32 up to W16_NARROW_MAX input channels, exact at the
+    extremes (all 255 against all -32768 reaches
     -9 * 28 * 255 * 32768, just above -2**31), and int64 above it."""
     x = fill((6, 7, c), xdtype, kind)
     w = fill((3, 3, c, 16), np.int16, kind)
@@ -69,7 +70,10 @@ def test_conv3x3_of_8_bit_data_and_16_bit_weights_over_few_channels(fill, kind, 
     np.testing.assert_array_equal(got, conv3x3_ref(x, w))
     out, m = conv3x3(x, w, GATE_RELU)
     np.testing.assert_array_equal(out, got)
-    assert m is None
+    if xdtype == np.uint8 and c <= W16_NARROW_MAX and dispatch.PATH != "portable":
+        assert m == max(0, int(got.max()))  # the Horner tile (conv3x3_w16) takes Eq. 11's
+    else:
+        assert m is None
     if c == W16_NARROW_MAX and kind == "max":  # the corner: every pixel 255, every weight
         corner = conv3x3(np.full((3, 3, c), 255, np.uint8), np.full((3, 3, c, 1), -32768,
                                                                     np.int16))

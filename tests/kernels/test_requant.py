@@ -75,14 +75,16 @@ def test_requant_relu_pad_u8_grouped_bit_exact(fill, kind, nearest, hi):
     extremes of int32 meet the largest shifts); garbage never survives."""
     h, width, c = 5, 7, 16
     acc = fill((h * width, c), np.int32, kind)
-    shift = np.array([-31, -30, -17, -9, -8, -5, -1, 0, 1, 3, 31, -3, 0, 24, 8, -24], np.int64)
-    xp = np.full((h + 2, width + 2, c), 0xAB, np.uint8)
-    requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp)
-    for j in range(c):
-        want = requant_relu_pad_u8_ref(acc[:, j:j + 1], width, int(shift[j]), nearest, hi, 1)
-        np.testing.assert_array_equal(xp[..., j], want[..., 0])
+    both = np.array([-31, -30, -17, -9, -8, -5, -1, 0, 1, 3, 31, -3, 0, 24, 8, -24], np.int64)
+    for shift in (both, -np.abs(both)):  # left shifts somewhere, or none (its own loop)
+        xp = np.full((h + 2, width + 2, c), 0xAB, np.uint8)
+        requant_relu_pad_u8_grouped(acc, width, shift, nearest, hi, xp)
+        for j in range(c):
+            want = requant_relu_pad_u8_ref(acc[:, j:j + 1], width, int(shift[j]), nearest, hi,
+                                           1)
+            np.testing.assert_array_equal(xp[..., j], want[..., 0])
     with pytest.raises(ValueError, match="31"):
-        requant_relu_pad_u8_grouped(acc, width, shift - 1, nearest, hi, xp)
+        requant_relu_pad_u8_grouped(acc, width, both - 1, nearest, hi, xp)
 
 
 @pytest.mark.parametrize("kind", EXTREMES)
