@@ -35,6 +35,7 @@ from numba import njit, prange
 from intsr.kernels.fixedpoint import WGRAD_CHUNK
 from intsr.kernels.igemm_emit import MR, MR_NARROW, NB_NARROW, tile, tile_shifted
 from intsr.kernels.isa import TILE as ISA
+from intsr.kernels.planes_x16 import W16_NARROW_MAX
 from intsr.kernels.requant import GATE_CHANNELS, GATE_MASK, GATE_NO_MAX, GATE_RELU
 from intsr.kernels.transpose_u8 import transpose4x16_u8, transpose16_u8
 
@@ -308,18 +309,25 @@ def conv3x3_padded(xp, w, mode=GATE_NO_MAX, gate=None):
 
 
 def _conv_padded(xp, w, mode, gate, shifted, split):
-    h, wd, c4 = xp.shape[0] - 2, xp.shape[1] - 2, xp.shape[2]
+    wd, c4 = xp.shape[1] - 2, xp.shape[2]
     n = w.shape[3]
     if n > 64:
         raise ValueError("at most 64 output channels (one register tile wide)")
     b, wsum = _packed(w, c4)
     segs = _tap_segments(wd, c4)
     corr = wsum if shifted else np.zeros(n, np.int64)
+    return _rows_pass(xp, segs, c4 // 4, b, n, corr, shifted, split, mode, gate, _NO_SHIFTS)
+
+
+def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts):
+    """_conv_rows over a padded xp (H+2, W+2, C4) into a new (H, W, N) int32 output, and what
+    ``mode`` asks beside it (_maxima)."""
+    h, wd = xp.shape[0] - 2, xp.shape[1] - 2
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
-    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1], corr, shifted,
-               split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate, rowmax,
-               _NO_SHIFTS)
+    _conv_rows(xp.reshape(-1), wd, xp.shape[2], segs, k4, b.reshape(-1), b.shape[1], corr,
+               shifted, split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
+               rowmax, shifts)
     return _maxima(out, rowmax, mode)
 
 
@@ -348,9 +356,8 @@ def conv3x3_w16(x, w, mode=GATE_NO_MAX):
     partial sum is a partial sum of 2**8 |x (*) hi| + 2**7 x (*) 1 + |x (*) lo| <= 9 C 255
     (2**15 + 2**8) < 2**31 at C <= 28. ``mode`` as conv3x3 (the image's first conv, 16-bit
     weights: one tile pass instead of two plane convs and a combining pass)."""
-    h, wd, c = x.shape
-    n = w.shape[3]
-    if x.dtype != np.uint8 or w.dtype != np.int16 or c > 28 or n > 64:
+    wd, c, n = x.shape[1], x.shape[2], w.shape[3]
+    if x.dtype != np.uint8 or w.dtype != np.int16 or c > W16_NARROW_MAX or n > 64:
         raise ValueError("conv3x3_w16: uint8 data, int16 weights, at most 28 inputs, 64 outputs")
     c4 = _ceil(c, 4)
     xp, _ = _pad_u8(x, c4)
@@ -364,12 +371,8 @@ def conv3x3_w16(x, w, mode=GATE_NO_MAX):
     segs = np.tile(_tap_segments(wd, c4), 3)
     shifts = np.zeros(27, np.int64)
     shifts[9], shifts[18] = 1, 7
-    out = np.empty((h, wd, n), np.int32)
-    rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
-    _conv_rows(xp.reshape(-1), wd, c4, segs, c4 // 4, b.reshape(-1), b.shape[1],
-               np.zeros(n, np.int64), False, _split(x, False), out, out.reshape(-1), mode,
-               _NO_GATE, rowmax, shifts)
-    return _maxima(out, rowmax, mode)
+    return _rows_pass(xp, segs, c4 // 4, b, n, np.zeros(n, np.int64), False, _split(x, False),
+                      mode, None, shifts)
 
 
 def grouped_headroom(c, steps):
@@ -389,8 +392,7 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
     Horner's scheme in the register tile (tile_shifted; the groups are segments, so nothing
     is permuted and they cost no more products than one conv). ValueError unless
     grouped_headroom. ``mode``: as conv3x3 (GATE_RELU gives Eq. 11's maximum too)."""
-    hp, wp, c = xp.shape
-    h, wd, n = hp - 2, wp - 2, w.shape[3]
+    c, wd, n = xp.shape[2], xp.shape[1] - 2, w.shape[3]
     if n > 64 or c % gsize or gsize % 4 or len(steps) != c // gsize or len(order) != len(steps):
         raise ValueError("conv3x3_grouped: at most 64 outputs, whole groups of 4k channels")
     if not grouped_headroom(c, steps):
@@ -401,12 +403,8 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
     segs = (_tap_segments(wd, c)[None, :] + gsize * order[:, None]).ravel()
     shifts = np.zeros(segs.size, np.int64)
     shifts[::9] = steps
-    out = np.empty((h, wd, n), np.int32)
-    rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
-    _conv_rows(xp.reshape(-1), wd, c, segs, gsize // 4, b.reshape(-1), b.shape[1],
-               np.zeros(n, np.int64), False, _split(xp, False), out, out.reshape(-1), mode,
-               _NO_GATE, rowmax, shifts)
-    return _maxima(out, rowmax, mode)
+    return _rows_pass(xp, segs, gsize // 4, b, n, np.zeros(n, np.int64), False,
+                      _split(xp, False), mode, None, shifts)
 
 
 @njit(cache=True, nogil=True, parallel=True)
