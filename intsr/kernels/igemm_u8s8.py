@@ -139,14 +139,15 @@ def _flat_max(row, mode):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, mode, gate,
-               rowmax, shifts):
+               rowmax, shifts, spread):
     # a: the (H+2, W+2, C4) uint8 padded input, flat; out (H, W, N <= npad) int32 and o its flat
     # view; the result is reduced by corr[n] (the sign shift's constant, or zeros). One output
     # row per task. When N is not a multiple of 8 the register tiles store a row's npad-wide
     # results in a private buffer, copied out without the padding columns, so the caller
     # still gets a contiguous (H, W, N) array. With a ``mode`` other than GATE_NO_MAX,
     # rowmax[y] is the row's gated maximum (_row_max; gate (H*W, N) for GATE_MASK); with
-    # GATE_CHANNELS rowmax[y*N + j] is channel j's ReLU maximum in the row.
+    # GATE_CHANNELS rowmax[y*N + j] is channel j's ReLU maximum in the row. ``spread``: the
+    # private row holds _conv_spread's q, each output the sum of three of its columns.
     h, n = out.shape[0], out.shape[2]
     for y in prange(h):
         if n == npad:
@@ -163,13 +164,36 @@ def _conv_rows(a, width, c4, segs, k4, bf, npad, corr, shifted, split, out, o, m
             for x0 in range(0, width, MR_NARROW):
                 _tile_any(a, (y * (width + 2) + x0) * c4, c4, segs, k4, bf, npad * 4, row,
                           x0 * npad, npad, min(MR_NARROW, width - x0), npad // 8, split, shifts)
-            for xx in range(width):
-                for j in range(n):
-                    out[y, xx, j] = row[xx * npad + j] - corr[j]
+            if spread:
+                if shifted:
+                    for xx in range(width):
+                        for j in range(npad):
+                            row[xx * npad + j] -= corr[j]
+                _spread_row(row, npad, out[y])
+            else:
+                for xx in range(width):
+                    for j in range(n):
+                        out[y, xx, j] = row[xx * npad + j] - corr[j]
         if mode == GATE_CHANNELS:
             _row_channel_max(out, y, width, n, rowmax[y * n:(y + 1) * n])
         elif mode != GATE_NO_MAX:
             rowmax[y] = _row_max(out, y, gate, mode, width, n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spread_row(q, npad, row):
+    # output row (W, N) from _conv_spread's q row (W * npad): output (x, o) takes column dx N + o
+    # of pixel x - dx + 1, the pixels beyond the row left out (the zero padding)
+    wd, n = row.shape
+    for x in range(wd):
+        p = x * npad
+        for o in range(n):
+            v = q[p + n + o]
+            if x > 0:
+                v += q[p - npad + o]
+            if x < wd - 1:
+                v += q[p + npad + 2 * n + o]
+            row[x, o] = v
 
 
 @njit(cache=True, nogil=True)
@@ -267,6 +291,7 @@ def _split(x, shifted):
 
 _NO_GATE = np.zeros((1, 1), np.uint8)
 _NO_SHIFTS = np.zeros(0, np.int64)  # _tile_any's plain tile
+SPREAD_MAX_N = 5  # convs with at most this many outputs take _conv_spread (3 N <= 16 columns)
 
 
 def _packed(w, c4):
@@ -313,38 +338,100 @@ def _conv_padded(xp, w, mode, gate, shifted, split):
     n = w.shape[3]
     if n > 64:
         raise ValueError("at most 64 output channels (one register tile wide)")
+    if n <= SPREAD_MAX_N:
+        return _conv_spread(xp, w, np.zeros(1, np.int64), np.array([c4], np.int64), c4 // 4,
+                            _NO_SHIFTS, shifted, split, mode, gate)
     b, wsum = _packed(w, c4)
     segs = _tap_segments(wd, c4)
     corr = wsum if shifted else np.zeros(n, np.int64)
     return _rows_pass(xp, segs, c4 // 4, b, n, corr, shifted, split, mode, gate, _NO_SHIFTS)
 
 
-def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts):
+def _conv_spread(xp, w, starts, lens, k4, shifts, shifted, split, mode, gate):
+    """A conv with few outputs (N <= SPREAD_MAX_N: the last layer's 3) with its three
+    horizontal taps spread over the tile's columns: B columns (dx, o), so the tile takes three
+    segments a pixel (the rows dy of its own column) instead of nine, 16 columns wide instead
+    of N padded to 8 (a ymm block): q[y, x, dx N + o] is what the pixels above, at and below
+    (y, x) give output o of pixel (y, x - dx + 1), and each output adds its three from q's
+    row (_conv_rows, ``spread``), zero beyond the image (the padding): two thirds of the
+    products. For runs of channels (conv3x3_grouped: ``starts``, ``lens``, the steps
+    ``shifts`` before each run; ``k4`` an array) the three segments of each run in turn.
+    Exact: a q is a partial sum of an output's products, so every sum stays within the conv's
+    own bound; with ``shifted`` each q column loses its own 128 * column sum."""
+    wd, c4, n = xp.shape[1] - 2, xp.shape[2], w.shape[3]
+    b = np.empty((3 * int(lens.sum()) // 4, _ceil(3 * n, 8), 4), np.int8)
+    wsum = np.empty(b.shape[1], np.int64)
+    _pack_w_spread(w, starts, lens, b, wsum)
+    rows = np.array([(dy * (wd + 2) + 1) * c4 for dy in range(3)], np.int64)
+    segs = (starts[:, None] + rows[None, :]).ravel()
+    if shifts.size:  # a step before each run's first segment
+        shifts = np.repeat(shifts, 3) * (np.arange(segs.size) % 3 == 0)
+    corr = wsum if shifted else np.zeros(b.shape[1], np.int64)
+    return _rows_pass(xp, segs, k4 if np.ndim(k4) == 0 else np.repeat(k4, 3), b, n, corr,
+                      shifted, split, mode, gate, shifts, True)
+
+
+@njit(cache=True, nogil=True)
+def _pack_w_spread(w, starts, lens, b, wsum):
+    # w (3, 3, C, N) int8 -> _conv_spread's B, b (3 K / 4, Np, 4), Np >= 3 N: reduction index
+    # k counting through run, row dy, the run's channels; column j = dx * N + o (zero for
+    # channels >= C, the padding to C4, and columns >= 3 N); wsum[j] = 128 * column j's sum.
+    cin, n, npad = w.shape[2], w.shape[3], b.shape[1]
+    for j in range(npad):
+        wsum[j] = 0
+    k = 0
+    for r in range(starts.size):
+        for dy in range(3):
+            for ch in range(starts[r], starts[r] + lens[r]):
+                for j in range(npad):
+                    v = w[dy, j // n, ch, j % n] if ch < cin and j < 3 * n else np.int8(0)
+                    b[k >> 2, j, k & 3] = v
+                    wsum[j] += 128 * np.int64(v)
+                k += 1
+
+
+def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts, spread=False):
     """_conv_rows over a padded xp (H+2, W+2, C4) into a new (H, W, N) int32 output, and what
-    ``mode`` asks beside it (_maxima)."""
+    ``mode`` asks beside it (_maxima); ``spread``: B's columns are _conv_spread's."""
     h, wd = xp.shape[0] - 2, xp.shape[1] - 2
     out = np.empty((h, wd, n), np.int32)
     rowmax = np.zeros(h * n if mode == GATE_CHANNELS else h, np.int64)
     _conv_rows(xp.reshape(-1), wd, xp.shape[2], segs, k4, b.reshape(-1), b.shape[1], corr,
                shifted, split, out, out.reshape(-1), mode, _NO_GATE if gate is None else gate,
-               rowmax, shifts)
+               rowmax, shifts, spread)
     return _maxima(out, rowmax, mode)
 
 
 @njit(cache=True, nogil=True)
-def _pack_w_grouped(w, order, gsize, b):
-    # w (3, 3, C, N) int8 -> the B operand of conv3x3_grouped, b (9*C/4, Np, 4): reduction
-    # index k = (g*9 + tap)*gsize + i holds input channel order[g]*gsize + i of the tap (groups
-    # in the order given, then the nine taps of the group's channels); zero for columns j >= N.
+def _pack_w_runs(w, starts, lens, b):
+    # w (3, 3, C, N) int8 -> the B operand of conv3x3_grouped, b (9*C/4, Np, 4): the runs of
+    # channels in the order given, each as its nine taps of lens[r] channels from starts[r]
+    # (reduction index k counts through run, tap, channel); zero for columns j >= N.
     n, npad = w.shape[3], b.shape[1]
-    for g in range(order.size):
+    k = 0
+    for r in range(starts.size):
         for tap in range(9):
             dy, dx = tap // 3, tap % 3
-            for i in range(gsize):
-                k = (g * 9 + tap) * gsize + i
-                ch = order[g] * gsize + i
+            for ch in range(starts[r], starts[r] + lens[r]):
                 for j in range(npad):
                     b[k >> 2, j, k & 3] = w[dy, dx, ch, j] if j < n else np.int8(0)
+                k += 1
+
+
+def _runs(order, gsize, steps):
+    """The groups in ``order`` as runs of adjacent channels (order[g+1] == order[g] + 1 with
+    no step between them: one scale, one segment per tap): (first channel, channels, step
+    before the run) of each."""
+    starts, lens, run_steps = [], [], []
+    for g, step in zip(order, steps, strict=True):
+        if lens and step == 0 and starts[-1] + lens[-1] == g * gsize:
+            lens[-1] += gsize
+        else:
+            starts.append(g * gsize)
+            lens.append(gsize)
+            run_steps.append(step)
+    return (np.array(starts, np.int64), np.array(lens, np.int64),
+            np.array(run_steps, np.int64))
 
 
 def conv3x3_w16(x, w, mode=GATE_NO_MAX):
@@ -390,20 +477,27 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
     coarsest first). Returns the (H, W, N) int32 sum over g of conv(group order[g]) *
     2**(steps[g+1] + ... + steps[-1]): exact in the finest group's scale, accumulated as
     Horner's scheme in the register tile (tile_shifted; the groups are segments, so nothing
-    is permuted and they cost no more products than one conv). ValueError unless
-    grouped_headroom. ``mode``: as conv3x3 (GATE_RELU gives Eq. 11's maximum too)."""
+    is permuted and they cost no more products than one conv). Groups that follow each other
+    in ``order`` and in the channels with no step between them are one run (_runs): one
+    segment per tap for the run, not per group (at 4 channels a group, 144 one-step segments
+    a pixel would cost 5 % of the conv against the plain tile's nine; measured in
+    docs/performance.md). ValueError unless grouped_headroom. ``mode``: as conv3x3 (GATE_RELU
+    gives Eq. 11's maximum too)."""
     c, wd, n = xp.shape[2], xp.shape[1] - 2, w.shape[3]
     if n > 64 or c % gsize or gsize % 4 or len(steps) != c // gsize or len(order) != len(steps):
         raise ValueError("conv3x3_grouped: at most 64 outputs, whole groups of 4k channels")
     if not grouped_headroom(c, steps):
         raise ValueError("conv3x3_grouped: the groups' scales are too far apart for int32")
+    starts, lens, run_steps = _runs(np.asarray(order, np.int64), gsize, steps)
+    if n <= SPREAD_MAX_N:
+        return _conv_spread(xp, w, starts, lens, lens // 4, run_steps, False, _split(xp, False),
+                            mode, None)
     b = np.empty((9 * c // 4, _ceil(n, 8), 4), np.int8)
-    order = np.asarray(order, np.int64)
-    _pack_w_grouped(w, order, gsize, b)
-    segs = (_tap_segments(wd, c)[None, :] + gsize * order[:, None]).ravel()
+    _pack_w_runs(w, starts, lens, b)
+    segs = (_tap_segments(wd, c)[None, :] + starts[:, None]).ravel()
     shifts = np.zeros(segs.size, np.int64)
-    shifts[::9] = steps
-    return _rows_pass(xp, segs, gsize // 4, b, n, np.zeros(n, np.int64), False,
+    shifts[::9] = run_steps
+    return _rows_pass(xp, segs, np.repeat(lens // 4, 9), b, n, np.zeros(n, np.int64), False,
                       _split(xp, False), mode, None, shifts)
 
 

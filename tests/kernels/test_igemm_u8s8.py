@@ -271,6 +271,55 @@ def test_conv3x3_grouped_bit_exact(fill, kind, gsize, shape, mode):
                                   igemm_u8s8.conv3x3_padded(xp, wt))
 
 
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("n", [64, 3])
+def test_conv3x3_grouped_runs_of_groups(fill, kind, n):
+    """Groups in channel order with no step between them run as one segment per tap (_runs:
+    segments of different lengths, each with its own step count in the tile), bit-exact
+    against the groups one by one; a step, or a group out of channel order, starts a run."""
+    h, w, c, gsize = 5, 9, 64, 4
+    xp = np.zeros(igemm_u8s8.padded_shape(h, w, c), np.uint8)
+    xp[1:-1, 1:-1] = fill((h, w, c), np.uint8, kind)
+    wt = fill((3, 3, c, n), np.int8, kind)
+    order = np.array([0, 1, 2, 5, 6, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+    steps = np.zeros(16, np.int64)
+    steps[[5, 9]] = 3, 3  # before group 3, and inside the run 7..15
+    starts, lens, run_steps = igemm_u8s8._runs(order, gsize, steps)
+    np.testing.assert_array_equal(starts, [0, 20, 12, 28, 36])
+    np.testing.assert_array_equal(lens, [12, 8, 8, 8, 28])
+    np.testing.assert_array_equal(run_steps, [0, 0, 3, 0, 3])
+    want = dispatch.conv3x3_grouped_ref(xp, wt, order, gsize, steps)
+    got = igemm_u8s8.conv3x3_grouped(xp, wt, order, gsize, steps)
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+@pytest.mark.parametrize("kind", EXTREMES)
+@pytest.mark.parametrize("xdtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
+@pytest.mark.parametrize("mode", [-1, 0, 1, 2, 3])
+def test_few_outputs_spread_over_the_tile(fill, kind, xdtype, n, mode):
+    """A conv with at most SPREAD_MAX_N outputs takes its horizontal taps as tile columns and
+    sums them per output afterwards (_conv_spread): bit-exact against the plain reference at
+    the extremes, with sign-shifted inputs (each column's own correction), in every gate mode
+    (the maxima taken from the summed rows), at widths 1 and 2 (the row ends); 6 outputs take
+    the nine-tap tile, the boundary."""
+    from intsr.kernels.requant import max_abs_s32_ref
+    assert igemm_u8s8.SPREAD_MAX_N == 5
+    for h, w, c in [(6, 11, 64), (3, 1, 8), (2, 2, 3)]:
+        x = fill((h, w, c), xdtype, kind)
+        wt = fill((3, 3, c, n), np.int8, kind)
+        gate = fill((h * w, n), np.int8, "random") if mode == 2 else None
+        want = conv3x3_ref(x, wt)
+        got = igemm_u8s8.conv3x3(x, wt, mode, gate)
+        out = got if mode == -1 else got[0]
+        assert out.dtype == np.int32
+        np.testing.assert_array_equal(out.astype(np.int64), want)
+        if mode == 3:
+            np.testing.assert_array_equal(got[1], np.maximum(want.reshape(-1, n).max(0), 0))
+        elif mode != -1:
+            assert got[1] == max_abs_s32_ref(want.reshape(h * w, n), gate, mode)
+
+
 def test_conv3x3_grouped_refuses_what_int32_cannot_hold():
     xp = np.zeros(igemm_u8s8.padded_shape(2, 2, 64), np.uint8)
     wt = np.zeros((3, 3, 64, 8), np.int8)
