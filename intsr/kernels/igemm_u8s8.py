@@ -350,12 +350,13 @@ def _conv_padded(xp, w, mode, gate, shifted, split):
 def _conv_spread(xp, w, starts, lens, k4, shifts, shifted, split, mode, gate):
     """A conv with few outputs (N <= SPREAD_MAX_N: the last layer's 3) with its three
     horizontal taps spread over the tile's columns: B columns (dx, o), so the tile takes three
-    segments a pixel (the rows dy of its own column) instead of nine, 16 columns wide instead
-    of N padded to 8 (a ymm block): q[y, x, dx N + o] is what the pixels above, at and below
-    (y, x) give output o of pixel (y, x - dx + 1), and each output adds its three from q's
-    row (_conv_rows, ``spread``), zero beyond the image (the padding): two thirds of the
-    products. For runs of channels (conv3x3_grouped: ``starts``, ``lens``, the steps
-    ``shifts`` before each run; ``k4`` an array) the three segments of each run in turn.
+    segments a pixel (the rows dy of its own column) instead of nine, 3 N columns (rounded up
+    to 8; 16, a zmm block, for the last layer's 3) instead of N rounded up to 8:
+    q[y, x, dx N + o] is what the pixels above, at and below (y, x) give output o of pixel
+    (y, x - dx + 1), and each output adds its three from q's row (_conv_rows, ``spread``),
+    zero beyond the image (the padding): two thirds of the products at N = 3. For runs of
+    channels (conv3x3_grouped: ``starts``, ``lens``, the steps ``shifts`` before each run;
+    ``k4`` an array) the three segments of each run in turn.
     Exact: a q is a partial sum of an output's products, so every sum stays within the conv's
     own bound; with ``shifted`` each q column loses its own 128 * column sum."""
     wd, c4, n = xp.shape[1] - 2, xp.shape[2], w.shape[3]
