@@ -80,19 +80,11 @@ def _pack_w(w, c4, b, wsum):
     # w (3, 3, C, N) int8 -> the B operand as ``vpdpbusd`` reads it, b (9*C4/4, Np, 4) with Np =
     # N rounded up to 8: b[k // 4, j, k % 4] = w[tap, c, j] for reduction index k = tap*C4 + c,
     # zero for c >= C and j >= N; and wsum[j] = 128 * the column's sum, the sign shift's
-    # correction (|wsum| <= 128 * 576 * 128 < 2**24). One pass, every byte of b written.
-    cin, n = w.shape[2], w.shape[3]
-    npad = b.shape[1]
-    for j in range(npad):
-        wsum[j] = 0
-    for tap in range(9):
-        dy, dx = tap // 3, tap % 3
-        for c in range(c4):
-            k = tap * c4 + c
-            for j in range(npad):
-                v = w[dy, dx, c, j] if c < cin and j < n else np.int8(0)
-                b[k >> 2, j, k & 3] = v
-                wsum[j] += 128 * np.int64(v)
+    # correction (|wsum| <= 128 * 576 * 128 < 2**24). One pass, every byte of b written:
+    # _pack_w_runs with one run of all C4 channels.
+    lens = np.empty(1, np.int64)
+    lens[0] = c4
+    _pack_w_runs(w, np.zeros(1, np.int64), lens, b, wsum)
 
 
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
@@ -404,18 +396,23 @@ def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts, spr
 
 
 @njit(cache=True, nogil=True)
-def _pack_w_runs(w, starts, lens, b):
-    # w (3, 3, C, N) int8 -> the B operand of conv3x3_grouped, b (9*C/4, Np, 4): the runs of
-    # channels in the order given, each as its nine taps of lens[r] channels from starts[r]
-    # (reduction index k counts through run, tap, channel); zero for columns j >= N.
-    n, npad = w.shape[3], b.shape[1]
+def _pack_w_runs(w, starts, lens, b, wsum):
+    # w (3, 3, C, N) int8 -> the B operand of the runs of channels in the order given, each as
+    # its nine taps of lens[r] channels from starts[r] (reduction index k counts through run,
+    # tap, channel), b (9 * sum(lens) / 4, Np, 4); zero for channels >= C (the padding to C4)
+    # and columns j >= N; wsum[j] = 128 * column j's sum.
+    cin, n, npad = w.shape[2], w.shape[3], b.shape[1]
+    for j in range(npad):
+        wsum[j] = 0
     k = 0
     for r in range(starts.size):
         for tap in range(9):
             dy, dx = tap // 3, tap % 3
             for ch in range(starts[r], starts[r] + lens[r]):
                 for j in range(npad):
-                    b[k >> 2, j, k & 3] = w[dy, dx, ch, j] if j < n else np.int8(0)
+                    v = w[dy, dx, ch, j] if ch < cin and j < n else np.int8(0)
+                    b[k >> 2, j, k & 3] = v
+                    wsum[j] += 128 * np.int64(v)
                 k += 1
 
 
@@ -494,7 +491,7 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
         return _conv_spread(xp, w, starts, lens, lens // 4, run_steps, False, _split(xp, False),
                             mode, None)
     b = np.empty((9 * c // 4, _ceil(n, 8), 4), np.int8)
-    _pack_w_runs(w, starts, lens, b)
+    _pack_w_runs(w, starts, lens, b, np.empty(b.shape[1], np.int64))
     segs = (_tap_segments(wd, c)[None, :] + starts[:, None]).ravel()
     shifts = np.zeros(segs.size, np.int64)
     shifts[::9] = run_steps
