@@ -106,6 +106,14 @@ def test_light_rooms_stay_light():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_the_device_path_does_not_import_scipy_ndimage():
+    """The online path and the CLI import the float path's resizer kernels but never run Eq. 1
+    in float: scipy.ndimage (0.1-0.2 s of every `intsr` run's start) stays unimported."""
+    code = ("import sys, intsr.online, intsr.jobs, cli.main; "
+            "sys.exit(1 if 'scipy.ndimage' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
 DESIGN = ROOT / "docs" / "design.md"
 BEGIN, END = "<!-- rooms: generated from ALLOWED in tests/test_layout.py -->", "<!-- /rooms -->"
 

@@ -7,7 +7,6 @@ pixels of a sampling grid along each axis: ``s//2, s//2 + s, ...`` ("centre", th
 ``0, s, 2s, ...`` ("corner", MZSR's; see intsr.kernels.resample).
 """
 import numpy as np
-from scipy import ndimage
 
 from intsr.kernels.resample import bicubic_coeffs, bicubic_shift, grid_offset
 
@@ -17,6 +16,10 @@ def degrade(img, kernel, scale, grid="centre"):
     ``off`` the grid's first pixel.
 
     ``img`` is (H, W) or (H, W, C) float; the result has ``ceil((H - off) / s)`` rows."""
+    # imported here: the device imports this module for the resizers' kernels (realdeg) and
+    # never runs Eq. 1 in float; scipy.ndimage costs every `intsr` run 0.1-0.2 s to import
+    from scipy import ndimage
+
     img = np.asarray(img, np.float64)
     k = np.asarray(kernel, np.float64)
     off = grid_offset(grid, scale)

@@ -1,10 +1,13 @@
 """degrade_u8 (Eq. 1 on integers) bit-exact against its plain-loop reference, at the extremes of
 uint8 and of the fixed-point taps, including kernels wider than the image (reflect wraps)."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from intsr.floatpath.convert import KERNEL_BITS, kernel_to_fixed
-from intsr.kernels.resample import degrade_u8, degrade_u8_ref
+from intsr.kernels.resample import _cubic, bicubic_coeffs, degrade_u8, degrade_u8_ref
 
 
 @pytest.mark.parametrize("shape,ksize,scale", [((13, 11, 3), 5, 2), ((9, 10, 1), 15, 4),
@@ -73,3 +76,32 @@ def test_bicubic_follows_the_grid(scale, grid):
     ours = bicubic_upsample_u8(img, scale, grid)
     flt = bicubic_upsample(img / 255.0, scale, grid=grid) * 255
     assert np.abs(ours - flt).max() <= 1.5  # two 8-bit roundings, like Pillow's own path
+
+
+def _pillow_coeffs_row_by_row(in_size, out_size, shift):
+    """Pillow's precompute_coeffs for bicubic, each output row derived on its own in exact
+    rationals (what bicubic_coeffs computed before it derived each repeating row once)."""
+    scale = Fraction(in_size, out_size)
+    filterscale = max(scale, Fraction(1))
+    support = 2 * filterscale
+    starts, taps = [], []
+    for xx in range(out_size):
+        center = (xx + shift + Fraction(1, 2)) * scale
+        xmin = max(int(center - support + Fraction(1, 2)), 0)
+        xmax = min(int(center + support + Fraction(1, 2)), in_size) - xmin
+        w = [_cubic((x + xmin - center + Fraction(1, 2)) / filterscale) for x in range(xmax)]
+        total = sum(w)
+        starts.append(xmin)
+        taps.append(tuple(t / total for t in w) if total != 0 else tuple(w))
+    return tuple(starts), tuple(taps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 80), st.integers(-4, 6))
+def test_bicubic_coeffs_equal_the_row_by_row_derivation(in_size, out_size, shift):
+    """The upsampler's taps (up- and downscaling, any shift, borders included) are the rows
+    Pillow derives one by one: the integer window arithmetic and the reuse of a row with the
+    same offset and width change no tap."""
+    bicubic_coeffs.cache_clear()
+    assert bicubic_coeffs(in_size, out_size, shift) == \
+        _pillow_coeffs_row_by_row(in_size, out_size, shift)
