@@ -39,8 +39,8 @@ class TileLoop(NamedTuple):
     """What one tile's loop nest reads and writes, as LLVM values (``rows`` a Python int):
     out[o_off + r*ldo + c] = sum over segments s and 4-byte steps q < k4 of
     a[a_off + r*lda + segs[s] + 4q + t] * b[(s*k4 + q)*ldb + 4c + t], for r < rows (with
-    ``k4s``, segment s has k4[s] steps and B's rows run on: b[(k4[0] + ... + k4[s-1] + q)
-    * ldb + 4c + t])."""
+    ``k4`` a pointer, segment s has k4[s] steps and B's rows run on: b[(k4[0] + ... +
+    k4[s-1] + q) * ldb + 4c + t])."""
     builder: ir.IRBuilder
     rows: int      # accumulator rows, a compile-time constant
     nseg: ir.Value  # number of segments (i64)
@@ -48,14 +48,13 @@ class TileLoop(NamedTuple):
     a: ir.Value     # A operand (i8*, read as uint8)
     a_off: ir.Value  # offset of row 0 in A (i64)
     lda: ir.Value   # A stride between rows (i64)
-    k4: ir.Value    # 4-byte steps per segment (i64), or each segment's own (i64*, k4s)
+    k4: ir.Value    # 4-byte steps per segment (i64), or each segment's own (i64*)
     b: ir.Value     # packed B operand (i8*, int8)
     ldb: ir.Value   # bytes of B per 4-byte step (i64)
     out: ir.Value   # output (i32*)
     o_off: ir.Value  # offset of row 0 in out (i64)
     ldo: ir.Value   # out stride between rows (i64)
     shifts: ir.Value = None  # per segment: left shift of the accumulators before it (i64*)
-    k4s: bool = False  # k4 is a pointer: segment s has k4[s] steps
 
 
 def zmm_blocks(nb):
@@ -150,7 +149,9 @@ def emit_loops(loop, blocks, vty, parts, madd):
                     for c, (_, n) in enumerate(blocks):
                         builder.store(builder.shl(builder.load(acc[r][c]), splat[n]), acc[r][c])
         base = builder.add(loop.a_off, seg)
-        k4 = builder.load(builder.gep(loop.k4, [seg_loop.index])) if loop.k4s else loop.k4
+        k4 = loop.k4
+        if isinstance(k4.type, ir.PointerType):  # each segment's own step count
+            k4 = builder.load(builder.gep(k4, [seg_loop.index]))
         with cgutils.for_range(builder, k4) as q_loop:
             q4 = builder.mul(q_loop.index, ir.Constant(_I64, 4))
             bp = builder.load(bpos)
@@ -216,8 +217,7 @@ def _codegen(n_rows, shifted):
         (_, a_off_v, lda_v, _, k4_v, _, ldb_v, _, o_off_v, ldo_v, _, nb_v, split_v) = args
         arr = [context.make_array(sargs[i])(context, builder, args[i]) for i in (0, 3, 5, 7)]
         a_ptr, segs_ptr, b_ptr, o_ptr = (x.data for x in arr)
-        k4s = isinstance(sargs[4], types.Array)  # each segment's own step count
-        if k4s:
+        if isinstance(sargs[4], types.Array):  # each segment's own step count
             k4_v = context.make_array(sargs[4])(context, builder, k4_v).data
         i8p = ir.IntType(8).as_pointer()
         a_ptr = builder.bitcast(a_ptr, i8p)
@@ -225,7 +225,7 @@ def _codegen(n_rows, shifted):
         nseg = builder.extract_value(arr[1].shape, 0)
         loop = TileLoop(builder=builder, rows=n_rows, nseg=nseg, segs=segs_ptr, a=a_ptr,
                         a_off=a_off_v, lda=lda_v, k4=k4_v, b=b_ptr, ldb=ldb_v, out=o_ptr,
-                        o_off=o_off_v, ldo=ldo_v, shifts=shifts_ptr, k4s=k4s)
+                        o_off=o_off_v, ldo=ldo_v, shifts=shifts_ptr)
 
         def emit(width):
             if ISA == "vnni":

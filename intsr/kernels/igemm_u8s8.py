@@ -82,9 +82,7 @@ def _pack_w(w, c4, b, wsum):
     # zero for c >= C and j >= N; and wsum[j] = 128 * the column's sum, the sign shift's
     # correction (|wsum| <= 128 * 576 * 128 < 2**24). One pass, every byte of b written:
     # _pack_w_runs with one run of all C4 channels.
-    lens = np.empty(1, np.int64)
-    lens[0] = c4
-    _pack_w_runs(w, np.zeros(1, np.int64), lens, b, wsum)
+    _pack_w_runs(w, np.zeros(1, np.int64), np.full(1, c4, np.int64), b, wsum)
 
 
 # The kernels take flat views made by the caller: Numba's in-kernel reshape checks sizes
@@ -354,33 +352,12 @@ def _conv_spread(xp, w, starts, lens, k4, shifts, shifted, split, mode, gate):
     wd, c4, n = xp.shape[1] - 2, xp.shape[2], w.shape[3]
     b = np.empty((3 * int(lens.sum()) // 4, _ceil(3 * n, 8), 4), np.int8)
     wsum = np.empty(b.shape[1], np.int64)
-    _pack_w_spread(w, starts, lens, b, wsum)
+    _pack_w_runs(w, starts, lens, b, wsum, True)
     rows = np.array([(dy * (wd + 2) + 1) * c4 for dy in range(3)], np.int64)
-    segs = (starts[:, None] + rows[None, :]).ravel()
-    if shifts.size:  # a step before each run's first segment
-        shifts = np.repeat(shifts, 3) * (np.arange(segs.size) % 3 == 0)
+    segs, shifts = _run_segments(rows, starts, shifts)
     corr = wsum if shifted else np.zeros(b.shape[1], np.int64)
     return _rows_pass(xp, segs, k4 if np.ndim(k4) == 0 else np.repeat(k4, 3), b, n, corr,
                       shifted, split, mode, gate, shifts, True)
-
-
-@njit(cache=True, nogil=True)
-def _pack_w_spread(w, starts, lens, b, wsum):
-    # w (3, 3, C, N) int8 -> _conv_spread's B, b (3 K / 4, Np, 4), Np >= 3 N: reduction index
-    # k counting through run, row dy, the run's channels; column j = dx * N + o (zero for
-    # channels >= C, the padding to C4, and columns >= 3 N); wsum[j] = 128 * column j's sum.
-    cin, n, npad = w.shape[2], w.shape[3], b.shape[1]
-    for j in range(npad):
-        wsum[j] = 0
-    k = 0
-    for r in range(starts.size):
-        for dy in range(3):
-            for ch in range(starts[r], starts[r] + lens[r]):
-                for j in range(npad):
-                    v = w[dy, j // n, ch, j % n] if ch < cin and j < 3 * n else np.int8(0)
-                    b[k >> 2, j, k & 3] = v
-                    wsum[j] += 128 * np.int64(v)
-                k += 1
 
 
 def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts, spread=False):
@@ -396,24 +373,40 @@ def _rows_pass(xp, segs, k4, b, n, corr, shifted, split, mode, gate, shifts, spr
 
 
 @njit(cache=True, nogil=True)
-def _pack_w_runs(w, starts, lens, b, wsum):
-    # w (3, 3, C, N) int8 -> the B operand of the runs of channels in the order given, each as
-    # its nine taps of lens[r] channels from starts[r] (reduction index k counts through run,
-    # tap, channel), b (9 * sum(lens) / 4, Np, 4); zero for channels >= C (the padding to C4)
-    # and columns j >= N; wsum[j] = 128 * column j's sum.
+def _pack_w_runs(w, starts, lens, b, wsum, spread=False):
+    # w (3, 3, C, N) int8 -> the B operand of the runs of channels in the order given, run r
+    # being lens[r] channels from starts[r]: b (K / 4, Np, 4), zero for channels >= C (the
+    # padding to C4); wsum[j] = 128 * column j's sum. The reduction index k counts through run,
+    # tap (dy, dx), channel and column j is output j (zero for j >= N); ``spread``
+    # (_conv_spread): k counts through run, row dy, channel and column j is dx * N + o (zero
+    # for j >= 3 N).
     cin, n, npad = w.shape[2], w.shape[3], b.shape[1]
+    ncol = 3 * n if spread else n
     for j in range(npad):
         wsum[j] = 0
     k = 0
     for r in range(starts.size):
-        for tap in range(9):
-            dy, dx = tap // 3, tap % 3
+        for p in range(3 if spread else 9):
             for ch in range(starts[r], starts[r] + lens[r]):
                 for j in range(npad):
-                    v = w[dy, dx, ch, j] if ch < cin and j < n else np.int8(0)
+                    v = np.int8(0)
+                    if ch < cin and j < ncol:
+                        v = w[p, j // n, ch, j % n] if spread else w[p // 3, p % 3, ch, j]
                     b[k >> 2, j, k & 3] = v
                     wsum[j] += 128 * np.int64(v)
                 k += 1
+
+
+def _run_segments(offsets, starts, run_steps):
+    """The segments of runs of channels, each run's ``offsets`` (its taps or rows) from its
+    first channel, and the tile's shifts: each run's step before its first segment (none
+    when ``run_steps`` is empty: the plain tile)."""
+    segs = (starts[:, None] + offsets[None, :]).ravel()
+    if not run_steps.size:
+        return segs, run_steps
+    shifts = np.zeros(segs.size, np.int64)
+    shifts[::offsets.size] = run_steps
+    return segs, shifts
 
 
 def _runs(order, gsize, steps):
@@ -492,9 +485,7 @@ def conv3x3_grouped(xp, w, order, gsize, steps, mode=GATE_NO_MAX):
                             mode, None)
     b = np.empty((9 * c // 4, _ceil(n, 8), 4), np.int8)
     _pack_w_runs(w, starts, lens, b, np.empty(b.shape[1], np.int64))
-    segs = (_tap_segments(wd, c)[None, :] + starts[:, None]).ravel()
-    shifts = np.zeros(segs.size, np.int64)
-    shifts[::9] = run_steps
+    segs, shifts = _run_segments(_tap_segments(wd, c), starts, run_steps)
     return _rows_pass(xp, segs, np.repeat(lens // 4, 9), b, n, np.zeros(n, np.int64), False,
                       _split(xp, False), mode, None, shifts)
 
